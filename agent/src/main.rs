@@ -1,0 +1,52 @@
+//! `vixen`: a GitOps pull agent for Talos Linux clusters. This file only wires the subcommands.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// vixen keeps a Talos Linux cluster in step with one Git repository.
+///
+/// The repo describes nodes, versions, network and secrets; vixen validates it, renders Talos
+/// machine configs, and converges the cluster over the Talos API without breaking etcd quorum.
+#[derive(Parser)]
+#[command(name = "vixen", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a cluster repo: schema and semantic rules, every error as file:line:col.
+    Validate(cmd::validate::Args),
+    /// Print the Talos machine config of one node (or write all of them).
+    Render(cmd::render::Args),
+    /// Decrypt a SOPS file encrypted to age keys, like `sops decrypt`.
+    Decrypt(cmd::decrypt::Args),
+    /// Generate a new Talos secrets bundle (like `talosctl gen secrets`).
+    #[command(name = "gen-secrets")]
+    GenSecrets(cmd::gen_secrets::Args),
+    /// Run simulated Talos nodes with real etcd on loopback, for tests and rehearsals.
+    #[command(subcommand)]
+    Lab(cmd::lab::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Render(args) => cmd::render::run(args),
+        Command::Decrypt(args) => cmd::decrypt::run(args),
+        Command::GenSecrets(args) => cmd::gen_secrets::run(args),
+        Command::Lab(command) => cmd::lab::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

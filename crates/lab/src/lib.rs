@@ -1,0 +1,1 @@
+//! vixen-lab (placeholder; filled in by its issue).

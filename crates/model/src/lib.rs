@@ -1,0 +1,1 @@
+//! vixen-model (placeholder; filled in by its issue).

@@ -1,0 +1,1 @@
+//! vixen-pki (placeholder; filled in by its issue).

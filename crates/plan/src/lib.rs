@@ -1,0 +1,1 @@
+//! vixen-plan (placeholder; filled in by its issue).

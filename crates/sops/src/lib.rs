@@ -1,0 +1,1 @@
+//! vixen-sops (placeholder; filled in by its issue).

@@ -1,0 +1,1 @@
+//! vixen-talos (placeholder; filled in by its issue).
