@@ -1,1 +1,41 @@
-//! vixen-talos (placeholder; filled in by its issue).
+//! vixen-talos: the Talos machine API (our own proto subset, generated client and server code) and
+//! a client that speaks it the way talosctl does.
+//!
+//! ```text
+//! Talosconfig / SecretsBundle ──► Credentials ──► tls::client_config ──► Client (one per endpoint)
+//!                                                    (maintenance: no cert,  │  `node` key proxies
+//!                                                     no verification)       ▼
+//!                                                      TalosNode trait ◄── lifecycle engine, fakes
+//! ```
+//!
+//! The generated code lives in [`api`]; the lab serves the same services with it.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod node;
+pub mod tls;
+
+pub use client::{CallOptions, Client};
+pub use config::{Credentials, Talosconfig};
+pub use error::{Error, Result};
+pub use node::{
+    ApplyMode, ApplyOutcome, BoxFuture, EtcdMember, EtcdMemberStatus, ServiceStatus, TalosNode,
+    TalosVersion, UpgradeOutcome, VersionInfo,
+};
+
+/// Code generated from `proto/` (client and server).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod api {
+    /// Package `common`.
+    pub mod common {
+        tonic::include_proto!("common");
+    }
+    /// Package `machine` (MachineService and LifecycleService).
+    pub mod machine {
+        tonic::include_proto!("machine");
+    }
+}
+
+/// The Talos API port, on every node.
+pub const API_PORT: u16 = 50000;

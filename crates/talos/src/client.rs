@@ -1,0 +1,715 @@
+//! The Talos API client: one gRPC channel per endpoint (lazy, reconnecting), the `node` metadata
+//! key for proxying through that endpoint, per-call timeouts and retries with backoff on
+//! Unavailable, and version-aware choices (Talos 1.13+ upgrades through LifecycleService).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::api::common::Metadata;
+use crate::api::machine as pb;
+use crate::api::machine::lifecycle_service_client::LifecycleServiceClient;
+use crate::api::machine::machine_service_client::MachineServiceClient;
+use crate::config::Credentials;
+use crate::error::{Error, Result};
+use crate::node::{
+    ApplyMode, ApplyOutcome, BoxFuture, EtcdMember, EtcdMemberStatus, ServiceStatus, TalosNode,
+    TalosVersion, UpgradeOutcome, VersionInfo,
+};
+use crate::{API_PORT, tls};
+
+/// Timeouts and retry policy of every call.
+#[derive(Debug, Clone)]
+pub struct CallOptions {
+    /// Deadline of one attempt (sent as `grpc-timeout` and enforced locally).
+    pub timeout: Duration,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Extra attempts after an Unavailable answer.
+    pub retries: u32,
+    /// First backoff; doubled after each attempt.
+    pub backoff: Duration,
+    /// Backoff ceiling.
+    pub max_backoff: Duration,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            retries: 3,
+            backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(4),
+        }
+    }
+}
+
+/// A Talos API client bound to one endpoint (and optionally one target node behind it).
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+    endpoint: String,
+    node: Option<String>,
+    opts: CallOptions,
+    maintenance: bool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint)
+            .field("node", &self.node)
+            .field("maintenance", &self.maintenance)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits `host`, `host:port` or `[v6]:port` into a host and a port (50000 by default).
+fn split_endpoint(endpoint: &str) -> Result<(String, u16)> {
+    let bad = || Error::InvalidEndpoint(endpoint.to_string());
+    if endpoint.parse::<std::net::IpAddr>().is_ok() && endpoint.contains(':') {
+        return Ok((format!("[{endpoint}]"), API_PORT));
+    }
+    match endpoint.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
+            Ok((host.to_string(), port.parse().map_err(|_| bad())?))
+        }
+        _ if !endpoint.is_empty() => Ok((endpoint.to_string(), API_PORT)),
+        _ => Err(bad()),
+    }
+}
+
+impl Client {
+    /// An mTLS client for `endpoint` (`host` or `host:port`), connecting lazily.
+    ///
+    /// # Errors
+    /// [`Error::Tls`] or [`Error::InvalidEndpoint`].
+    pub fn connect(endpoint: &str, creds: &Credentials) -> Result<Self> {
+        Self::build(
+            endpoint,
+            tls::client_config(creds)?,
+            false,
+            CallOptions::default(),
+        )
+    }
+
+    /// A maintenance-mode client: TLS without client certificate and without verifying the node.
+    /// Use it only for maintenance-mode calls (ApplyConfiguration of the first config, Version).
+    ///
+    /// # Errors
+    /// [`Error::InvalidEndpoint`].
+    pub fn maintenance(endpoint: &str) -> Result<Self> {
+        Self::build(
+            endpoint,
+            tls::maintenance_config(),
+            true,
+            CallOptions::default(),
+        )
+    }
+
+    fn build(
+        endpoint: &str,
+        tls_config: Arc<ClientConfig>,
+        maintenance: bool,
+        opts: CallOptions,
+    ) -> Result<Self> {
+        let (host, port) = split_endpoint(endpoint)?;
+        let sni = tls::server_name(&host)?;
+        let connector = TlsConnector::from(tls_config);
+        let target = format!("{host}:{port}");
+        let tcp_target = target.trim_start_matches('[').replace("]:", ":");
+        let tcp_target = if host.starts_with('[') {
+            target.clone()
+        } else {
+            tcp_target
+        };
+        let connect = tower::service_fn(move |_uri: http::Uri| {
+            let (connector, sni, addr) = (connector.clone(), sni.clone(), tcp_target.clone());
+            async move {
+                let tcp = TcpStream::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                let stream = connector.connect(sni, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        let channel = Endpoint::from_shared(format!("http://{target}"))
+            .map_err(|_| Error::InvalidEndpoint(endpoint.to_string()))?
+            .connect_timeout(opts.connect_timeout)
+            .connect_with_connector_lazy(connect);
+        Ok(Self {
+            channel,
+            endpoint: endpoint.to_string(),
+            node: None,
+            opts,
+            maintenance,
+        })
+    }
+
+    /// Targets `node` through this endpoint (gRPC metadata key `node`, proxied by apid).
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.node = Some(node.into());
+        self
+    }
+
+    /// Replaces the timeouts and retry policy.
+    pub fn with_options(mut self, opts: CallOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// The endpoint this client connects to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Whether this is a maintenance-mode (unauthenticated) client.
+    pub fn is_maintenance(&self) -> bool {
+        self.maintenance
+    }
+
+    fn request<M>(&self, msg: M) -> Request<M> {
+        let mut req = Request::new(msg);
+        req.set_timeout(self.opts.timeout);
+        if let Some(node) = &self.node
+            && let Ok(value) = node.parse()
+        {
+            req.metadata_mut().insert("node", value);
+        }
+        req
+    }
+
+    /// Runs one call with the timeout, retrying Unavailable answers with backoff.
+    async fn call<M, R, F, Fut>(&self, method: &'static str, msg: M, f: F) -> Result<R>
+    where
+        M: Clone,
+        F: Fn(Channel, Request<M>) -> Fut,
+        Fut: Future<Output = std::result::Result<R, Status>>,
+    {
+        let mut backoff = self.opts.backoff;
+        let mut attempt = 0;
+        loop {
+            let fut = f(self.channel.clone(), self.request(msg.clone()));
+            let limit = self.opts.timeout + self.opts.connect_timeout;
+            let status = match tokio::time::timeout(limit, fut).await {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(status)) => status,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        method,
+                        after: limit,
+                    });
+                }
+            };
+            if status.code() != tonic::Code::Unavailable || attempt >= self.opts.retries {
+                return Err(Error::from_status(method, status));
+            }
+            attempt += 1;
+            tracing::debug!(method, endpoint = %self.endpoint, attempt, "unavailable, retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.opts.max_backoff);
+        }
+    }
+
+    /// Version of the node.
+    ///
+    /// # Errors
+    /// As every call: [`Error::Unavailable`], [`Error::Timeout`], [`Error::Rpc`].
+    pub async fn version(&self) -> Result<VersionInfo> {
+        const M: &str = "/machine.MachineService/Version";
+        let reply = self
+            .call(M, (), |ch, req| async move {
+                MachineServiceClient::new(ch)
+                    .version(req)
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+        let msg = first(M, reply.messages, |m| &m.metadata)?;
+        Ok(VersionInfo {
+            tag: msg.version.map(|v| v.tag).unwrap_or_default(),
+            platform: msg.platform.map(|p| p.mode).unwrap_or_default(),
+        })
+    }
+
+    /// The node's Talos version, parsed.
+    ///
+    /// # Errors
+    /// As [`Client::version`]; [`Error::Protocol`] when the tag does not parse.
+    pub async fn talos_version(&self) -> Result<TalosVersion> {
+        let tag = self.version().await?.tag;
+        TalosVersion::parse(&tag).ok_or(Error::Protocol {
+            method: "/machine.MachineService/Version",
+            message: format!("unparsable version tag {tag:?}"),
+        })
+    }
+
+    /// ApplyConfiguration, always with an explicit mode.
+    ///
+    /// # Errors
+    /// As every call; the node refuses invalid configs, NO_REBOOT changes that need a reboot,
+    /// machine type changes and concurrent applies.
+    pub async fn apply_configuration(
+        &self,
+        config: &[u8],
+        mode: ApplyMode,
+        dry_run: bool,
+        try_timeout: Option<Duration>,
+    ) -> Result<ApplyOutcome> {
+        const M: &str = "/machine.MachineService/ApplyConfiguration";
+        let msg = pb::ApplyConfigurationRequest {
+            data: config.to_vec(),
+            mode: mode.wire(),
+            dry_run,
+            try_mode_timeout: try_timeout.map(|d| prost_types::Duration {
+                seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+            }),
+        };
+        let reply = self
+            .call(M, msg, |ch, req| async move {
+                MachineServiceClient::new(ch)
+                    .apply_configuration(req)
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+        let msg = first(M, reply.messages, |m| &m.metadata)?;
+        Ok(ApplyOutcome {
+            mode: ApplyMode::from_wire(msg.mode),
+            mode_details: msg.mode_details,
+            warnings: msg.warnings,
+        })
+    }
+
+    /// Legacy MachineService.Upgrade: the node installs and reboots itself.
+    ///
+    /// # Errors
+    /// As every call; the node refuses when etcd would lose quorum (unless `force`).
+    pub async fn upgrade_legacy(&self, image: &str, stage: bool, force: bool) -> Result<String> {
+        const M: &str = "/machine.MachineService/Upgrade";
+        let msg = pb::UpgradeRequest {
+            image: image.to_string(),
+            preserve: true,
+            stage,
+            force,
+            reboot_mode: 0,
+        };
+        let reply = self
+            .call(M, msg, |ch, req| async move {
+                MachineServiceClient::new(ch)
+                    .upgrade(req)
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+        Ok(first(M, reply.messages, |m| &m.metadata)?.ack)
+    }
+
+    /// LifecycleService.Upgrade (Talos 1.13+): installs `image` and streams progress; the node
+    /// does not reboot. Returns the progress lines.
+    ///
+    /// # Errors
+    /// As every call; [`Error::Rpc`] (`Internal`) when the installer exits non-zero.
+    pub async fn lifecycle_upgrade(&self, image: &str) -> Result<Vec<String>> {
+        const M: &str = "/machine.LifecycleService/Upgrade";
+        let msg = pb::LifecycleServiceUpgradeRequest {
+            containerd: Some(crate::api::common::ContainerdInstance {
+                driver: crate::api::common::ContainerDriver::Cri as i32,
+                namespace: crate::api::common::ContainerdNamespace::NsSystem as i32,
+            }),
+            source: Some(pb::InstallArtifactsSource {
+                image_name: image.to_string(),
+            }),
+        };
+        let (lines, code) = self
+            .call(M, msg, |ch, req| async move {
+                let mut stream = LifecycleServiceClient::new(ch)
+                    .upgrade(req)
+                    .await?
+                    .into_inner();
+                let (mut lines, mut code) = (Vec::new(), None);
+                while let Some(item) = stream.message().await? {
+                    use pb::lifecycle_service_install_progress::Response;
+                    match item.progress.and_then(|p| p.response) {
+                        Some(Response::Message(line)) => lines.push(line),
+                        Some(Response::ExitCode(c)) => code = Some(c),
+                        None => {}
+                    }
+                }
+                Ok((lines, code))
+            })
+            .await?;
+        match code {
+            Some(0) => Ok(lines),
+            Some(c) => Err(Error::Rpc {
+                method: M,
+                code: tonic::Code::Internal,
+                message: format!("installer exited with {c}"),
+            }),
+            None => Err(Error::Protocol {
+                method: M,
+                message: "no exit code".into(),
+            }),
+        }
+    }
+
+    /// Upgrade to `image` the way the node's version wants it: 1.13+ LifecycleService.Upgrade
+    /// then Reboot; up to 1.12 the legacy Upgrade (which reboots by itself).
+    ///
+    /// # Errors
+    /// As the calls it makes.
+    pub async fn upgrade(&self, image: &str) -> Result<UpgradeOutcome> {
+        if self.talos_version().await?.has_lifecycle_service() {
+            let progress = self.lifecycle_upgrade(image).await?;
+            self.reboot().await?;
+            Ok(UpgradeOutcome::LifecycleThenReboot { progress })
+        } else {
+            let ack = self.upgrade_legacy(image, false, false).await?;
+            Ok(UpgradeOutcome::Legacy { ack })
+        }
+    }
+
+    /// Reset: `graceful` leaves etcd first on control planes; `reboot` reboots into maintenance
+    /// mode (else the node halts).
+    ///
+    /// # Errors
+    /// As every call.
+    pub async fn reset(&self, graceful: bool, reboot: bool) -> Result<()> {
+        const M: &str = "/machine.MachineService/Reset";
+        let msg = pb::ResetRequest {
+            graceful,
+            reboot,
+            ..Default::default()
+        };
+        let reply = self
+            .call(M, msg, |ch, req| async move {
+                MachineServiceClient::new(ch)
+                    .reset(req)
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+        first(M, reply.messages, |m| &m.metadata).map(drop)
+    }
+
+    /// Bootstrap etcd on this (first) control plane.
+    ///
+    /// # Errors
+    /// As every call; `AlreadyExists` when etcd already has data.
+    pub async fn bootstrap(&self) -> Result<()> {
+        const M: &str = "/machine.MachineService/Bootstrap";
+        let reply = self
+            .call(M, pb::BootstrapRequest::default(), |ch, req| async move {
+                MachineServiceClient::new(ch)
+                    .bootstrap(req)
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+        first(M, reply.messages, |m| &m.metadata).map(drop)
+    }
+
+    /// Reboot.
+    ///
+    /// # Errors
+    /// As every call.
+    pub async fn reboot(&self) -> Result<()> {
+        const M: &str = "/machine.MachineService/Reboot";
+        let reply = self
+            .call(M, pb::RebootRequest::default(), |ch, req| async move {
+                MachineServiceClient::new(ch)
+                    .reboot(req)
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+        first(M, reply.messages, |m| &m.metadata).map(drop)
+    }
+
+    /// The etcd members this node sees.
+    ///
+    /// # Errors
+    /// As every call.
+    pub async fn etcd_member_list(&self) -> Result<Vec<EtcdMember>> {
+        const M: &str = "/machine.MachineService/EtcdMemberList";
+        let reply = self
+            .call(
+                M,
+                pb::EtcdMemberListRequest { query_local: false },
+                |ch, req| async move {
+                    MachineServiceClient::new(ch)
+                        .etcd_member_list(req)
+                        .await
+                        .map(|r| r.into_inner())
+                },
+            )
+            .await?;
+        let msg = first(M, reply.messages, |m| &m.metadata)?;
+        Ok(msg
+            .members
+            .into_iter()
+            .map(|m| EtcdMember {
+                id: m.id,
+                hostname: m.hostname,
+                peer_urls: m.peer_urls,
+                client_urls: m.client_urls,
+                is_learner: m.is_learner,
+            })
+            .collect())
+    }
+
+    /// Removes the member `id` (for members whose node is gone).
+    ///
+    /// # Errors
+    /// As every call; `NotFound` when there is no such member.
+    pub async fn etcd_remove_member_by_id(&self, id: u64) -> Result<()> {
+        const M: &str = "/machine.MachineService/EtcdRemoveMemberByID";
+        let msg = pb::EtcdRemoveMemberByIdRequest { member_id: id };
+        let reply = self
+            .call(M, msg, |ch, req| async move {
+                let mut c = MachineServiceClient::new(ch);
+                c.etcd_remove_member_by_id(req)
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+        first(M, reply.messages, |m| &m.metadata).map(drop)
+    }
+
+    /// Removes this node's member from etcd and stops its etcd.
+    ///
+    /// # Errors
+    /// As every call.
+    pub async fn etcd_leave_cluster(&self) -> Result<()> {
+        const M: &str = "/machine.MachineService/EtcdLeaveCluster";
+        let reply = self
+            .call(M, pb::EtcdLeaveClusterRequest {}, |ch, req| async move {
+                MachineServiceClient::new(ch)
+                    .etcd_leave_cluster(req)
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+        first(M, reply.messages, |m| &m.metadata).map(drop)
+    }
+
+    /// Moves leadership away from this node; returns the member that leads afterwards.
+    ///
+    /// # Errors
+    /// As every call; fails on a one-member cluster.
+    pub async fn etcd_forfeit_leadership(&self) -> Result<String> {
+        const M: &str = "/machine.MachineService/EtcdForfeitLeadership";
+        let reply = self
+            .call(
+                M,
+                pb::EtcdForfeitLeadershipRequest {},
+                |ch, req| async move {
+                    let mut c = MachineServiceClient::new(ch);
+                    c.etcd_forfeit_leadership(req).await.map(|r| r.into_inner())
+                },
+            )
+            .await?;
+        Ok(first(M, reply.messages, |m| &m.metadata)?.member)
+    }
+
+    /// This node's etcd member status.
+    ///
+    /// # Errors
+    /// As every call.
+    pub async fn etcd_status(&self) -> Result<EtcdMemberStatus> {
+        const M: &str = "/machine.MachineService/EtcdStatus";
+        let reply = self
+            .call(M, (), |ch, req| async move {
+                MachineServiceClient::new(ch)
+                    .etcd_status(req)
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+        let s = first(M, reply.messages, |m| &m.metadata)?
+            .member_status
+            .unwrap_or_default();
+        Ok(EtcdMemberStatus {
+            member_id: s.member_id,
+            leader: s.leader,
+            raft_term: s.raft_term,
+            raft_index: s.raft_index,
+            db_size: s.db_size,
+            is_learner: s.is_learner,
+            errors: s.errors,
+        })
+    }
+
+    /// An etcd snapshot of this node's member (the whole streamed file).
+    ///
+    /// # Errors
+    /// As every call.
+    pub async fn etcd_snapshot(&self) -> Result<Vec<u8>> {
+        const M: &str = "/machine.MachineService/EtcdSnapshot";
+        self.call(M, pb::EtcdSnapshotRequest {}, |ch, req| async move {
+            collect(
+                MachineServiceClient::new(ch)
+                    .etcd_snapshot(req)
+                    .await?
+                    .into_inner(),
+            )
+            .await
+        })
+        .await
+    }
+
+    /// The admin kubeconfig, as the `.tar.gz` the node streams.
+    ///
+    /// # Errors
+    /// As every call.
+    pub async fn kubeconfig(&self) -> Result<Vec<u8>> {
+        const M: &str = "/machine.MachineService/Kubeconfig";
+        self.call(M, (), |ch, req| async move {
+            collect(
+                MachineServiceClient::new(ch)
+                    .kubeconfig(req)
+                    .await?
+                    .into_inner(),
+            )
+            .await
+        })
+        .await
+    }
+
+    /// The node's services.
+    ///
+    /// # Errors
+    /// As every call.
+    pub async fn service_list(&self) -> Result<Vec<ServiceStatus>> {
+        const M: &str = "/machine.MachineService/ServiceList";
+        let reply = self
+            .call(M, (), |ch, req| async move {
+                MachineServiceClient::new(ch)
+                    .service_list(req)
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+        let msg = first(M, reply.messages, |m| &m.metadata)?;
+        Ok(msg
+            .services
+            .into_iter()
+            .map(|s| ServiceStatus {
+                healthy: s.health.as_ref().is_some_and(|h| h.healthy),
+                id: s.id,
+                state: s.state,
+            })
+            .collect())
+    }
+}
+
+/// Concatenates a `common.Data` stream.
+async fn collect(
+    mut stream: tonic::Streaming<crate::api::common::Data>,
+) -> std::result::Result<Vec<u8>, Status> {
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        out.extend_from_slice(&chunk.bytes);
+    }
+    Ok(out)
+}
+
+/// The single per-node message of a reply; a `metadata.error` set by a proxy becomes an error.
+fn first<T>(
+    method: &'static str,
+    messages: Vec<T>,
+    meta: impl Fn(&T) -> &Option<Metadata>,
+) -> Result<T> {
+    let msg = messages.into_iter().next().ok_or(Error::Protocol {
+        method,
+        message: "reply has no message".into(),
+    })?;
+    if let Some(m) = meta(&msg)
+        && !m.error.is_empty()
+    {
+        return Err(Error::Rpc {
+            method,
+            code: tonic::Code::Unknown,
+            message: m.error.clone(),
+        });
+    }
+    Ok(msg)
+}
+
+impl TalosNode for Client {
+    fn version(&self) -> BoxFuture<'_, Result<VersionInfo>> {
+        Box::pin(Client::version(self))
+    }
+    fn apply_configuration<'a>(
+        &'a self,
+        config: &'a [u8],
+        mode: ApplyMode,
+        dry_run: bool,
+        try_timeout: Option<Duration>,
+    ) -> BoxFuture<'a, Result<ApplyOutcome>> {
+        Box::pin(Client::apply_configuration(
+            self,
+            config,
+            mode,
+            dry_run,
+            try_timeout,
+        ))
+    }
+    fn upgrade<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<UpgradeOutcome>> {
+        Box::pin(Client::upgrade(self, image))
+    }
+    fn reset(&self, graceful: bool, reboot: bool) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Client::reset(self, graceful, reboot))
+    }
+    fn bootstrap(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Client::bootstrap(self))
+    }
+    fn reboot(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Client::reboot(self))
+    }
+    fn etcd_members(&self) -> BoxFuture<'_, Result<Vec<EtcdMember>>> {
+        Box::pin(Client::etcd_member_list(self))
+    }
+    fn etcd_remove_member(&self, id: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Client::etcd_remove_member_by_id(self, id))
+    }
+    fn etcd_leave(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Client::etcd_leave_cluster(self))
+    }
+    fn etcd_forfeit_leadership(&self) -> BoxFuture<'_, Result<String>> {
+        Box::pin(Client::etcd_forfeit_leadership(self))
+    }
+    fn etcd_status(&self) -> BoxFuture<'_, Result<EtcdMemberStatus>> {
+        Box::pin(Client::etcd_status(self))
+    }
+    fn services(&self) -> BoxFuture<'_, Result<Vec<ServiceStatus>>> {
+        Box::pin(Client::service_list(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_split_with_default_port() {
+        assert_eq!(
+            split_endpoint("127.0.10.1").unwrap(),
+            ("127.0.10.1".into(), 50000)
+        );
+        assert_eq!(
+            split_endpoint("127.0.10.1:5").unwrap(),
+            ("127.0.10.1".into(), 5)
+        );
+        assert_eq!(split_endpoint("::1").unwrap(), ("[::1]".into(), 50000));
+        assert_eq!(split_endpoint("[::1]:7").unwrap(), ("[::1]".into(), 7));
+        assert!(split_endpoint("").is_err());
+    }
+}
