@@ -1,1 +1,14 @@
-//! vixen-model (placeholder; filled in by its issue).
+//! vixen-model: the cluster repo format, its loading with positions, validation and rendering.
+//!
+//! No network, no Kubernetes, no Talos API: this crate reads files and computes.
+
+pub mod render;
+pub mod repo;
+pub mod schema;
+pub mod types;
+pub mod validate;
+pub mod version;
+pub mod yaml;
+
+pub use repo::{Diagnostic, Diagnostics, Repo, Source};
+pub use types::*;

@@ -1,0 +1,390 @@
+//! Rendering a node's Talos v1alpha1 machine config from the repo and the secrets bundle.
+//!
+//! ```text
+//! base config (role, cluster, node, bundle)
+//!   └─► cluster patches.all ─► patches.<role> ─► node patches   (each file in the order listed)
+//!         └─► YAML, key order fixed by construction: same input, same bytes
+//! ```
+//!
+//! A patch file holds one or more YAML documents. A mapping is a strategic merge patch: maps
+//! merge key by key, `$patch: delete` removes a key, `machine.network.interfaces` merge by
+//! `interface` and `vlans` by `vlanId` (as Talos merges them), other lists are appended and
+//! scalars replaced. A mapping with `apiVersion` and `kind` is a separate config document
+//! (Talos 1.12+ style) and is appended after the v1alpha1 document. A sequence is an RFC 6902
+//! JSON patch applied to the v1alpha1 document.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+use vixen_pki::SecretsBundle;
+
+use crate::repo::{Diagnostic, Repo, Source};
+use crate::types::{Interface, NodeFile, Role, Route, TaintEffect};
+use crate::yaml::{self, Pos};
+
+/// The namespace vixen runs in; the rendered config lets it reach the Talos API from there.
+pub const VIXEN_NAMESPACE: &str = "vixen-system";
+
+/// A rendered machine config: the v1alpha1 document and any extra documents from patches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineConfig {
+    /// The v1alpha1 document.
+    pub main: Value,
+    /// Further documents (`apiVersion`/`kind`), in patch order.
+    pub extra: Vec<Value>,
+}
+
+impl MachineConfig {
+    /// The config as YAML text (documents separated by `---`). Holds secrets.
+    pub fn to_yaml(&self) -> String {
+        let mut out = serde_yaml_ng::to_string(&self.main).expect("JSON values always serialize");
+        for doc in &self.extra {
+            out.push_str("---\n");
+            out.push_str(&serde_yaml_ng::to_string(doc).expect("JSON values always serialize"));
+        }
+        out
+    }
+}
+
+/// The installer image for the repo's Talos version.
+pub fn installer_image(repo: &Repo, talos_version: &str) -> String {
+    let talos = &repo.cluster.value.talos;
+    let base = match (&talos.schematic, &talos.installer) {
+        (Some(schematic), _) => format!("factory.talos.dev/installer/{schematic}"),
+        (None, Some(installer)) => installer.clone(),
+        (None, None) => "ghcr.io/siderolabs/installer".to_string(),
+    };
+    let tag = if talos_version.starts_with('v') { talos_version.to_string() } else { format!("v{talos_version}") };
+    format!("{base}:{tag}")
+}
+
+fn k8s_tag(version: &str) -> String {
+    if version.starts_with('v') { version.to_string() } else { format!("v{version}") }
+}
+
+fn strip_prefix_len(cidr: &str) -> &str {
+    cidr.split('/').next().unwrap_or(cidr)
+}
+
+/// The addresses vixen uses to reach the configured node, in order of preference: the explicit
+/// management addresses, else interface addresses, then VLAN addresses, then the maintenance
+/// address (a DHCP-only node keeps its address).
+pub fn management_addresses(node: &NodeFile) -> Vec<String> {
+    let mut out: Vec<String> = node.management_addresses.clone();
+    if out.is_empty() {
+        for iface in &node.interfaces {
+            out.extend(iface.addresses.iter().map(|a| strip_prefix_len(a).to_string()));
+        }
+        for iface in &node.interfaces {
+            for vlan in &iface.vlans {
+                out.extend(vlan.addresses.iter().map(|a| strip_prefix_len(a).to_string()));
+            }
+        }
+    }
+    if !out.contains(&node.maintenance_address) {
+        out.push(node.maintenance_address.clone());
+    }
+    out
+}
+
+fn routes(routes: &[Route]) -> Value {
+    Value::Array(
+        routes
+            .iter()
+            .map(|r| {
+                let mut m = Map::new();
+                m.insert("network".into(), json!(r.network));
+                m.insert("gateway".into(), json!(r.gateway));
+                if let Some(metric) = r.metric {
+                    m.insert("metric".into(), json!(metric));
+                }
+                Value::Object(m)
+            })
+            .collect(),
+    )
+}
+
+fn interface(iface: &Interface) -> Value {
+    let mut m = Map::new();
+    m.insert("interface".into(), json!(iface.name));
+    if !iface.addresses.is_empty() {
+        m.insert("addresses".into(), json!(iface.addresses));
+    }
+    if !iface.routes.is_empty() {
+        m.insert("routes".into(), routes(&iface.routes));
+    }
+    m.insert("dhcp".into(), json!(iface.dhcp));
+    if let Some(mtu) = iface.mtu {
+        m.insert("mtu".into(), json!(mtu));
+    }
+    if let Some(vip) = &iface.vip {
+        m.insert("vip".into(), json!({ "ip": vip }));
+    }
+    if !iface.vlans.is_empty() {
+        let vlans = iface
+            .vlans
+            .iter()
+            .map(|v| {
+                let mut vm = Map::new();
+                vm.insert("vlanId".into(), json!(v.id));
+                if !v.addresses.is_empty() {
+                    vm.insert("addresses".into(), json!(v.addresses));
+                }
+                if !v.routes.is_empty() {
+                    vm.insert("routes".into(), routes(&v.routes));
+                }
+                vm.insert("dhcp".into(), json!(v.dhcp));
+                if let Some(vip) = &v.vip {
+                    vm.insert("vip".into(), json!({ "ip": vip }));
+                }
+                Value::Object(vm)
+            })
+            .collect();
+        m.insert("vlans".into(), Value::Array(vlans));
+    }
+    Value::Object(m)
+}
+
+fn effect(e: TaintEffect) -> &'static str {
+    match e {
+        TaintEffect::NoSchedule => "NoSchedule",
+        TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+        TaintEffect::NoExecute => "NoExecute",
+    }
+}
+
+/// The base v1alpha1 document before patches.
+fn base(repo: &Repo, node: &NodeFile, bundle: &SecretsBundle) -> Value {
+    let c = &repo.cluster.value;
+    let cp = node.role == Role::Controlplane;
+    let certs = &bundle.certs;
+    let key_if_cp = |key: &str| if cp { key.to_string() } else { String::new() };
+    let k8s = k8s_tag(&c.kubernetes.version);
+    let hostname = node.hostname.clone().unwrap_or_else(|| node.name.clone());
+    let mgmt = management_addresses(node);
+
+    let taints: Map<String, Value> = node
+        .taints
+        .iter()
+        .map(|t| {
+            let v = match &t.value {
+                Some(v) => format!("{v}:{}", effect(t.effect)),
+                None => effect(t.effect).to_string(),
+            };
+            (t.key.clone(), json!(v))
+        })
+        .collect();
+
+    let mut features = json!({
+        "rbac": true,
+        "stableHostname": true,
+        "apidCheckExtKeyUsage": true,
+        "diskQuotaSupport": true,
+        "kubePrism": { "enabled": true, "port": 7445 },
+        "hostDNS": { "enabled": true, "forwardKubeDNSToHost": true },
+    });
+    if cp {
+        // Talos only allows the Kubernetes API access feature on control planes.
+        features["kubernetesTalosAPIAccess"] = json!({
+            "enabled": true,
+            "allowedRoles": ["os:admin"],
+            "allowedKubernetesNamespaces": [VIXEN_NAMESPACE],
+        });
+    }
+
+    let machine = json!({
+        "type": node.role.machine_type(),
+        "token": bundle.trustdinfo.token.expose(),
+        "ca": { "crt": certs.os.crt, "key": key_if_cp(certs.os.key.expose()) },
+        "certSANs": mgmt,
+        "kubelet": {
+            "image": format!("ghcr.io/siderolabs/kubelet:{k8s}"),
+            "defaultRuntimeSeccompProfileEnabled": true,
+            "disableManifestsDirectory": true,
+        },
+        "network": {
+            "hostname": hostname,
+            "interfaces": node.interfaces.iter().map(interface).collect::<Vec<_>>(),
+        },
+        "install": {
+            "disk": node.install_disk,
+            "image": installer_image(repo, &c.talos.version),
+            "wipe": false,
+        },
+        "nodeLabels": node.labels,
+        "nodeAnnotations": node.annotations,
+        "nodeTaints": taints,
+        "features": features,
+    });
+
+    let network = json!({
+        "dnsDomain": c.cluster_network.dns_domain,
+        "podSubnets": c.cluster_network.pod_subnets,
+        "serviceSubnets": c.cluster_network.service_subnets,
+    });
+    let discovery = json!({
+        "enabled": true,
+        "registries": { "kubernetes": { "disabled": true }, "service": {} },
+    });
+    let cluster = if cp {
+        let api_host = endpoint_host(&c.endpoint);
+        json!({
+            "id": bundle.cluster.id,
+            "secret": bundle.cluster.secret.expose(),
+            "controlPlane": { "endpoint": c.endpoint },
+            "clusterName": c.name,
+            "network": network,
+            "token": bundle.secrets.bootstraptoken.expose(),
+            "secretboxEncryptionSecret": bundle.secrets.secretboxencryptionsecret.expose(),
+            "ca": { "crt": certs.k8s.crt, "key": certs.k8s.key.expose() },
+            "aggregatorCA": { "crt": certs.k8saggregator.crt, "key": certs.k8saggregator.key.expose() },
+            "serviceAccount": { "key": certs.k8sserviceaccount.key.expose() },
+            "apiServer": {
+                "image": format!("registry.k8s.io/kube-apiserver:{k8s}"),
+                "certSANs": [api_host],
+            },
+            "controllerManager": { "image": format!("registry.k8s.io/kube-controller-manager:{k8s}") },
+            "proxy": { "image": format!("registry.k8s.io/kube-proxy:{k8s}") },
+            "scheduler": { "image": format!("registry.k8s.io/kube-scheduler:{k8s}") },
+            "discovery": discovery,
+            "etcd": { "ca": { "crt": certs.etcd.crt, "key": certs.etcd.key.expose() } },
+        })
+    } else {
+        json!({
+            "id": bundle.cluster.id,
+            "secret": bundle.cluster.secret.expose(),
+            "controlPlane": { "endpoint": c.endpoint },
+            "clusterName": c.name,
+            "network": network,
+            "token": bundle.secrets.bootstraptoken.expose(),
+            "ca": { "crt": certs.k8s.crt, "key": "" },
+            "discovery": discovery,
+        })
+    };
+
+    json!({
+        "version": "v1alpha1",
+        "debug": false,
+        "persist": true,
+        "machine": machine,
+        "cluster": cluster,
+    })
+}
+
+/// The host part of an `https://host:port` endpoint.
+pub fn endpoint_host(endpoint: &str) -> String {
+    let rest = endpoint.split("://").nth(1).unwrap_or(endpoint);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6).to_string();
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_string()
+}
+
+/// The patch files that apply to a node, in order, with where each is referenced.
+pub fn patch_files(repo: &Repo, node: &Source<NodeFile>) -> Vec<(String, PathBuf, Vec<yaml::Seg>)> {
+    let c = &repo.cluster;
+    let mut out = Vec::new();
+    for (i, p) in c.value.patches.all.iter().enumerate() {
+        out.push((p.clone(), c.path.clone(), crate::path!["patches", "all", i]));
+    }
+    let (group, list) = match node.value.role {
+        Role::Controlplane => ("controlplane", &c.value.patches.controlplane),
+        Role::Worker => ("worker", &c.value.patches.worker),
+    };
+    for (i, p) in list.iter().enumerate() {
+        out.push((p.clone(), c.path.clone(), crate::path!["patches", group, i]));
+    }
+    for (i, p) in node.value.patches.iter().enumerate() {
+        out.push((p.clone(), node.path.clone(), crate::path!["patches", i]));
+    }
+    out
+}
+
+fn diag(file: &Path, pos: Pos, message: String, fix: &str) -> Diagnostic {
+    Diagnostic { file: file.to_path_buf(), pos, message, fix: fix.to_string() }
+}
+
+/// Renders the machine config of `node`.
+///
+/// # Errors
+/// A [`Diagnostic`] naming the patch file (and line) that could not be read, parsed or applied,
+/// or the patch that tried to change the machine type.
+pub fn render(repo: &Repo, node: &Source<NodeFile>, bundle: &SecretsBundle) -> Result<MachineConfig, Diagnostic> {
+    let mut main = base(repo, &node.value, bundle);
+    let mut extra = Vec::new();
+    for (rel, referenced_in, at) in patch_files(repo, node) {
+        let text = repo.read(&rel).map_err(|e| {
+            let src = if referenced_in == node.path { node.pos(&at) } else { repo.cluster.pos(&at) };
+            diag(&referenced_in, src, format!("patch file `{rel}` cannot be read: {e}"), "create the file or correct the path")
+        })?;
+        let file = PathBuf::from(&rel);
+        let docs = yaml::parse_all(&text)
+            .map_err(|e| diag(&file, e.pos, format!("invalid YAML in patch: {}", e.message), "fix the YAML syntax here"))?;
+        for doc in docs {
+            match doc.to_json() {
+                Value::Object(map) if map.contains_key("apiVersion") && map.contains_key("kind") => {
+                    extra.push(Value::Object(map));
+                }
+                Value::Object(map) => merge(&mut main, Value::Object(map), &mut Vec::new()),
+                Value::Array(ops) => {
+                    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).map_err(|e| {
+                        diag(&file, doc.pos, format!("not a valid RFC 6902 JSON patch: {e}"), "each item needs `op` and `path` (and `value` or `from`)")
+                    })?;
+                    json_patch::patch(&mut main, &patch).map_err(|e| {
+                        let pos = doc.position(&crate::path![e.operation]);
+                        diag(&file, pos, format!("JSON patch does not apply to {}: {e}", node.value.name), "point the operation at a path that exists in the rendered config (see `vixen render`)")
+                    })?;
+                }
+                Value::Null => {}
+                _ => return Err(diag(&file, doc.pos, "a patch must be a mapping (strategic merge) or a list (JSON patch)".into(), "rewrite the document as a mapping or a list of operations")),
+            }
+        }
+        if main["machine"]["type"] != json!(node.value.role.machine_type()) {
+            return Err(diag(&file, Pos { line: 1, col: 1 }, format!("patch changes machine.type of {}", node.value.name), "change the node's `role` in its node file instead"));
+        }
+    }
+    Ok(MachineConfig { main, extra })
+}
+
+/// Strategic merge of `patch` into `base` (see the module doc for the rules).
+pub fn merge(base: &mut Value, patch: Value, path: &mut Vec<String>) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.get("$patch").and_then(Value::as_str) == Some("delete") {
+                    b.remove(&k);
+                    continue;
+                }
+                match b.get_mut(&k) {
+                    Some(existing) => {
+                        path.push(k);
+                        merge(existing, v, path);
+                        path.pop();
+                    }
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(p)) => {
+            let key = match path.last().map(String::as_str) {
+                Some("interfaces") => Some("interface"),
+                Some("vlans") => Some("vlanId"),
+                _ => None,
+            };
+            for item in p {
+                let same = key.and_then(|key| {
+                    let id = item.get(key)?;
+                    b.iter_mut().find(|x| x.get(key) == Some(id))
+                });
+                match same {
+                    Some(existing) => merge(existing, item, path),
+                    None => b.push(item),
+                }
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
