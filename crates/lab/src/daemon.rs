@@ -1,0 +1,135 @@
+//! The lab as a background daemon (`vixen lab serve`): runs a [`Lab`], answers a Unix control
+//! socket at `LABDIR/control.sock` (one JSON request line, one JSON reply line), and stops
+//! every process it started on `down`, SIGTERM or SIGINT.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::journal::io;
+use crate::{Error, Lab, LabOptions, LabSpec, Result};
+
+/// A request on the control socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Control {
+    /// Inject a fault (`down`, `up`, `slow-reboot MS`, `fail-next-upgrade`).
+    Fault {
+        /// Node name.
+        node: String,
+        /// The fault, as typed on the command line.
+        fault: String,
+    },
+    /// Stop the lab and exit.
+    Down,
+}
+
+/// The reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlReply {
+    /// Whether it worked.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// The control socket of a lab directory.
+pub fn control_socket(dir: &Path) -> std::path::PathBuf {
+    dir.join("control.sock")
+}
+
+/// Sends one request to a running daemon and waits for its reply.
+///
+/// # Errors
+/// [`Error::Control`] when no daemon answers.
+pub fn send_control(dir: &Path, cmd: &Control) -> Result<ControlReply> {
+    let path = control_socket(dir);
+    let err = |e: std::io::Error| Error::Control(format!("{}: {e}", path.display()));
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(err)?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .map_err(err)?;
+    let mut line = serde_json::to_string(cmd).map_err(|e| Error::Control(e.to_string()))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(err)?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).map_err(err)?;
+    serde_json::from_str(&reply).map_err(|e| Error::Control(format!("bad reply: {e}")))
+}
+
+/// Runs the lab until `down`, SIGTERM or SIGINT; then stops every node and etcd process.
+/// `ready` is called once all nodes listen.
+///
+/// # Errors
+/// When the lab cannot start or the control socket cannot be bound.
+pub async fn run_daemon(spec: &LabSpec, opts: LabOptions, ready: impl FnOnce()) -> Result<()> {
+    let sock = control_socket(&opts.dir);
+    let lab = Lab::start(spec, opts).await?;
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).map_err(|e| io(&sock, e))?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| io(&sock, e))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| io(&sock, e))?;
+    ready();
+    loop {
+        let stream = tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+        };
+        let (read, mut write) = stream.into_split();
+        let mut line = String::new();
+        if tokio::io::BufReader::new(read)
+            .read_line(&mut line)
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        let (reply, stop) = match serde_json::from_str::<Control>(&line) {
+            Ok(Control::Down) => (
+                ControlReply {
+                    ok: true,
+                    error: None,
+                },
+                true,
+            ),
+            Ok(Control::Fault { node, fault }) => {
+                let res = match fault.parse() {
+                    Ok(f) => lab.fault(&node, f).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                (
+                    ControlReply {
+                        ok: res.is_ok(),
+                        error: res.err(),
+                    },
+                    false,
+                )
+            }
+            Err(e) => (
+                ControlReply {
+                    ok: false,
+                    error: Some(format!("bad request: {e}")),
+                },
+                false,
+            ),
+        };
+        if stop {
+            lab.shutdown().await;
+        }
+        let mut text = serde_json::to_string(&reply).unwrap_or_default();
+        text.push('\n');
+        let _ = write.write_all(text.as_bytes()).await;
+        if stop {
+            break;
+        }
+    }
+    lab.shutdown().await;
+    let _ = std::fs::remove_file(&sock);
+    Ok(())
+}
