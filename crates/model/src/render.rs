@@ -46,6 +46,53 @@ impl MachineConfig {
     }
 }
 
+/// Digests of a rendered config: the whole, and each section whose change decides whether
+/// Talos applies live or reboots (`machine.<key>`, `machine.features.<key>`, `cluster`, each
+/// extra document). Digests only: no secret reaches the planner or the inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConfigDigest {
+    /// Digest of the whole config.
+    pub whole: String,
+    /// Digest per section path, e.g. `machine.network`, `machine.features.kubePrism`, `cluster`.
+    pub sections: std::collections::BTreeMap<String, String>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl MachineConfig {
+    /// The config's digests (see [`ConfigDigest`]).
+    pub fn digest(&self) -> ConfigDigest {
+        let mut sections = std::collections::BTreeMap::new();
+        let hash = |v: &Value| sha256_hex(serde_json::to_string(v).expect("JSON values serialize").as_bytes());
+        if let Some(Value::Object(machine)) = self.main.get("machine") {
+            for (k, v) in machine {
+                if k == "features" {
+                    if let Value::Object(features) = v {
+                        for (fk, fv) in features {
+                            sections.insert(format!("machine.features.{fk}"), hash(fv));
+                        }
+                    }
+                } else {
+                    sections.insert(format!("machine.{k}"), hash(v));
+                }
+            }
+        }
+        for (k, v) in self.main.as_object().into_iter().flatten() {
+            if k != "machine" {
+                sections.insert(k.clone(), hash(v));
+            }
+        }
+        for (i, doc) in self.extra.iter().enumerate() {
+            sections.insert(format!("document[{i}]"), hash(doc));
+        }
+        ConfigDigest { whole: sha256_hex(self.to_yaml().as_bytes()), sections }
+    }
+}
+
 /// The installer image for the repo's Talos version.
 pub fn installer_image(repo: &Repo, talos_version: &str) -> String {
     let talos = &repo.cluster.value.talos;

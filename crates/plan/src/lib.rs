@@ -1,1 +1,9 @@
-//! vixen-plan (placeholder; filled in by its issue).
+//! vixen-plan: the pure planner. Desired state (Git) + observed state (nodes, etcd) + inventory
+//! (what vixen applied before) -> an ordered plan of steps. No I/O: the executor in the agent
+//! runs the plan; tests here are table-driven.
+
+pub mod planner;
+pub mod state;
+
+pub use planner::{changed_sections, needs_reboot, plan};
+pub use state::*;

@@ -1,0 +1,345 @@
+//! `plan(desired, observed, inventory) -> Plan`: what must happen to which node, in which order.
+//!
+//! No I/O. The order is fixed and each phase only starts from what the previous one leaves:
+//!
+//! ```text
+//! refusals   version jumps, skew, lost quorum, not bootstrapped  -> Err(Refusal), nothing done
+//! removals   workers, then control planes one by one (non-leaders first):
+//!            forfeit if leader -> leave etcd (or remove via a peer) -> check members -> reset
+//! additions  control planes one by one (apply in maintenance -> ready -> member joined
+//!            and promoted -> check members), then workers
+//! upgrades   control planes (leader last, after forfeiting), then workers; each gated on
+//!            version, health and etcd, then the stabilization wait
+//! configs    changed configs: live ones with NO_REBOOT, others one node at a time with a reboot
+//! ```
+//!
+//! Identity: a node is its name in Git; a node whose name changed but whose maintenance address
+//! matches an inventory entry is the same machine renamed (never reset for it).
+
+use std::collections::BTreeSet;
+
+use crate::state::*;
+use vixen_model::version;
+
+/// `machine.*` sections Talos applies without a reboot (AUTO mode, Talos 1.12/1.13). Anything
+/// else under `machine` needs a reboot; `cluster` and `debug` always apply live.
+const LIVE_SECTIONS: &[&str] = &[
+    "machine.ca",
+    "machine.acceptedCAs",
+    "machine.time",
+    "machine.certSANs",
+    "machine.install",
+    "machine.network",
+    "machine.sysfs",
+    "machine.sysctls",
+    "machine.logging",
+    "machine.controlPlane",
+    "machine.kubelet",
+    "machine.kernel",
+    "machine.registries",
+    "machine.pods",
+    "machine.seccompProfiles",
+    "machine.nodeLabels",
+    "machine.nodeAnnotations",
+    "machine.nodeTaints",
+    "machine.features.kubernetesTalosAPIAccess",
+    "machine.features.kubePrism",
+    "machine.features.hostDNS",
+    "machine.features.imageCache",
+    "machine.features.nodeAddressSortAlgorithm",
+    "cluster",
+    "debug",
+];
+
+/// The sections that differ between two digests.
+pub fn changed_sections(old: &ConfigDigest, new: &ConfigDigest) -> Vec<String> {
+    let keys: BTreeSet<&String> = old.sections.keys().chain(new.sections.keys()).collect();
+    keys.into_iter().filter(|k| old.sections.get(*k) != new.sections.get(*k)).cloned().collect()
+}
+
+/// Whether moving from `old` to `new` makes Talos reboot the node.
+pub fn needs_reboot(old: &ConfigDigest, new: &ConfigDigest) -> bool {
+    changed_sections(old, new).iter().any(|s| !LIVE_SECTIONS.contains(&s.as_str()))
+}
+
+fn step(node: &str, action: Action, reason: impl Into<String>, risk: Risk) -> Step {
+    Step { node: node.to_string(), action, reason: reason.into(), risk }
+}
+
+const NONE: Risk = Risk { reboot: false, reset: false, etcd: false };
+const REBOOT: Risk = Risk { reboot: true, reset: false, etcd: false };
+const ETCD: Risk = Risk { reboot: false, reset: false, etcd: true };
+const RESET: Risk = Risk { reboot: true, reset: true, etcd: false };
+
+/// A desired node matched with what vixen knew of it and what it looks like now.
+struct Match<'a> {
+    desired: &'a DesiredNode,
+    prior: Option<&'a InventoryNode>,
+    observed: Option<&'a ObservedNode>,
+}
+
+impl Match<'_> {
+    fn state(&self) -> NodeState {
+        self.observed.map_or(NodeState::Unreachable, |o| o.state)
+    }
+}
+
+/// Plans the changes that bring the observed cluster to the desired one.
+///
+/// # Errors
+/// A [`Refusal`] when the change is unsafe or impossible now; nothing may be done then.
+pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Result<Plan, Refusal> {
+    let wanted: BTreeSet<&str> = desired.nodes.iter().map(|n| n.name.as_str()).collect();
+    // Match every desired node to its inventory entry, by name, else by maintenance address
+    // (a rename).
+    let mut renamed_from: BTreeSet<&str> = BTreeSet::new();
+    let matches: Vec<Match<'_>> = desired
+        .nodes
+        .iter()
+        .map(|d| {
+            let prior = inventory.node(&d.name).or_else(|| {
+                inventory.nodes.iter().find(|i| {
+                    i.maintenance_address == d.maintenance_address && !wanted.contains(i.name.as_str())
+                })
+            });
+            if let Some(p) = prior.filter(|p| p.name != d.name) {
+                renamed_from.insert(p.name.as_str());
+            }
+            let observed = observed.node(&d.name).filter(|o| o.state != NodeState::Unreachable).or_else(|| {
+                prior.and_then(|p| observed.node(&p.name)).or_else(|| observed.node(&d.name))
+            });
+            Match { desired: d, prior, observed }
+        })
+        .collect();
+
+    // Nodes leaving: in the inventory, not in Git (and not renamed), or changing role.
+    let mut leaving: Vec<Leaving<'_>> = inventory
+        .nodes
+        .iter()
+        .filter(|i| !wanted.contains(i.name.as_str()) && !renamed_from.contains(i.name.as_str()))
+        .map(|i| Leaving { name: &i.name, hostname: &i.hostname, role: i.role, maintenance: &i.maintenance_address, observed: observed.node(&i.name), role_change: false })
+        .collect();
+    for m in &matches {
+        if let Some(prior) = m.prior {
+            if prior.role != m.desired.role && m.state() == NodeState::Configured {
+                leaving.push(Leaving { name: &m.desired.name, hostname: &prior.hostname, role: prior.role, maintenance: &m.desired.maintenance_address, observed: m.observed, role_change: true });
+            }
+        }
+    }
+
+    let configured_cps: Vec<&Match<'_>> = matches
+        .iter()
+        .filter(|m| m.desired.role == Role::Controlplane && m.state() == NodeState::Configured)
+        .filter(|m| !leaving.iter().any(|l| l.name == m.desired.name))
+        .collect();
+    let any_configured_cp = configured_cps.len()
+        + leaving.iter().filter(|l| l.role == Role::Controlplane && l.observed.is_some_and(|o| o.state == NodeState::Configured)).count();
+    if any_configured_cp == 0 || observed.etcd.is_none() {
+        return Err(Refusal::NotBootstrapped);
+    }
+    let etcd = observed.etcd.clone().unwrap_or_default();
+
+    refuse_bad_paths(desired, &matches, inventory)?;
+
+    let mut plan = Plan::default();
+    let mut members: Vec<String> = etcd.voters().map(|m| m.name.clone()).collect();
+    members.sort();
+
+    // --- removals: workers first, then control planes one at a time, leader last.
+    leaving.sort_by_key(|l| (l.role == Role::Controlplane, etcd.leader_name() == Some(l.hostname), l.name));
+    for l in &leaving {
+        if l.role == Role::Controlplane {
+            if configured_cps.is_empty() {
+                return Err(Refusal::Quorum(format!("removing {} would remove the last etcd member; add its replacement first", l.name)));
+            }
+            remove_control_plane(&mut plan, l, &etcd, &mut members, &configured_cps, desired)?;
+        } else if desired.reset_on_removal || l.role_change {
+            reset_node(&mut plan, l, "left Git");
+        }
+    }
+
+    // --- additions: nodes in maintenance mode (new, reset, or changing role).
+    let mut adds: Vec<&Match<'_>> = matches
+        .iter()
+        .filter(|m| m.state() == NodeState::Maintenance || leaving.iter().any(|l| l.role_change && l.name == m.desired.name))
+        .collect();
+    adds.sort_by_key(|m| (m.desired.role != Role::Controlplane, m.desired.name.as_str()));
+    for m in &adds {
+        add_node(&mut plan, m, desired, &etcd, &mut members)?;
+    }
+    for m in &matches {
+        if m.state() == NodeState::Unreachable && !adds.iter().any(|a| a.desired.name == m.desired.name) {
+            plan.waiting.push(format!("{}: unreachable at {} and at its maintenance address {}", m.desired.name, m.desired.address(), m.desired.maintenance_address));
+        }
+    }
+
+    // --- Talos upgrades: configured nodes on another version; control planes first, leader last.
+    let added: BTreeSet<&str> = adds.iter().map(|m| m.desired.name.as_str()).collect();
+    let mut upgrades: Vec<&Match<'_>> = matches
+        .iter()
+        .filter(|m| m.state() == NodeState::Configured && !added.contains(m.desired.name.as_str()))
+        .filter(|m| m.observed.and_then(|o| o.talos_version).is_some_and(|v| v != desired.talos_version))
+        .collect();
+    upgrades.sort_by_key(|m| (m.desired.role != Role::Controlplane, etcd.leader_name() == Some(m.desired.hostname.as_str()), m.desired.name.as_str()));
+    for m in &upgrades {
+        upgrade_node(&mut plan, m, desired, &etcd, members.len());
+    }
+
+    // --- config changes on configured nodes; control planes first.
+    let mut changes: Vec<&Match<'_>> = matches
+        .iter()
+        .filter(|m| m.state() == NodeState::Configured && !added.contains(m.desired.name.as_str()))
+        .filter(|m| m.prior.is_none_or(|p| p.config.whole != m.desired.config.whole))
+        .collect();
+    changes.sort_by_key(|m| (m.desired.role != Role::Controlplane, m.desired.name.as_str()));
+    for m in changes {
+        change_config(&mut plan, m, desired, members.len());
+    }
+    Ok(plan)
+}
+
+/// A node on its way out (left Git, or changing role).
+struct Leaving<'a> {
+    name: &'a str,
+    hostname: &'a str,
+    role: Role,
+    maintenance: &'a str,
+    observed: Option<&'a ObservedNode>,
+    role_change: bool,
+}
+
+fn refuse_bad_paths(desired: &Desired, matches: &[Match<'_>], inventory: &Inventory) -> Result<(), Refusal> {
+    for m in matches {
+        let Some(current) = m.observed.filter(|o| o.state == NodeState::Configured).and_then(|o| o.talos_version) else { continue };
+        if let Some(reason) = version::talos_upgrade_problem(current, desired.talos_version) {
+            return Err(Refusal::UpgradePath { node: m.desired.name.clone(), reason });
+        }
+        if let Some(problem) = version::compatibility_problem(current, desired.kubernetes_version) {
+            return Err(Refusal::KubernetesPath(format!("{problem} (node {} runs it now); upgrade Talos first, in its own commit", m.desired.name)));
+        }
+    }
+    if let Some(from) = inventory.kubernetes_version.as_deref().and_then(|v| v.parse().ok()) {
+        if let Some(problem) = version::kubernetes_upgrade_problem(from, desired.kubernetes_version) {
+            return Err(Refusal::KubernetesPath(problem));
+        }
+    }
+    Ok(())
+}
+
+fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+fn remove_control_plane(
+    plan: &mut Plan,
+    l: &Leaving<'_>,
+    etcd: &EtcdView,
+    members: &mut Vec<String>,
+    remaining: &[&Match<'_>],
+    desired: &Desired,
+) -> Result<(), Refusal> {
+    let member = etcd.member(l.hostname);
+    let others: Vec<&Member> = etcd.voters().filter(|m| m.name != l.hostname).collect();
+    let started_others = others.iter().filter(|m| m.started).count();
+    if member.is_some_and(|m| !m.is_learner) && started_others < quorum(others.len()) {
+        return Err(Refusal::Quorum(format!(
+            "removing {} needs {} started members among the other {}, but only {} are started",
+            l.name,
+            quorum(others.len()),
+            others.len(),
+            started_others
+        )));
+    }
+    let reachable = l.observed.is_some_and(|o| o.state == NodeState::Configured);
+    let why = if l.role_change { "changes role" } else { "left Git" };
+    if let Some(member) = member {
+        if reachable {
+            if etcd.leader == Some(member.id) && !others.is_empty() {
+                plan.steps.push(step(l.name, Action::ForfeitLeadership, format!("{why}; it leads etcd"), ETCD));
+            }
+            plan.steps.push(step(l.name, Action::LeaveEtcd, format!("{why}: its member leaves etcd before the node goes"), ETCD));
+        } else {
+            let via = remaining.first().map_or_else(String::new, |m| m.desired.name.clone());
+            plan.steps.push(step(l.name, Action::RemoveMember { member_id: member.id, via: via.clone() }, format!("{why} and is unreachable: remove its member through {via}"), ETCD));
+        }
+        members.retain(|m| m != l.hostname);
+        plan.steps.push(step(l.name, Action::CheckMembers { expected: members.clone() }, "etcd must list exactly the remaining members", NONE));
+    }
+    if reachable && (desired.reset_on_removal || l.role_change) {
+        reset_node(plan, l, why);
+    }
+    Ok(())
+}
+
+fn reset_node(plan: &mut Plan, l: &Leaving<'_>, why: &str) {
+    if l.observed.is_some_and(|o| o.state == NodeState::Configured) {
+        plan.steps.push(step(l.name, Action::Reset { graceful: true }, format!("{why}: back to maintenance mode"), RESET));
+        plan.steps.push(step(l.name, Action::WaitMaintenance { address: l.maintenance.to_string() }, "the reset must finish before anything else", NONE));
+    }
+}
+
+fn add_node(plan: &mut Plan, m: &Match<'_>, desired: &Desired, etcd: &EtcdView, members: &mut Vec<String>) -> Result<(), Refusal> {
+    let d = m.desired;
+    let at = m.observed.map_or(d.maintenance_address.clone(), |o| o.address.clone());
+    if d.role == Role::Controlplane {
+        let voters = etcd.voters().count();
+        let started = etcd.voters().filter(|m| m.started).count();
+        if started < voters {
+            return Err(Refusal::Quorum(format!("cannot add {}: {} of {voters} etcd members are not started", d.name, voters - started)));
+        }
+    }
+    plan.steps.push(step(&d.name, Action::ApplyConfig { mode: ApplyMode::Auto, address: at, maintenance: true }, format!("new {} in maintenance mode", d.role), REBOOT));
+    plan.steps.push(step(&d.name, Action::WaitReady { address: d.address().to_string(), version: Some(format!("v{}", desired.talos_version)) }, "installed and rebooted into its config", NONE));
+    if d.role == Role::Controlplane {
+        plan.steps.push(step(&d.name, Action::WaitEtcdMember, "joins etcd as a learner and is promoted before the next node", ETCD));
+        members.push(d.hostname.clone());
+        members.sort();
+        plan.steps.push(step(&d.name, Action::CheckMembers { expected: members.clone() }, "etcd must list the new member", NONE));
+    }
+    Ok(())
+}
+
+fn upgrade_node(plan: &mut Plan, m: &Match<'_>, desired: &Desired, etcd: &EtcdView, members: usize) {
+    let d = m.desired;
+    let from = m.observed.and_then(|o| o.talos_version).expect("filtered on a version");
+    let cp = d.role == Role::Controlplane;
+    if cp {
+        plan.steps.push(step(&d.name, Action::CheckUpgradeSafe, "etcd must keep quorum while this member reboots", NONE));
+        if members > 1 && etcd.leader_name() == Some(d.hostname.as_str()) {
+            plan.steps.push(step(&d.name, Action::ForfeitLeadership, "it leads etcd: hand over before rebooting", ETCD));
+        }
+    }
+    let lifecycle = from.minor_pair() >= (1, 13);
+    plan.steps.push(step(&d.name, Action::Upgrade { image: desired.installer_image.clone(), lifecycle }, format!("Talos v{from} -> v{}", desired.talos_version), REBOOT));
+    plan.steps.push(step(&d.name, Action::WaitReady { address: d.address().to_string(), version: Some(format!("v{}", desired.talos_version)) }, "the node must report the new version and healthy services", NONE));
+    if cp {
+        plan.steps.push(step(&d.name, Action::WaitEtcdMember, "every member started, none a learner", NONE));
+    }
+    plan.steps.push(step(&d.name, Action::Stabilize { millis: desired.stabilization.as_millis() as u64 }, "stabilization wait before the next node", NONE));
+}
+
+fn change_config(plan: &mut Plan, m: &Match<'_>, desired: &Desired, members: usize) {
+    let d = m.desired;
+    let at = m.observed.map_or_else(|| d.address().to_string(), |o| o.address.clone());
+    let (reboot, what) = match m.prior {
+        Some(p) => (needs_reboot(&p.config, &d.config), changed_sections(&p.config, &d.config).join(", ")),
+        // Nothing recorded (vixen's state was lost): let Talos decide, treated as disruptive.
+        None => (true, "unknown (no record of the applied config)".to_string()),
+    };
+    let moved = at != d.address();
+    let mode = if m.prior.is_none() { ApplyMode::Auto } else if reboot { ApplyMode::Reboot } else { ApplyMode::NoReboot };
+    if reboot && d.role == Role::Controlplane && members > 1 {
+        plan.steps.push(step(&d.name, Action::CheckUpgradeSafe, "etcd must keep quorum while this member reboots", NONE));
+    }
+    let reason = if moved { format!("config changed ({what}); moves from {at} to {}", d.address()) } else { format!("config changed ({what})") };
+    plan.steps.push(step(&d.name, Action::ApplyConfig { mode, address: at, maintenance: false }, reason, if reboot { REBOOT } else { NONE }));
+    if reboot || moved {
+        plan.steps.push(step(&d.name, Action::WaitReady { address: d.address().to_string(), version: None }, if moved { "follow the node to its new address" } else { "back after the reboot" }, NONE));
+    }
+    if reboot {
+        if d.role == Role::Controlplane {
+            plan.steps.push(step(&d.name, Action::WaitEtcdMember, "every member started, none a learner", NONE));
+        }
+        plan.steps.push(step(&d.name, Action::Stabilize { millis: desired.stabilization.as_millis() as u64 }, "stabilization wait before the next node", NONE));
+    }
+}

@@ -1,0 +1,371 @@
+//! The planner's inputs (what Git wants, what the nodes say) and output (an ordered plan).
+//!
+//! ```text
+//! Desired (repo + rendered configs) ─┐
+//! Observed (nodes, etcd)            ─┼─► plan() ─► Plan { steps: [Step { node, action, reason, risk }] }
+//! Inventory (what vixen applied)    ─┘
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+pub use vixen_model::Role;
+pub use vixen_model::render::ConfigDigest;
+pub use vixen_model::version::Version;
+
+/// A node as Git wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredNode {
+    /// Node name.
+    pub name: String,
+    /// Hostname (the node's etcd member name).
+    pub hostname: String,
+    /// Role.
+    pub role: Role,
+    /// Address in maintenance mode.
+    pub maintenance_address: String,
+    /// Addresses of the configured node, in order of preference.
+    pub management_addresses: Vec<String>,
+    /// Digests of the rendered config.
+    pub config: ConfigDigest,
+}
+
+impl DesiredNode {
+    /// The first management address.
+    pub fn address(&self) -> &str {
+        self.management_addresses.first().map_or(&self.maintenance_address, String::as_str)
+    }
+}
+
+/// The whole cluster as Git wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// Talos version (from the installer image tag).
+    pub talos_version: Version,
+    /// Installer image, with tag.
+    pub installer_image: String,
+    /// Kubernetes version.
+    pub kubernetes_version: Version,
+    /// Nodes, in repo order.
+    pub nodes: Vec<DesiredNode>,
+    /// Wait after each upgraded node.
+    pub stabilization: Duration,
+    /// Reset nodes that leave Git (else only leave etcd).
+    pub reset_on_removal: bool,
+}
+
+/// What a node looks like from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Answers in maintenance mode: not configured.
+    Maintenance,
+    /// Configured and answering over mTLS.
+    Configured,
+    /// Answers nowhere.
+    Unreachable,
+}
+
+/// A node as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedNode {
+    /// Node name (desired or inventory name).
+    pub name: String,
+    /// Where it answered (or where it was last known).
+    pub address: String,
+    /// State.
+    pub state: NodeState,
+    /// Talos version it reports.
+    pub talos_version: Option<Version>,
+    /// Whether its services (apid, kubelet, etcd on control planes) report healthy.
+    pub healthy: bool,
+}
+
+/// One etcd member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Member ID.
+    pub id: u64,
+    /// Member name (the node's hostname in Talos).
+    pub name: String,
+    /// A learner does not vote.
+    pub is_learner: bool,
+    /// The member has started (it has a name and client URLs).
+    pub started: bool,
+}
+
+/// etcd as seen through a healthy control plane.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdView {
+    /// Members.
+    pub members: Vec<Member>,
+    /// The leader's member ID, if there is one.
+    pub leader: Option<u64>,
+}
+
+impl EtcdView {
+    /// Voting members.
+    pub fn voters(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| !m.is_learner)
+    }
+    /// The member called `name`.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == name)
+    }
+    /// Name of the leader.
+    pub fn leader_name(&self) -> Option<&str> {
+        let id = self.leader?;
+        self.members.iter().find(|m| m.id == id).map(|m| m.name.as_str())
+    }
+}
+
+/// Everything observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Nodes, desired or in the inventory.
+    pub nodes: Vec<ObservedNode>,
+    /// etcd, when a control plane answered.
+    pub etcd: Option<EtcdView>,
+}
+
+impl Observed {
+    /// The observation of `name`.
+    pub fn node(&self, name: &str) -> Option<&ObservedNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// A node vixen configured before, as it recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryNode {
+    /// Name it had in Git.
+    pub name: String,
+    /// Hostname it was given (its etcd member name).
+    pub hostname: String,
+    /// Role it was configured with.
+    pub role: Role,
+    /// Maintenance address (the machine's identity across renames).
+    pub maintenance_address: String,
+    /// Address vixen reached it at.
+    pub address: String,
+    /// Digests of the config it was given.
+    pub config: ConfigDigest,
+}
+
+/// What vixen applied before (kept in the journal).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Nodes vixen configured.
+    pub nodes: Vec<InventoryNode>,
+    /// Kubernetes version last rolled out.
+    #[serde(default)]
+    pub kubernetes_version: Option<String>,
+}
+
+impl Inventory {
+    /// The entry called `name`.
+    pub fn node(&self, name: &str) -> Option<&InventoryNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// How a config is applied (always explicit: Talos' default mode value 0 is REBOOT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyMode {
+    /// Apply live; Talos refuses if the change needs a reboot.
+    NoReboot,
+    /// Apply and reboot.
+    Reboot,
+    /// Let Talos decide (first configuration in maintenance mode).
+    Auto,
+}
+
+/// One thing to do to one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// Send the rendered config.
+    ApplyConfig {
+        /// Mode.
+        mode: ApplyMode,
+        /// Address to send it to (where the node is now).
+        address: String,
+        /// The node is in maintenance mode (insecure TLS, no client cert).
+        maintenance: bool,
+    },
+    /// Wait until the node answers configured at `address`, healthy, at `version`.
+    WaitReady {
+        /// Address to reach it at.
+        address: String,
+        /// Talos version it must report (None: any).
+        version: Option<String>,
+    },
+    /// Wait until the node's etcd member has joined, started and been promoted.
+    WaitEtcdMember,
+    /// Move etcd leadership away from this node.
+    ForfeitLeadership,
+    /// Remove this node's own member from etcd (EtcdLeaveCluster on the node).
+    LeaveEtcd,
+    /// Remove a member through a healthy peer (the node is unreachable).
+    RemoveMember {
+        /// Member ID.
+        member_id: u64,
+        /// Control plane to ask.
+        via: String,
+    },
+    /// Check that etcd has exactly the expected voting members, all started.
+    CheckMembers {
+        /// Expected member names.
+        expected: Vec<String>,
+    },
+    /// Reset the node back to maintenance mode.
+    Reset {
+        /// Graceful (cordon, drain, leave etcd) as Talos does it.
+        graceful: bool,
+    },
+    /// Wait until the node answers in maintenance mode at its maintenance address.
+    WaitMaintenance {
+        /// Maintenance address.
+        address: String,
+    },
+    /// Upgrade Talos to `image`.
+    Upgrade {
+        /// Installer image with tag.
+        image: String,
+        /// Use LifecycleService.Upgrade then Reboot (Talos 1.13+), else the legacy RPC.
+        lifecycle: bool,
+    },
+    /// Check, before a control-plane upgrade, what Talos' legacy Upgrade checked: not exactly
+    /// 2 members, every member started, none a learner, etcd healthy.
+    CheckUpgradeSafe,
+    /// Wait so the node proves stable.
+    Stabilize {
+        /// How long.
+        millis: u64,
+    },
+}
+
+/// What a step can disrupt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Risk {
+    /// The node reboots.
+    pub reboot: bool,
+    /// The node is wiped.
+    pub reset: bool,
+    /// etcd membership changes.
+    pub etcd: bool,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// Target node.
+    pub node: String,
+    /// What to do.
+    #[serde(flatten)]
+    pub action: Action,
+    /// Why, in words.
+    pub reason: String,
+    /// What it can disrupt.
+    pub risk: Risk,
+}
+
+impl Step {
+    /// True when the step changes something on a node (as opposed to waiting or checking).
+    pub fn is_mutating(&self) -> bool {
+        matches!(
+            self.action,
+            Action::ApplyConfig { .. }
+                | Action::ForfeitLeadership
+                | Action::LeaveEtcd
+                | Action::RemoveMember { .. }
+                | Action::Reset { .. }
+                | Action::Upgrade { .. }
+        )
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match &self.action {
+            Action::ApplyConfig { mode, address, maintenance } => format!(
+                "apply config ({}) at {address}{}",
+                match mode {
+                    ApplyMode::NoReboot => "no-reboot",
+                    ApplyMode::Reboot => "reboot",
+                    ApplyMode::Auto => "auto",
+                },
+                if *maintenance { " [maintenance]" } else { "" }
+            ),
+            Action::WaitReady { address, version } => match version {
+                Some(v) => format!("wait ready at {address} on {v}"),
+                None => format!("wait ready at {address}"),
+            },
+            Action::WaitEtcdMember => "wait for its etcd member (joined, promoted)".into(),
+            Action::ForfeitLeadership => "forfeit etcd leadership".into(),
+            Action::LeaveEtcd => "leave etcd".into(),
+            Action::RemoveMember { member_id, via } => format!("remove etcd member {member_id:x} via {via}"),
+            Action::CheckMembers { expected } => format!("check etcd members = [{}]", expected.join(", ")),
+            Action::Reset { graceful } => format!("reset ({})", if *graceful { "graceful" } else { "forced" }),
+            Action::WaitMaintenance { address } => format!("wait for maintenance mode at {address}"),
+            Action::Upgrade { image, lifecycle } => {
+                format!("upgrade to {image}{}", if *lifecycle { " (lifecycle + reboot)" } else { "" })
+            }
+            Action::CheckUpgradeSafe => "check etcd is safe to upgrade a member".into(),
+            Action::Stabilize { millis } => format!("stabilize {}s", millis / 1000),
+        };
+        let mut flags = Vec::new();
+        if self.risk.reboot {
+            flags.push("REBOOT");
+        }
+        if self.risk.reset {
+            flags.push("RESET");
+        }
+        if self.risk.etcd {
+            flags.push("ETCD");
+        }
+        let flags = if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(",")) };
+        write!(f, "{:<10} {what}{flags}  -- {}", self.node, self.reason)
+    }
+}
+
+/// The planner's answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Steps in order.
+    pub steps: Vec<Step>,
+    /// Nodes vixen cannot act on now, and why (the cluster is not converged while any remain).
+    pub waiting: Vec<String>,
+}
+
+impl Plan {
+    /// Steps that change something.
+    pub fn mutating(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(|s| s.is_mutating())
+    }
+}
+
+/// Why no plan can be made: the repo asks for something unsafe or impossible now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No control plane is configured: the cluster must be bootstrapped by `vixen bootstrap`.
+    #[error("the cluster is not bootstrapped (no configured control plane answers); run `vixen bootstrap` once")]
+    NotBootstrapped,
+    /// A Talos upgrade skips a minor version.
+    #[error("node {node}: {reason}")]
+    UpgradePath {
+        /// Node.
+        node: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A Kubernetes version change skips a minor or breaks the skew policy.
+    #[error("Kubernetes: {0}")]
+    KubernetesPath(String),
+    /// The change would leave etcd without quorum.
+    #[error("etcd: {0}")]
+    Quorum(String),
+}

@@ -1,0 +1,365 @@
+//! Table-driven planner tests: one situation per test, named after it. Each asserts the exact
+//! order of the steps that matter (who, what) and that nothing else touches a node.
+
+use std::time::Duration;
+
+use vixen_plan::*;
+
+fn digest(tag: &str, sections: &[(&str, &str)]) -> ConfigDigest {
+    ConfigDigest {
+        whole: format!("{tag}:{sections:?}"),
+        sections: sections.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    }
+}
+
+fn base_sections() -> Vec<(&'static str, &'static str)> {
+    vec![("machine.network", "n1"), ("machine.install", "i1"), ("machine.kubelet", "k1"), ("cluster", "c1"), ("machine.files", "f1")]
+}
+
+/// A healthy cluster: `cps` control planes and `workers` workers, all configured on v1.11.6,
+/// etcd led by cp-1, inventory matching Git.
+struct World {
+    desired: Desired,
+    observed: Observed,
+    inventory: Inventory,
+}
+
+fn world(cps: usize, workers: usize) -> World {
+    let mut desired = Desired {
+        talos_version: "v1.11.6".parse().unwrap(),
+        installer_image: "ghcr.io/siderolabs/installer:v1.11.6".into(),
+        kubernetes_version: "1.34.1".parse().unwrap(),
+        nodes: Vec::new(),
+        stabilization: Duration::from_secs(30),
+        reset_on_removal: true,
+    };
+    let mut observed = Observed { nodes: Vec::new(), etcd: Some(EtcdView::default()) };
+    let mut inventory = Inventory { nodes: Vec::new(), kubernetes_version: Some("1.34.1".into()) };
+    for i in 1..=cps {
+        add(&mut desired, &mut observed, &mut inventory, &format!("cp-{i}"), Role::Controlplane, i, true);
+    }
+    for i in 1..=workers {
+        add(&mut desired, &mut observed, &mut inventory, &format!("worker-{i}"), Role::Worker, 10 + i, true);
+    }
+    if cps > 0 {
+        observed.etcd.as_mut().unwrap().leader = Some(1);
+    }
+    World { desired, observed, inventory }
+}
+
+fn add(desired: &mut Desired, observed: &mut Observed, inventory: &mut Inventory, name: &str, role: Role, n: usize, configured: bool) {
+    let config = digest(name, &base_sections());
+    let node = DesiredNode {
+        name: name.into(),
+        hostname: name.into(),
+        role,
+        maintenance_address: format!("127.0.10.{}", 100 + n),
+        management_addresses: vec![format!("127.0.10.{n}")],
+        config: config.clone(),
+    };
+    let (address, state) = if configured { (node.management_addresses[0].clone(), NodeState::Configured) } else { (node.maintenance_address.clone(), NodeState::Maintenance) };
+    observed.nodes.push(ObservedNode { name: name.into(), address, state, talos_version: Some("v1.11.6".parse().unwrap()), healthy: true });
+    if configured {
+        inventory.nodes.push(InventoryNode { name: name.into(), hostname: name.into(), role, maintenance_address: node.maintenance_address.clone(), address: node.management_addresses[0].clone(), config });
+        if role == Role::Controlplane {
+            observed.etcd.as_mut().unwrap().members.push(Member { id: n as u64, name: name.into(), is_learner: false, started: true });
+        }
+    }
+    desired.nodes.push(node);
+}
+
+impl World {
+    fn plan(&self) -> Result<Plan, Refusal> {
+        plan(&self.desired, &self.observed, &self.inventory)
+    }
+    fn drop_from_git(&mut self, name: &str) {
+        self.desired.nodes.retain(|n| n.name != name);
+    }
+    fn node(&mut self, name: &str) -> &mut DesiredNode {
+        self.desired.nodes.iter_mut().find(|n| n.name == name).unwrap()
+    }
+    fn observed(&mut self, name: &str) -> &mut ObservedNode {
+        self.observed.nodes.iter_mut().find(|n| n.name == name).unwrap()
+    }
+    fn new_node(&mut self, name: &str, role: Role, n: usize) {
+        add(&mut self.desired, &mut self.observed, &mut self.inventory, name, role, n, false);
+    }
+}
+
+/// `(node, short action)` for every step, for readable assertions.
+fn summary(plan: &Plan) -> Vec<(String, String)> {
+    plan.steps
+        .iter()
+        .map(|s| {
+            let a = match &s.action {
+                Action::ApplyConfig { mode, .. } => format!("apply:{mode:?}"),
+                Action::WaitReady { .. } => "ready".into(),
+                Action::WaitEtcdMember => "member".into(),
+                Action::ForfeitLeadership => "forfeit".into(),
+                Action::LeaveEtcd => "leave".into(),
+                Action::RemoveMember { .. } => "remove-member".into(),
+                Action::CheckMembers { expected } => format!("members={}", expected.join("+")),
+                Action::Reset { graceful } => format!("reset:{graceful}"),
+                Action::WaitMaintenance { .. } => "maintenance".into(),
+                Action::Upgrade { lifecycle, .. } => format!("upgrade:{}", if *lifecycle { "lifecycle" } else { "legacy" }),
+                Action::CheckUpgradeSafe => "upgrade-safe".into(),
+                Action::Stabilize { .. } => "stabilize".into(),
+            };
+            (s.node.clone(), a)
+        })
+        .collect()
+}
+
+fn s(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+fn mutated_nodes(plan: &Plan) -> std::collections::BTreeSet<String> {
+    plan.mutating().map(|s| s.node.clone()).collect()
+}
+
+#[test]
+fn steady_state_plans_nothing() {
+    let w = world(3, 2);
+    let plan = w.plan().unwrap();
+    assert!(plan.steps.is_empty(), "{plan:#?}");
+    assert!(plan.waiting.is_empty());
+}
+
+#[test]
+fn add_worker_touches_only_the_new_node() {
+    let mut w = world(3, 2);
+    w.new_node("worker-3", Role::Worker, 13);
+    let plan = w.plan().unwrap();
+    assert_eq!(summary(&plan), s(&[("worker-3", "apply:Auto"), ("worker-3", "ready")]));
+    assert!(matches!(&plan.steps[0].action, Action::ApplyConfig { maintenance: true, address, .. } if address == "127.0.10.113"));
+}
+
+#[test]
+fn remove_worker_resets_that_node_alone() {
+    let mut w = world(3, 2);
+    w.drop_from_git("worker-2");
+    let plan = w.plan().unwrap();
+    assert_eq!(summary(&plan), s(&[("worker-2", "reset:true"), ("worker-2", "maintenance")]));
+}
+
+#[test]
+fn remove_worker_with_removal_keep_resets_nothing() {
+    let mut w = world(3, 2);
+    w.desired.reset_on_removal = false;
+    w.drop_from_git("worker-2");
+    assert!(w.plan().unwrap().steps.is_empty());
+}
+
+#[test]
+fn scale_control_planes_1_to_3_joins_one_at_a_time() {
+    let mut w = world(1, 1);
+    w.new_node("cp-2", Role::Controlplane, 2);
+    w.new_node("cp-3", Role::Controlplane, 3);
+    let plan = w.plan().unwrap();
+    assert_eq!(
+        summary(&plan),
+        s(&[
+            ("cp-2", "apply:Auto"), ("cp-2", "ready"), ("cp-2", "member"), ("cp-2", "members=cp-1+cp-2"),
+            ("cp-3", "apply:Auto"), ("cp-3", "ready"), ("cp-3", "member"), ("cp-3", "members=cp-1+cp-2+cp-3"),
+        ])
+    );
+}
+
+#[test]
+fn scale_in_3_to_1_leader_leaves_last_after_forfeiting() {
+    let mut w = world(3, 1);
+    // cp-2 leads; cp-2 and cp-3 leave; cp-1 stays.
+    w.observed.etcd.as_mut().unwrap().leader = Some(2);
+    w.drop_from_git("cp-2");
+    w.drop_from_git("cp-3");
+    let plan = w.plan().unwrap();
+    assert_eq!(
+        summary(&plan),
+        s(&[
+            ("cp-3", "leave"), ("cp-3", "members=cp-1+cp-2"), ("cp-3", "reset:true"), ("cp-3", "maintenance"),
+            ("cp-2", "forfeit"), ("cp-2", "leave"), ("cp-2", "members=cp-1"), ("cp-2", "reset:true"), ("cp-2", "maintenance"),
+        ])
+    );
+}
+
+#[test]
+fn unreachable_leaving_control_plane_is_removed_through_a_peer() {
+    let mut w = world(3, 0);
+    w.drop_from_git("cp-3");
+    w.observed("cp-3").state = NodeState::Unreachable;
+    let plan = w.plan().unwrap();
+    assert_eq!(summary(&plan), s(&[("cp-3", "remove-member"), ("cp-3", "members=cp-1+cp-2")]));
+    assert!(matches!(&plan.steps[0].action, Action::RemoveMember { member_id: 3, via } if via == "cp-1"));
+}
+
+#[test]
+fn removal_refused_when_the_others_have_no_quorum() {
+    let mut w = world(3, 0);
+    w.drop_from_git("cp-3");
+    w.observed.etcd.as_mut().unwrap().members[1].started = false;
+    let err = w.plan().unwrap_err();
+    assert!(matches!(err, Refusal::Quorum(_)), "{err}");
+}
+
+#[test]
+fn replacing_every_control_plane_at_once_is_refused() {
+    let mut w = world(1, 0);
+    w.drop_from_git("cp-1");
+    w.new_node("cp-9", Role::Controlplane, 9);
+    assert!(matches!(w.plan().unwrap_err(), Refusal::Quorum(_)));
+}
+
+#[test]
+fn nothing_configured_means_not_bootstrapped_and_no_steps() {
+    let mut w = world(0, 0);
+    w.new_node("cp-1", Role::Controlplane, 1);
+    w.observed.etcd = None;
+    assert_eq!(w.plan().unwrap_err(), Refusal::NotBootstrapped);
+}
+
+#[test]
+fn address_change_applies_at_old_address_then_follows_no_reset() {
+    let mut w = world(3, 1);
+    let n = w.node("cp-2");
+    n.management_addresses = vec!["127.0.10.50".into()];
+    n.config = digest("cp-2b", &[("machine.network", "n2"), ("machine.install", "i1"), ("machine.kubelet", "k1"), ("cluster", "c1"), ("machine.files", "f1")]);
+    let plan = w.plan().unwrap();
+    assert_eq!(summary(&plan), s(&[("cp-2", "apply:NoReboot"), ("cp-2", "ready")]));
+    assert!(matches!(&plan.steps[0].action, Action::ApplyConfig { address, .. } if address == "127.0.10.2"));
+    assert!(matches!(&plan.steps[1].action, Action::WaitReady { address, .. } if address == "127.0.10.50"));
+}
+
+#[test]
+fn rename_is_matched_by_maintenance_address_and_never_reset() {
+    let mut w = world(3, 2);
+    let n = w.node("worker-1");
+    n.name = "storage-1".into();
+    n.hostname = "storage-1".into();
+    n.config = digest("storage-1", &[("machine.network", "n-renamed"), ("machine.install", "i1"), ("machine.kubelet", "k1"), ("cluster", "c1"), ("machine.files", "f1")]);
+    let plan = w.plan().unwrap();
+    assert_eq!(summary(&plan), s(&[("storage-1", "apply:NoReboot")]));
+}
+
+#[test]
+fn metadata_change_is_live_and_unchanged_config_makes_no_call() {
+    let mut w = world(3, 2);
+    let n = w.node("worker-1");
+    n.config = digest("w1-labels", &[("machine.network", "n1"), ("machine.install", "i1"), ("machine.kubelet", "k1"), ("cluster", "c1"), ("machine.files", "f1"), ("machine.nodeLabels", "l2")]);
+    let plan = w.plan().unwrap();
+    assert_eq!(summary(&plan), s(&[("worker-1", "apply:NoReboot")]));
+    assert!(!plan.steps[0].risk.reboot);
+}
+
+#[test]
+fn reboot_needing_change_goes_one_node_at_a_time_with_gates() {
+    let mut w = world(3, 0);
+    for name in ["cp-1", "cp-2"] {
+        let n = w.node(name);
+        n.config = digest(&format!("{name}-files"), &[("machine.network", "n1"), ("machine.install", "i1"), ("machine.kubelet", "k1"), ("cluster", "c1"), ("machine.files", "f2")]);
+    }
+    let plan = w.plan().unwrap();
+    assert_eq!(
+        summary(&plan),
+        s(&[
+            ("cp-1", "upgrade-safe"), ("cp-1", "apply:Reboot"), ("cp-1", "ready"), ("cp-1", "member"), ("cp-1", "stabilize"),
+            ("cp-2", "upgrade-safe"), ("cp-2", "apply:Reboot"), ("cp-2", "ready"), ("cp-2", "member"), ("cp-2", "stabilize"),
+        ])
+    );
+}
+
+#[test]
+fn talos_upgrade_control_planes_first_leader_last_then_workers() {
+    let mut w = world(3, 2);
+    w.observed.etcd.as_mut().unwrap().leader = Some(1);
+    w.desired.talos_version = "v1.12.2".parse().unwrap();
+    w.desired.installer_image = "ghcr.io/siderolabs/installer:v1.12.2".into();
+    let plan = w.plan().unwrap();
+    let order: Vec<(String, String)> = summary(&plan).into_iter().filter(|(_, a)| a.starts_with("upgrade:") || a == "forfeit").collect();
+    assert_eq!(order, s(&[("cp-2", "upgrade:legacy"), ("cp-3", "upgrade:legacy"), ("cp-1", "forfeit"), ("cp-1", "upgrade:legacy"), ("worker-1", "upgrade:legacy"), ("worker-2", "upgrade:legacy")]));
+    // every upgrade is followed by its gates before the next node starts
+    let sum = summary(&plan);
+    let i = sum.iter().position(|x| x == &("cp-2".to_string(), "upgrade:legacy".to_string())).unwrap();
+    assert_eq!(&sum[i + 1..i + 4], &s(&[("cp-2", "ready"), ("cp-2", "member"), ("cp-2", "stabilize")])[..]);
+}
+
+#[test]
+fn talos_1_13_nodes_upgrade_through_lifecycle_service() {
+    let mut w = world(1, 0);
+    w.observed("cp-1").talos_version = Some("v1.13.0".parse().unwrap());
+    w.desired.talos_version = "v1.13.2".parse().unwrap();
+    let plan = w.plan().unwrap();
+    assert!(summary(&plan).contains(&("cp-1".into(), "upgrade:lifecycle".into())));
+}
+
+#[test]
+fn talos_upgrade_skipping_a_minor_is_refused_naming_the_minor() {
+    let mut w = world(3, 0);
+    w.desired.talos_version = "v1.13.0".parse().unwrap();
+    match w.plan().unwrap_err() {
+        Refusal::UpgradePath { reason, .. } => assert!(reason.contains("v1.12.x"), "{reason}"),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn kubernetes_minor_skip_is_refused() {
+    let mut w = world(3, 0);
+    w.inventory.kubernetes_version = Some("1.32.3".into());
+    w.desired.kubernetes_version = "1.34.1".parse().unwrap();
+    assert!(matches!(w.plan().unwrap_err(), Refusal::KubernetesPath(_)));
+}
+
+#[test]
+fn kubernetes_version_the_running_talos_cannot_run_is_refused() {
+    let mut w = world(3, 0);
+    w.desired.kubernetes_version = "1.35.0".parse().unwrap();
+    w.inventory.kubernetes_version = Some("1.34.1".into());
+    assert!(matches!(w.plan().unwrap_err(), Refusal::KubernetesPath(_)));
+}
+
+#[test]
+fn kubernetes_upgrade_is_live_config_control_planes_first() {
+    let mut w = world(3, 1);
+    w.inventory.kubernetes_version = Some("1.33.4".into());
+    for n in &mut w.desired.nodes {
+        n.config = digest(&format!("{}-k8s", n.name), &[("machine.network", "n1"), ("machine.install", "i1"), ("machine.kubelet", "k2"), ("cluster", "c2"), ("machine.files", "f1")]);
+    }
+    let plan = w.plan().unwrap();
+    assert_eq!(summary(&plan), s(&[("cp-1", "apply:NoReboot"), ("cp-2", "apply:NoReboot"), ("cp-3", "apply:NoReboot"), ("worker-1", "apply:NoReboot")]));
+}
+
+#[test]
+fn promote_worker_to_control_plane_resets_that_node_alone_then_joins() {
+    let mut w = world(3, 2);
+    w.node("worker-2").role = Role::Controlplane;
+    // Keep the control-plane count odd in Git: cp-3 leaves at the same time.
+    w.drop_from_git("cp-3");
+    let plan = w.plan().unwrap();
+    assert_eq!(mutated_nodes(&plan), ["cp-3".to_string(), "worker-2".to_string()].into());
+    let sum = summary(&plan);
+    let reset = sum.iter().position(|x| x == &("worker-2".to_string(), "reset:true".to_string())).unwrap();
+    let apply = sum.iter().position(|x| x == &("worker-2".to_string(), "apply:Auto".to_string())).unwrap();
+    assert!(reset < apply);
+    assert!(sum.contains(&("worker-2".into(), "member".into())));
+}
+
+#[test]
+fn unreachable_desired_node_is_reported_as_waiting_not_touched() {
+    let mut w = world(3, 2);
+    w.observed("worker-1").state = NodeState::Unreachable;
+    let plan = w.plan().unwrap();
+    assert!(plan.steps.is_empty());
+    assert_eq!(plan.waiting.len(), 1);
+}
+
+#[test]
+fn healthy_nodes_are_never_reset_whatever_else_changes() {
+    // Add, upgrade-free config edits, rename and re-address in one commit: no reset anywhere.
+    let mut w = world(3, 2);
+    w.new_node("worker-3", Role::Worker, 13);
+    w.node("worker-1").management_addresses = vec!["127.0.10.60".into()];
+    w.node("worker-1").config = digest("w1-moved", &[("machine.network", "moved")]);
+    let plan = w.plan().unwrap();
+    assert!(plan.steps.iter().all(|s| !s.risk.reset), "{plan:#?}");
+}
