@@ -28,6 +28,12 @@ enum Command {
     /// Generate a new Talos secrets bundle (like `talosctl gen secrets`).
     #[command(name = "gen-secrets")]
     GenSecrets(cmd::gen_secrets::Args),
+    /// Configure the first control plane from its maintenance address and bootstrap etcd.
+    Bootstrap(cmd::bootstrap::Args),
+    /// Show what a reconcile would change, node by node (no change is made).
+    Plan(cmd::agent::PlanArgs),
+    /// Reconcile the cluster with the repo.
+    Agent(cmd::agent::Args),
     /// Run simulated Talos nodes with real etcd on loopback, for tests and rehearsals.
     #[command(subcommand)]
     Lab(cmd::lab::Command),
@@ -35,12 +41,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VIXEN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Render(args) => cmd::render::run(args),
         Command::Decrypt(args) => cmd::decrypt::run(args),
         Command::GenSecrets(args) => cmd::gen_secrets::run(args),
         Command::Lab(command) => cmd::lab::run(command),
+        Command::Bootstrap(args) => cmd::bootstrap::run(args),
+        Command::Plan(args) => cmd::agent::plan(args),
+        Command::Agent(args) => cmd::agent::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,7 @@
 //! One module per subcommand: argument parsing and printing only; the work lives in the crates.
 
+pub mod agent;
+pub mod bootstrap;
 pub mod decrypt;
 pub mod gen_secrets;
 pub mod lab;
@@ -60,14 +62,43 @@ pub fn load_bundle(repo: &Repo, age_key: Option<&PathBuf>) -> anyhow::Result<Sec
 }
 
 fn decrypt_if_sops(raw: &[u8], rel: &str, age_key: Option<&PathBuf>) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
-    let _ = (rel, age_key);
-    Ok(zeroize::Zeroizing::new(raw.to_vec()))
+    use vixen_sops::{Format, Keyring};
+    if !vixen_sops::is_sops_file(raw, Format::Yaml) {
+        // A plaintext bundle (tests, or a repo that keeps secrets elsewhere).
+        return Ok(zeroize::Zeroizing::new(raw.to_vec()));
+    }
+    let keys = match age_key {
+        Some(path) => Keyring::from_file(path)?,
+        None => Keyring::from_env()?,
+    };
+    let plain = vixen_sops::decrypt(raw, Format::Yaml, &keys).with_context(|| format!("cannot decrypt {rel}"))?;
+    Ok(plain.into_inner())
 }
 
 /// The lab's node list for a cluster repo (`vixen lab up --repo DIR`).
 ///
 /// # Errors
 /// When the repo does not load or validate.
-pub fn lab_spec_for_repo(_repo: &std::path::Path) -> anyhow::Result<vixen_lab::LabSpec> {
-    anyhow::bail!("the repo model is not wired to the lab yet")
+pub fn lab_spec_for_repo(root: &Path) -> anyhow::Result<vixen_lab::LabSpec> {
+    let repo = load_valid_repo(root)?;
+    let talos_version = repo.cluster.value.talos.version.clone();
+    let nodes = repo
+        .nodes
+        .iter()
+        .map(|n| {
+            let v = &n.value;
+            Ok(vixen_lab::NodeSpec {
+                name: v.name.clone(),
+                role: match v.role {
+                    vixen_model::Role::Controlplane => vixen_lab::Role::Controlplane,
+                    vixen_model::Role::Worker => vixen_lab::Role::Worker,
+                },
+                maintenance_address: v.maintenance_address.parse()?,
+                talos_version: talos_version.clone(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let spec = vixen_lab::LabSpec { nodes };
+    spec.validate()?;
+    Ok(spec)
 }

@@ -1,0 +1,68 @@
+//! `vixen bootstrap`: the first control plane from its maintenance address to a running etcd.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use vixen::engine::{self, bootstrap::Done};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: super::agent::Target,
+    /// The control plane to bootstrap (default: the first control plane of the repo).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Where to write talosconfig and kubeconfig (mode 0600).
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// How long to wait for the node to install and for etcd.
+    #[arg(long, default_value = "600", value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let (desired, configs, conn) = args.target.prepare()?;
+    let node = match &args.node {
+        Some(n) => n.clone(),
+        None => desired.nodes.iter().find(|n| n.role == vixen_plan::Role::Controlplane).map(|n| n.name.clone()).context("the repo has no control plane")?,
+    };
+    eprintln!("[  0.0s] repo valid, secrets decrypted, {} configs rendered", configs.len());
+    let store = engine::file_store(&args.target.state_dir());
+    let rt = super::agent::runtime()?;
+    let mut progress = |what: &str, took: Duration| {
+        eprintln!("[{:>5.1}s] {what} (took {:.1}s)", started.elapsed().as_secs_f64(), took.as_secs_f64());
+    };
+    let done = rt.block_on(engine::bootstrap::bootstrap(&conn, &desired, &configs, &node, &store, Duration::from_secs(args.timeout), &mut progress));
+    let address = match done {
+        Ok(Done::AlreadyBootstrapped { address }) => {
+            println!("{node} is already bootstrapped (etcd answers at {address}); nothing was changed");
+            address
+        }
+        Ok(Done::Bootstrapped { address }) => {
+            println!("{node} bootstrapped at {address}");
+            address
+        }
+        Err(e) => {
+            eprintln!("bootstrap failed: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    std::fs::create_dir_all(&args.out)?;
+    let endpoints: Vec<String> = desired.nodes.iter().filter(|n| n.role == vixen_plan::Role::Controlplane).map(|n| n.address().to_string()).collect();
+    let talosconfig = conn.credentials().to_talosconfig(&args.target.cluster_name()?, &endpoints);
+    super::write_private(&args.out.join("talosconfig"), talosconfig.as_bytes(), true)?;
+    match rt.block_on(async { conn.node(&address)?.kubeconfig().await }) {
+        Ok(kubeconfig) => super::write_private(&args.out.join("kubeconfig"), &kubeconfig, true)?,
+        Err(e) => eprintln!("no kubeconfig: {e}"),
+    }
+    eprintln!("wrote {}/talosconfig and {}/kubeconfig (mode 0600)", args.out.display(), args.out.display());
+    let lab = args.target.lab.as_ref().map(|l| format!(" --lab {}", l.display())).unwrap_or_default();
+    println!(
+        "no Kubernetes API to install vixen into yet; this command takes over from here:\n  vixen agent --once --repo {}{lab}",
+        args.target.repo.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

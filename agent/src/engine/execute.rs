@@ -1,0 +1,351 @@
+//! Runs a plan step by step. Deciding is the planner's; this module acts, checks its interlocks
+//! before every dangerous step whatever the plan says, journals each step before and after it
+//! runs, and stops at the first failure.
+//!
+//! Interlocks (checked against a fresh look at etcd, not the plan's assumptions):
+//! - a reset targets only a node that left Git or changes role;
+//! - a step that takes a control plane down needs every other voting member started, and never
+//!   runs with exactly 2 members (one member's loss would leave no quorum);
+//! - Bootstrap is never part of a plan: the executor has no way to call it.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use vixen_plan::{Action, ApplyMode, Desired, Inventory, InventoryNode, Plan, Role, Step};
+use vixen_talos::ApplyMode as WireMode;
+
+use super::desired::Configs;
+use super::observe::{Connector, etcd_view, probe_configured, probe_maintenance};
+use super::store::{Run, State, StateStore};
+
+/// How long the gates wait.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// A node coming back from a reboot, install or upgrade.
+    pub ready: Duration,
+    /// An etcd member joining and being promoted.
+    pub member: Duration,
+    /// A node going back to maintenance mode.
+    pub maintenance: Duration,
+    /// Between two polls.
+    pub poll: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { ready: Duration::from_secs(600), member: Duration::from_secs(300), maintenance: Duration::from_secs(600), poll: Duration::from_millis(500) }
+    }
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StepError {
+    /// An interlock refused the step.
+    #[error("refused by interlock: {0}")]
+    Interlock(String),
+    /// A gate did not open in time.
+    #[error("gave up waiting: {0}")]
+    Gate(String),
+    /// The node refused or failed the call.
+    #[error(transparent)]
+    Talos(#[from] vixen_talos::Error),
+    /// vixen's own state could not be saved.
+    #[error("state store: {0}")]
+    Store(String),
+}
+
+impl StepError {
+    /// A fixed label for metrics and events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            StepError::Interlock(_) => "interlock",
+            StepError::Gate(_) => "gate",
+            StepError::Talos(e) => e.category(),
+            StepError::Store(_) => "store",
+        }
+    }
+}
+
+/// A failed run: which step, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("step {index} ({node}: {action}) failed: {source}")]
+pub struct ExecError {
+    /// Step index.
+    pub index: usize,
+    /// Node.
+    pub node: String,
+    /// The step, as text.
+    pub action: String,
+    /// Why.
+    #[source]
+    pub source: StepError,
+}
+
+/// Runs plans against real (or lab) nodes.
+pub struct Executor<'a> {
+    /// Clients.
+    pub conn: &'a Connector,
+    /// Rendered configs by node name.
+    pub configs: &'a Configs,
+    /// The desired state the plan was made for.
+    pub desired: &'a Desired,
+    /// Where progress is journaled.
+    pub store: &'a dyn StateStore,
+    /// Gate timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl Executor<'_> {
+    /// Runs `state.run`'s plan from its first unfinished step, journaling as it goes.
+    ///
+    /// # Errors
+    /// [`ExecError`] for the first step that fails; nothing after it runs.
+    pub async fn run(&self, state: &mut State) -> Result<(), ExecError> {
+        let Some(run) = state.run.clone() else { return Ok(()) };
+        let wanted: BTreeSet<&str> = self.desired.nodes.iter().map(|n| n.name.as_str()).collect();
+        for index in run.done..run.plan.steps.len() {
+            let step = &run.plan.steps[index];
+            let fail = |source| ExecError { index, node: step.node.clone(), action: step.action_text(), source };
+            // A fire-once step that was in flight when the agent died is not sent again: its
+            // gate (the next step) finds out whether it took.
+            let resumed = run.in_flight == Some(index) && fire_once(&step.action);
+            if !resumed {
+                self.interlocks(step, &run.plan, &wanted, state).await.map_err(fail)?;
+                self.journal(state, |r| r.in_flight = Some(index)).map_err(fail)?;
+                tracing::info!(node = %step.node, step = index, action = %step.action_text(), reason = %step.reason, "step started");
+                let started = Instant::now();
+                self.act(step).await.map_err(fail)?;
+                tracing::info!(node = %step.node, step = index, elapsed_ms = started.elapsed().as_millis() as u64, "step done");
+            } else {
+                tracing::warn!(node = %step.node, step = index, "resuming after a crash: not sending this step again");
+            }
+            record(&mut state.inventory, step, self.desired);
+            self.journal(state, |r| {
+                r.done = index + 1;
+                r.in_flight = None;
+            })
+            .map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    fn journal(&self, state: &mut State, f: impl FnOnce(&mut Run)) -> Result<(), StepError> {
+        if let Some(run) = state.run.as_mut() {
+            f(run);
+        }
+        self.store.save(state).map_err(|e| StepError::Store(e.to_string()))
+    }
+
+    async fn interlocks(&self, step: &Step, plan: &Plan, wanted: &BTreeSet<&str>, state: &State) -> Result<(), StepError> {
+        let role_change = |name: &str| {
+            let inv = state.inventory.node(name);
+            let want = self.desired.nodes.iter().find(|n| n.name == name);
+            matches!((inv, want), (Some(i), Some(w)) if i.role != w.role)
+        };
+        if let Action::Reset { .. } = step.action {
+            if wanted.contains(step.node.as_str()) && !role_change(&step.node) {
+                return Err(StepError::Interlock(format!("{} is in Git with the same role: it is never reset", step.node)));
+            }
+        }
+        let disrupts_cp = match &step.action {
+            Action::Upgrade { .. } | Action::Reset { .. } => self.is_control_plane(&step.node, state),
+            Action::ApplyConfig { mode: ApplyMode::Reboot, .. } => self.is_control_plane(&step.node, state),
+            _ => false,
+        };
+        if disrupts_cp {
+            let view = self.any_etcd(plan, state).await.ok_or_else(|| StepError::Interlock("no control plane answers with an etcd member list".into()))?;
+            let voters: Vec<_> = view.voters().collect();
+            let leaving_member = matches!(step.action, Action::Reset { .. });
+            if !leaving_member {
+                if voters.len() == 2 {
+                    return Err(StepError::Interlock("etcd has exactly 2 members: taking one down would lose quorum".into()));
+                }
+                if let Some(m) = view.members.iter().find(|m| !m.started || m.is_learner) {
+                    return Err(StepError::Interlock(format!("etcd member {} is not started or still a learner", m.name)));
+                }
+            } else if voters.iter().any(|m| m.name == self.hostname(&step.node, state)) {
+                return Err(StepError::Interlock(format!("{} is still an etcd member: it must leave etcd before it is reset", step.node)));
+            }
+        }
+        Ok(())
+    }
+
+    fn is_control_plane(&self, node: &str, state: &State) -> bool {
+        state.inventory.node(node).map(|n| n.role).or_else(|| self.desired.nodes.iter().find(|n| n.name == node).map(|n| n.role)) == Some(Role::Controlplane)
+    }
+
+    fn hostname(&self, node: &str, state: &State) -> String {
+        state
+            .inventory
+            .node(node)
+            .map(|n| n.hostname.clone())
+            .or_else(|| self.desired.nodes.iter().find(|n| n.name == node).map(|n| n.hostname.clone()))
+            .unwrap_or_else(|| node.to_string())
+    }
+
+    /// The address of `node`: its desired management address, else where vixen last reached it.
+    fn address(&self, node: &str, state_inventory: Option<&Inventory>) -> String {
+        if let Some(d) = self.desired.nodes.iter().find(|n| n.name == node) {
+            return d.address().to_string();
+        }
+        state_inventory.and_then(|i| i.node(node)).map_or_else(|| node.to_string(), |n| n.address.clone())
+    }
+
+    async fn any_etcd(&self, _plan: &Plan, state: &State) -> Option<vixen_plan::EtcdView> {
+        let mut candidates: Vec<String> = self.desired.nodes.iter().filter(|n| n.role == Role::Controlplane).flat_map(|n| n.management_addresses.clone()).collect();
+        candidates.extend(state.inventory.nodes.iter().filter(|n| n.role == Role::Controlplane).map(|n| n.address.clone()));
+        for a in candidates {
+            if let Some(v) = etcd_view(self.conn, &a).await {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    async fn act(&self, step: &Step) -> Result<(), StepError> {
+        let inv = self.store.load().ok().map(|s| s.inventory);
+        match &step.action {
+            Action::ApplyConfig { mode, address, maintenance } => {
+                let config = self.configs.get(&step.node).ok_or_else(|| StepError::Interlock(format!("no rendered config for {}", step.node)))?;
+                let client = if *maintenance { self.conn.maintenance(address, &self.conn.act)? } else { self.conn.node(address)? };
+                let wire = match mode {
+                    ApplyMode::Auto => WireMode::Auto,
+                    ApplyMode::NoReboot => WireMode::NoReboot,
+                    ApplyMode::Reboot => WireMode::Reboot,
+                };
+                client.apply_configuration(config.as_bytes(), wire, false, None).await?;
+            }
+            Action::WaitReady { address, version } => {
+                let want = version.as_deref().and_then(|v| v.parse::<vixen_plan::Version>().ok());
+                self.wait(self.timeouts.ready, &format!("{} ready at {address}", step.node), || async {
+                    probe_configured(self.conn, address).await.is_some_and(|p| p.healthy && (want.is_none() || p.version == want))
+                })
+                .await?;
+            }
+            Action::WaitEtcdMember => {
+                let hostname = self.desired.nodes.iter().find(|n| n.name == step.node).map_or(step.node.clone(), |n| n.hostname.clone());
+                let address = self.address(&step.node, inv.as_ref());
+                self.wait(self.timeouts.member, &format!("{hostname} joined etcd, started and promoted"), || async {
+                    etcd_view(self.conn, &address).await.is_some_and(|v| {
+                        v.member(&hostname).is_some_and(|m| m.started && !m.is_learner) && v.members.iter().all(|m| m.started && !m.is_learner)
+                    })
+                })
+                .await?;
+            }
+            Action::ForfeitLeadership => {
+                self.conn.node(&self.address(&step.node, inv.as_ref()))?.etcd_forfeit_leadership().await?;
+            }
+            Action::LeaveEtcd => {
+                self.conn.node(&self.address(&step.node, inv.as_ref()))?.etcd_leave_cluster().await?;
+            }
+            Action::RemoveMember { member_id, via } => {
+                self.conn.node(&self.address(via, inv.as_ref()))?.etcd_remove_member_by_id(*member_id).await?;
+            }
+            Action::CheckMembers { expected } => {
+                let mut seen = None;
+                for d in self.desired.nodes.iter().filter(|n| n.role == Role::Controlplane) {
+                    if let Some(v) = etcd_view(self.conn, d.address()).await {
+                        seen = Some(v);
+                        break;
+                    }
+                }
+                let view = seen.ok_or_else(|| StepError::Gate("no control plane answers with an etcd member list".into()))?;
+                let mut names: Vec<String> = view.voters().map(|m| m.name.clone()).collect();
+                names.sort();
+                if &names != expected {
+                    return Err(StepError::Gate(format!("etcd members are [{}], expected [{}]", names.join(", "), expected.join(", "))));
+                }
+            }
+            Action::Reset { graceful } => {
+                self.conn.node(&self.address(&step.node, inv.as_ref()))?.reset(*graceful, true).await?;
+            }
+            Action::WaitMaintenance { address } => {
+                self.wait(self.timeouts.maintenance, &format!("{} in maintenance mode at {address}", step.node), || async { probe_maintenance(self.conn, address).await }).await?;
+            }
+            Action::Upgrade { image, .. } => {
+                self.conn.node(&self.address(&step.node, inv.as_ref()))?.upgrade(image).await?;
+            }
+            Action::CheckUpgradeSafe => {
+                let view = etcd_view(self.conn, &self.address(&step.node, inv.as_ref())).await.ok_or_else(|| StepError::Gate("etcd does not answer".into()))?;
+                let voters = view.voters().count();
+                if voters == 2 {
+                    return Err(StepError::Interlock("etcd has exactly 2 members: upgrading one would lose quorum".into()));
+                }
+                if let Some(m) = view.members.iter().find(|m| !m.started || m.is_learner) {
+                    return Err(StepError::Interlock(format!("etcd member {} is not started or still a learner", m.name)));
+                }
+            }
+            Action::Stabilize { millis } => {
+                let address = self.address(&step.node, inv.as_ref());
+                let until = Instant::now() + Duration::from_millis(*millis);
+                while Instant::now() < until {
+                    tokio::time::sleep(self.timeouts.poll.min(until.saturating_duration_since(Instant::now()))).await;
+                    if *millis > 0 && !probe_configured(self.conn, &address).await.is_some_and(|p| p.healthy) {
+                        return Err(StepError::Gate(format!("{} became unhealthy during the stabilization wait", step.node)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait<F, Fut>(&self, limit: Duration, what: &str, mut check: F) -> Result<(), StepError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let until = Instant::now() + limit;
+        loop {
+            if check().await {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(StepError::Gate(format!("{what} (after {}s)", limit.as_secs())));
+            }
+            tokio::time::sleep(self.timeouts.poll).await;
+        }
+    }
+}
+
+/// Steps whose call must not be repeated after a crash (the node may be rebooting from it).
+fn fire_once(action: &Action) -> bool {
+    matches!(action, Action::Upgrade { .. } | Action::Reset { .. } | Action::ApplyConfig { mode: ApplyMode::Reboot | ApplyMode::Auto, .. } | Action::LeaveEtcd | Action::RemoveMember { .. })
+}
+
+/// Updates the inventory after a finished step.
+fn record(inventory: &mut Inventory, step: &Step, desired: &Desired) {
+    match &step.action {
+        Action::ApplyConfig { .. } => {
+            if let Some(d) = desired.nodes.iter().find(|n| n.name == step.node) {
+                // A rename: the old entry of the same machine goes.
+                inventory.nodes.retain(|i| i.name == d.name || i.maintenance_address != d.maintenance_address);
+                let entry = InventoryNode { name: d.name.clone(), hostname: d.hostname.clone(), role: d.role, maintenance_address: d.maintenance_address.clone(), address: d.address().to_string(), config: d.config.clone() };
+                match inventory.nodes.iter_mut().find(|i| i.name == d.name) {
+                    Some(i) => *i = entry,
+                    None => inventory.nodes.push(entry),
+                }
+            }
+        }
+        Action::WaitMaintenance { .. } => inventory.nodes.retain(|i| i.name != step.node),
+        Action::RemoveMember { .. } => {
+            if !desired.nodes.iter().any(|d| d.name == step.node) {
+                inventory.nodes.retain(|i| i.name != step.node);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Text of a step's action (for errors and logs).
+trait ActionText {
+    fn action_text(&self) -> String;
+}
+
+impl ActionText for Step {
+    fn action_text(&self) -> String {
+        let full = self.to_string();
+        let after_node = full.trim_start_matches(&self.node).trim_start();
+        after_node.split("  -- ").next().unwrap_or(after_node).to_string()
+    }
+}

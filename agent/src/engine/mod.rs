@@ -1,0 +1,137 @@
+//! The lifecycle engine: load the repo, observe the cluster, plan, execute, journal.
+//!
+//! ```text
+//! repo ─validate─► Desired ─┐
+//! nodes ─observe─► Observed ├─► plan() ─► Executor ─► nodes
+//! store ─────────► Inventory┘      ▲          │
+//!                                  └─ journal ◄┘ (resume after a crash)
+//! ```
+
+pub mod bootstrap;
+pub mod desired;
+pub mod execute;
+pub mod observe;
+pub mod store;
+
+use std::path::Path;
+
+use vixen_plan::{Desired, Plan, Refusal};
+
+pub use execute::{ExecError, Executor, Timeouts};
+pub use observe::Connector;
+pub use store::{FileStore, Run, State, StateStore};
+
+/// How a reconcile ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The cluster matches Git.
+    Converged {
+        /// Steps carried out by this reconcile.
+        steps: usize,
+    },
+    /// Nothing more can be done now, but some nodes are not as Git wants them.
+    Waiting {
+        /// Steps carried out.
+        steps: usize,
+        /// Why each waiting node waits.
+        waiting: Vec<String>,
+    },
+    /// The planner refused the change; nothing was done.
+    Refused(Refusal),
+    /// A step failed; nothing after it ran.
+    Failed {
+        /// Steps carried out before the failure.
+        steps: usize,
+        /// The failure.
+        error: ExecError,
+    },
+}
+
+impl Outcome {
+    /// True when the cluster matches Git.
+    pub fn converged(&self) -> bool {
+        matches!(self, Outcome::Converged { .. })
+    }
+}
+
+/// A fingerprint of the desired state: a journaled plan is only resumed for the same one.
+pub fn revision(desired: &Desired) -> String {
+    let mut text = format!("{}|{}|{}|{}", desired.talos_version, desired.installer_image, desired.kubernetes_version, desired.reset_on_removal);
+    for n in &desired.nodes {
+        text.push_str(&format!("|{}:{}:{}:{}:{}", n.name, n.role, n.maintenance_address, n.management_addresses.join(","), n.config.whole));
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// Observes and plans, without acting.
+///
+/// # Errors
+/// The planner's refusal.
+pub async fn plan_only(conn: &Connector, desired: &Desired, store: &dyn StateStore) -> anyhow::Result<Result<Plan, Refusal>> {
+    let state = store.load()?;
+    let observed = observe::observe(conn, &desired.nodes, &state.inventory).await;
+    Ok(vixen_plan::plan(desired, &observed, &state.inventory))
+}
+
+/// One full reconcile: resume a journaled plan if one is unfinished for this desired state,
+/// then observe, plan and execute until nothing is left to do (at most a few passes).
+///
+/// # Errors
+/// Only when vixen's own state store cannot be read or written.
+pub async fn reconcile(conn: &Connector, desired: &Desired, configs: &desired::Configs, store: &dyn StateStore, timeouts: Timeouts) -> anyhow::Result<Outcome> {
+    let rev = revision(desired);
+    let mut state = store.load()?;
+    let exec = Executor { conn, configs, desired, store, timeouts };
+    let mut steps = 0;
+    if let Some(run) = &state.run {
+        if run.revision == rev && run.done < run.plan.steps.len() {
+            tracing::warn!(done = run.done, total = run.plan.steps.len(), "resuming an unfinished plan");
+            let before = run.done;
+            match exec.run(&mut state).await {
+                Ok(()) => steps += state.run.as_ref().map_or(0, |r| r.done - before),
+                Err(error) => {
+                    state.run = None;
+                    store.save(&state)?;
+                    return Ok(Outcome::Failed { steps, error });
+                }
+            }
+        }
+        state.run = None;
+        store.save(&state)?;
+    }
+    for _pass in 0..4 {
+        let observed = observe::observe(conn, &desired.nodes, &state.inventory).await;
+        let plan = match vixen_plan::plan(desired, &observed, &state.inventory) {
+            Ok(plan) => plan,
+            Err(refusal) => return Ok(Outcome::Refused(refusal)),
+        };
+        if plan.steps.is_empty() {
+            state.inventory.kubernetes_version = Some(desired.kubernetes_version.to_string());
+            store.save(&state)?;
+            return Ok(if plan.waiting.is_empty() { Outcome::Converged { steps } } else { Outcome::Waiting { steps, waiting: plan.waiting } });
+        }
+        for s in &plan.steps {
+            tracing::info!(step = %s, "planned");
+        }
+        let total = plan.steps.len();
+        state.run = Some(Run { revision: rev.clone(), plan, done: 0, in_flight: None });
+        store.save(&state)?;
+        let result = exec.run(&mut state).await;
+        let done = state.run.as_ref().map_or(0, |r| r.done);
+        state.run = None;
+        store.save(&state)?;
+        match result {
+            Ok(()) => steps += total,
+            Err(error) => return Ok(Outcome::Failed { steps: steps + done, error }),
+        }
+    }
+    Ok(Outcome::Waiting { steps, waiting: vec!["still changing after 4 passes; the next reconcile continues".into()] })
+}
+
+/// The state file used by `--lab LABDIR` or `--state DIR`.
+pub fn file_store(dir: &Path) -> FileStore {
+    FileStore::new(dir.join("state.json"))
+}

@@ -1,0 +1,3 @@
+//! The `vixen` library: the lifecycle engine that the binary's subcommands drive.
+
+pub mod engine;
