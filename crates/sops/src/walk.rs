@@ -281,7 +281,8 @@ pub(crate) fn parse_go_float(s: &str) -> Option<f64> {
     {
         return None;
     }
-    s.parse().ok()
+    // Go reports out-of-range values as errors instead of rounding to infinity.
+    s.parse().ok().filter(|f: &f64| f.is_finite())
 }
 
 fn hex_upper(bytes: &[u8]) -> String {

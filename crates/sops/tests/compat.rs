@@ -394,3 +394,107 @@ fn errors_never_show_plaintext() {
     assert!(vixen_sops::is_sops_file(enc.as_bytes(), Format::Yaml));
     assert!(!vixen_sops::is_sops_file(b"cluster: {}\n", Format::Yaml));
 }
+
+/// Random strings full of YAML-significant characters: vixen must quote them exactly as
+/// go-yaml does, as values and as keys, encrypted and in clear.
+#[test]
+fn yaml_random_strings_quote_like_go_yaml() {
+    if !sops_or_skip("yaml_random_strings_quote_like_go_yaml") {
+        return;
+    }
+    const PIECES: &[&str] = &[
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        ":",
+        ": ",
+        "#",
+        " #",
+        "-",
+        "- ",
+        "?",
+        "'",
+        "\"",
+        "\\",
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        "&",
+        "*",
+        "!",
+        "|",
+        ">",
+        "%",
+        "@",
+        "`",
+        "é",
+        "😀",
+        "\r",
+        "\u{85}",
+        "\u{a0}",
+        "\u{2028}",
+        "\u{feff}",
+        "\u{1}",
+        "0",
+        "12",
+        "1.5",
+        "1e3",
+        "0x1F",
+        "true",
+        "no",
+        "null",
+        "~",
+        ".",
+        "...",
+        "---",
+        "a",
+        "word",
+        "2024-01-01",
+        "1:20",
+        "_",
+        "=",
+        "<<",
+    ];
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let mut doc = String::new();
+    for i in 0..300 {
+        let len = next(5);
+        let s: String = (0..len).map(|_| PIECES[next(PIECES.len())]).collect();
+        let key = if i % 3 == 0 {
+            format!("{}{i}", s.replace('\n', " "))
+        } else {
+            format!("k{i}")
+        };
+        let key = if i % 5 == 0 {
+            format!("{key}_unencrypted")
+        } else {
+            key
+        };
+        doc.push_str(&format!("{}: {}\n", quote(&key), quote(&s)));
+    }
+    Lab::new().roundtrip("random.yaml", &doc, Format::Yaml, &[]);
+}
+
+/// A YAML double-quoted scalar that reads back as exactly `s`.
+fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            _ => out.push_str(&format!("\\U{:08X}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -13,7 +13,7 @@
 
 use zeroize::Zeroizing;
 
-use super::scalar::{format_float, write_string};
+use super::scalar::{format_float, needs_explicit_key, write_string};
 use crate::tree::{Item, Value};
 
 pub(crate) fn emit(branches: &[Vec<Item>]) -> Zeroizing<Vec<u8>> {
@@ -87,7 +87,13 @@ impl Emitter {
                         self.newline(indent);
                     }
                     inline = false;
-                    write_string(&mut self.out, k.as_bytes(), true, 0);
+                    if needs_explicit_key(k) {
+                        self.out.extend_from_slice(b"? ");
+                        write_string(&mut self.out, k.as_bytes(), false, child(indent));
+                        self.newline(indent);
+                    } else {
+                        write_string(&mut self.out, k.as_bytes(), true, 0);
+                    }
                     self.out.push(b':');
                     self.value_after_key(v, indent);
                 }

@@ -129,14 +129,16 @@ pub(crate) fn load(input: &[u8]) -> Result<Document> {
                 let tag = tag.as_ref().map(|t| format!("{}{}", t.handle, t.suffix));
                 let is_key = matches!(b.frames.last(), Some(Frame::Map { key: None, .. }));
                 if is_key {
-                    let key = scalar_key(value, *style, tag.as_deref())
+                    let value = yaml11_breaks(value, *style, span.start.col());
+                    let key = scalar_key(&value, *style, tag.as_deref())
                         .ok_or_else(|| parse_err(line, "map keys must be strings"))?;
                     if let Some(Frame::Map { key: slot, .. }) = b.frames.last_mut() {
                         *slot = Some(key);
                     }
                     continue;
                 }
-                let v = scalar_value(value, *style, tag.as_deref()).ok_or_else(|| {
+                let value = yaml11_breaks(value, *style, span.start.col());
+                let v = scalar_value(&value, *style, tag.as_deref()).ok_or_else(|| {
                     parse_err(
                         line,
                         "unsupported scalar (integer out of range or bad !!binary)",
@@ -184,6 +186,34 @@ fn collect_events(text: &str) -> Result<Vec<(Event<'_>, Span)>> {
         }
     }
     Ok(events)
+}
+
+/// go-yaml follows YAML 1.1, where U+0085, U+2028 and U+2029 are line breaks: the
+/// indentation after them is not content. `saphyr-parser` follows YAML 1.2 and keeps it.
+fn yaml11_breaks(value: &str, style: ScalarStyle, col: usize) -> String {
+    // Double-quoted scalars are left alone: their breaks are usually escapes (`\L`).
+    if matches!(style, ScalarStyle::Plain | ScalarStyle::DoubleQuoted)
+        || !value.contains(['\u{85}', '\u{2028}', '\u{2029}'])
+    {
+        return value.to_string();
+    }
+    let block = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded);
+    let mut out = String::with_capacity(value.len());
+    let mut strip = 0usize;
+    let mut skipping = false;
+    for c in value.chars() {
+        if skipping && (c == ' ' || (!block && c == '\t')) && (!block || strip < col) {
+            strip += 1;
+            continue;
+        }
+        skipping = false;
+        out.push(c);
+        if matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}') {
+            skipping = true;
+            strip = 0;
+        }
+    }
+    out
 }
 
 fn scalar_key(value: &str, style: ScalarStyle, tag: Option<&str>) -> Option<String> {

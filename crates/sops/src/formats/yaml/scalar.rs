@@ -469,6 +469,9 @@ fn select(mut style: Style, a: &Analysis, key: bool, empty: bool) -> Style {
 /// Writes a double-quoted scalar with libyaml's escapes.
 pub(super) fn write_double(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    // go-yaml tests for a byte order mark at the start of the value, not at each
+    // character: after a leading BOM every character is escaped.
+    let leading_bom = s.starts_with('\u{feff}');
     for c in s.chars() {
         let esc = match c {
             '\0' => Some("0"),
@@ -492,7 +495,7 @@ pub(super) fn write_double(out: &mut Vec<u8>, s: &str) {
         if let Some(e) = esc.filter(|_| !is_printable(c) || is_break(c) || c == '"' || c == '\\') {
             out.push(b'\\');
             out.extend_from_slice(e.as_bytes());
-        } else if !is_printable(c) || c == '\u{feff}' {
+        } else if !is_printable(c) || c == '\u{feff}' || leading_bom {
             let text = if n <= 0xFF {
                 format!("\\x{n:02X}")
             } else if n <= 0xFFFF {
@@ -517,16 +520,45 @@ pub(super) fn write_string(out: &mut Vec<u8>, bytes: &[u8], key: bool, indent: u
         out.extend_from_slice(STANDARD.encode(bytes).as_bytes());
         return;
     };
+    if s == "<<" && !key {
+        // go-yaml writes the merge-key lookalike with an explicit tag.
+        out.extend_from_slice(b"!!merge <<");
+        return;
+    }
     match string_style(s, key) {
         Style::Plain => out.extend_from_slice(s.as_bytes()),
-        Style::Single => {
-            out.push(b'\'');
-            out.extend_from_slice(s.replace('\'', "''").as_bytes());
-            out.push(b'\'');
-        }
+        Style::Single => write_single(out, s, indent),
         Style::Double => write_double(out, s),
         Style::Literal => write_literal(out, s, indent),
     }
+}
+
+/// Single quotes; a line break character (U+2028/U+2029 can get here) is followed by the
+/// indentation before the next character, as libyaml's writer does.
+fn write_single(out: &mut Vec<u8>, s: &str, indent: usize) {
+    out.push(b'\'');
+    let mut after_break = false;
+    for c in s.chars() {
+        if is_break(c) {
+            after_break = true;
+        } else if after_break {
+            out.extend(std::iter::repeat_n(b' ', indent));
+            after_break = false;
+        }
+        if c == '\'' {
+            out.extend_from_slice(b"''");
+        } else {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+    }
+    out.push(b'\'');
+}
+
+/// True when go-yaml cannot write the key as a simple key (`key: value`) and uses the
+/// explicit form (`? key` / `: value`): multi-line keys and keys over 128 bytes.
+pub(super) fn needs_explicit_key(key: &str) -> bool {
+    key.len() > 128 || key.chars().any(is_break)
 }
 
 fn write_literal(out: &mut Vec<u8>, s: &str, indent: usize) {
