@@ -133,3 +133,32 @@ pub async fn run_daemon(spec: &LabSpec, opts: LabOptions, ready: impl FnOnce()) 
     let _ = std::fs::remove_file(&sock);
     Ok(())
 }
+
+/// `LABDIR/ready`: written by the daemon once every node listens (holds its pid).
+pub fn ready_file(dir: &Path) -> std::path::PathBuf {
+    dir.join("ready")
+}
+
+/// The daemon's entry point (`vixen lab serve`): reads `LABDIR/spec.json`, runs the lab on its
+/// own runtime until `down` or a signal, and removes the ready file when done.
+///
+/// # Errors
+/// When the spec cannot be read or the lab cannot start.
+pub fn serve_blocking(dir: &Path, reboot_ms: u64) -> Result<()> {
+    let spec = LabSpec::load(&dir.join("spec.json"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| io(dir, e))?;
+    let ready = ready_file(dir);
+    let opts = LabOptions {
+        dir: dir.to_path_buf(),
+        reboot_ms,
+    };
+    let res = rt.block_on(run_daemon(&spec, opts, || {
+        let _ = std::fs::write(&ready, format!("{}\n", std::process::id()));
+    }));
+    let _ = std::fs::remove_file(&ready);
+    res
+}

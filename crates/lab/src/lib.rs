@@ -26,7 +26,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 pub use config::MachineConfig;
-pub use daemon::{Control, ControlReply, control_socket, run_daemon, send_control};
+pub use daemon::{
+    Control, ControlReply, control_socket, ready_file, run_daemon, send_control, serve_blocking,
+};
 pub use journal::{CallRecord, LabStatus, NodeStatus};
 pub use lab::{Fault, Lab, LabOptions};
 
@@ -153,4 +155,27 @@ impl LabSpec {
 /// The lab only ever binds loopback addresses (127.0.0.0/8).
 pub fn is_lab_address(ip: IpAddr) -> bool {
     matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 127)
+}
+
+impl LabSpec {
+    /// Reads a spec from a JSON file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Spec`].
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| journal::io(path, e))?;
+        let spec: Self = serde_json::from_str(&text)
+            .map_err(|e| Error::Spec(format!("{}: {e}", path.display())))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Writes the spec as JSON.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        std::fs::write(path, text + "\n").map_err(|e| journal::io(path, e))
+    }
 }
