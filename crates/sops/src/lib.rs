@@ -216,3 +216,18 @@ fn data_key(meta: &metadata::Metadata, keys: &Keyring) -> Result<Zeroizing<[u8; 
         .map_err(|_| Error::InvalidMetadata("the data key is not 32 bytes".into()))?;
     Ok(Zeroizing::new(key))
 }
+
+/// Entry points for the fuzz targets and property tests; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::Format;
+
+    /// Parses `input`, reads its metadata and prints its (still encrypted) tree again:
+    /// every parser and emitter runs without needing a key.
+    pub fn load_and_emit(input: &[u8], format: Format) {
+        if let Ok(doc) = crate::formats::load(input, format) {
+            let _ = crate::metadata::Metadata::from_value(&doc.metadata);
+            let _ = crate::formats::emit(&doc.branches, format);
+        }
+    }
+}
