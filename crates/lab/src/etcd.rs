@@ -203,10 +203,12 @@ pub(crate) async fn promote(via: &[String], id: u64, within: Duration) -> Result
 }
 
 /// Removes the local member through its own etcd (Talos EtcdLeaveCluster / graceful reset),
-/// retrying briefly as Talos does; etcd's own quorum checks decide.
+/// retrying as Talos does (it retries for up to 5 minutes; the lab for 15 s): etcd refuses to
+/// remove a live member until the others have been connected for its health interval (5 s),
+/// so a leave right after a join answers "unhealthy cluster" for a few seconds.
 pub(crate) async fn leave(url: &str) -> Result<(), Status> {
     let mut last = Status::new(Code::Unavailable, "etcd not reachable");
-    for _ in 0..10 {
+    for _ in 0..50 {
         match connect(&[url.to_string()]).await {
             Ok(mut c) => match c.status().await {
                 Ok(s) => {

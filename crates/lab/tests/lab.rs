@@ -18,7 +18,7 @@ fn code(e: &Error) -> Option<Code> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_control_plane_v1_11_full_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::new();
+    let c = Cluster::generate();
     let lab = start(
         &spec(41, &[("cp1", Role::Controlplane, "v1.11.6")]),
         dir.path(),
@@ -70,7 +70,7 @@ async fn single_control_plane_v1_11_full_lifecycle() {
 
     // Missing and wrong client certificates are refused; a reader may not apply.
     assert!(maint("127.0.41.11").version().await.is_err());
-    let other = Cluster::new();
+    let other = Cluster::generate();
     let wrong = Credentials {
         ca_pem: c.admin.ca_pem.clone(),
         ..other.admin.clone()

@@ -17,7 +17,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new() -> Self {
+    pub fn generate() -> Self {
         let bundle = SecretsBundle::generate().unwrap();
         let admin = Credentials::from_bundle(&bundle).unwrap();
         Self { bundle, admin }
