@@ -78,7 +78,7 @@ impl Envelope {
             .decrypt_in_place_detached(
                 Nonce::<U32>::from_slice(&self.iv),
                 aad,
-                &mut *buf,
+                &mut buf,
                 Tag::from_slice(&self.tag),
             )
             .map_err(|_| CipherError::Auth)?;

@@ -110,10 +110,8 @@ impl Keyring {
             }
         }
         let default = default_keys_file();
-        if let Some(path) = &default {
-            if path.is_file() {
-                ring.extend(Keyring::from_file(path)?);
-            }
+        if let Some(path) = default.as_ref().filter(|p| p.is_file()) {
+            ring.extend(Keyring::from_file(path)?);
         }
         if ring.is_empty() {
             let default = default.map(|p| p.display().to_string()).unwrap_or_default();

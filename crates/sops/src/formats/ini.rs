@@ -12,6 +12,9 @@ use crate::tree::{Item, Value, comment};
 
 const DEFAULT: &str = "DEFAULT";
 
+/// A key, its value and the comment written above it.
+type KeyLine<'a> = (&'a str, Vec<u8>, Option<Vec<u8>>);
+
 struct Section {
     name: String,
     comment: Option<String>,
@@ -150,7 +153,7 @@ pub(super) fn emit(branch: &[Item]) -> Zeroizing<Vec<u8>> {
             rest = tail;
         }
         // (key, value, comment) in order; a comment item sets the comment of the key before it.
-        let mut keys: Vec<(&str, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut keys: Vec<KeyLine<'_>> = Vec::new();
         for item in rest {
             match item {
                 Item::Pair(k, v) => keys.push((k, leaf_text(v), None)),

@@ -13,7 +13,8 @@
 
 use zeroize::Zeroizing;
 
-use super::scalar::{format_float, needs_explicit_key, write_string};
+use super::scalar::format_float;
+use super::write::{needs_explicit_key, write_string};
 use crate::tree::{Item, Value};
 
 pub(crate) fn emit(branches: &[Vec<Item>]) -> Zeroizing<Vec<u8>> {

@@ -4,6 +4,7 @@
 mod emit;
 mod load;
 mod scalar;
+mod write;
 
 pub(super) use emit::emit;
 pub(super) use load::load;
