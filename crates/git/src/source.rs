@@ -44,7 +44,7 @@ pub struct Checkout {
     pub signature: Option<VerifiedSignature>,
     /// Objects received by this fetch (0 when the commit was already in the cache).
     pub received_objects: usize,
-    /// Bytes received by this fetch.
+    /// Bytes received by this fetch, as libgit2 counts them (it may report 0 over HTTP).
     pub received_bytes: usize,
 }
 
@@ -128,8 +128,10 @@ impl GitSource {
         Ok(Revision { commit, reference })
     }
 
-    /// Shallow-fetches (depth 1) the ref's commit, verifies its signature when configured, and
-    /// writes its tree (or the sub-path) to a fresh directory.
+    /// Polls, then shallow-fetches (depth 1) the ref's commit unless the cache already has it,
+    /// verifies its signature when configured, and writes its tree (or the sub-path) to a fresh
+    /// directory (reused when the commit is the one checked out last). Handles new commits and
+    /// force-pushes alike: only the commit the ref points at matters.
     ///
     /// # Errors
     /// Everything [`GitSource::poll`] can return, plus [`Error::Unsigned`],
@@ -152,15 +154,16 @@ impl GitSource {
             Some(policy) => Some(self.verify(&commit, &policy.allowed_signers)?),
             None => None,
         };
-        if let Some(last) = &self.last {
-            if last.commit == commit_id && last.path.is_dir() {
-                return Ok(Checkout {
-                    signature,
-                    received_objects,
-                    received_bytes,
-                    ..last.clone()
-                });
-            }
+        if let Some(last) = &self.last
+            && last.commit == commit_id
+            && last.path.is_dir()
+        {
+            return Ok(Checkout {
+                signature,
+                received_objects,
+                received_bytes,
+                ..last.clone()
+            });
         }
         let mut tree = commit.tree().map_err(git)?;
         if let Some(sub) = &self.cfg.sub_path {
@@ -402,10 +405,10 @@ impl GitSource {
             return;
         };
         for entry in dir.flatten() {
-            if entry.file_name() != keep {
-                if let Err(e) = fs::remove_dir_all(entry.path()) {
-                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove old checkout");
-                }
+            if entry.file_name() != keep
+                && let Err(e) = fs::remove_dir_all(entry.path())
+            {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove old checkout");
             }
         }
     }

@@ -13,6 +13,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
 
+type Script = Arc<Mutex<VecDeque<(u16, Vec<(&'static str, String)>)>>>;
+
 #[derive(Clone, Debug)]
 pub struct Recorded {
     pub method: String,
@@ -26,7 +28,7 @@ pub struct Recorded {
 pub struct MockForge {
     pub base: String,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
-    script: Arc<Mutex<VecDeque<(u16, Vec<(&'static str, String)>)>>>,
+    script: Script,
     task: JoinHandle<()>,
 }
 
@@ -35,7 +37,7 @@ impl MockForge {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let script: Arc<Mutex<VecDeque<(u16, Vec<(&'static str, String)>)>>> = Arc::default();
+        let script: Script = Arc::default();
         let (r2, s2) = (requests.clone(), script.clone());
         let task = tokio::spawn(async move {
             loop {

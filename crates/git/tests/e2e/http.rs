@@ -33,7 +33,7 @@ fn http_clone_poll_new_commit_and_force_push() {
         "a",
         None,
     );
-    let server = GitHttpServer::start(&remote.bare.parent().unwrap().to_owned(), "vixen", "pw");
+    let server = GitHttpServer::start(remote.bare.parent().unwrap(), "vixen", "pw");
     let cache = remote.dir.path().join("cache");
     let mut src = GitSource::new(&config(server.url("repo.git"), cache, "vixen", "pw")).unwrap();
 
@@ -106,7 +106,7 @@ fn http_clone_poll_new_commit_and_force_push() {
 fn http_wrong_or_missing_credentials() {
     let remote = Remote::new();
     remote.commit(&[("a", "1")], "a", None);
-    let server = GitHttpServer::start(&remote.bare.parent().unwrap().to_owned(), "vixen", "pw");
+    let server = GitHttpServer::start(remote.bare.parent().unwrap(), "vixen", "pw");
     let cache = remote.dir.path().join("cache");
     let mut src = GitSource::new(&config(
         server.url("repo.git"),
@@ -150,7 +150,7 @@ fn http_tag_pinned_commit_sub_path_and_missing_ref() {
     );
     remote.tag("v1");
     let b = remote.commit(&[("clusters/prod/cluster.yaml", "prod2\n")], "b", None);
-    let server = GitHttpServer::start(&remote.bare.parent().unwrap().to_owned(), "vixen", "pw");
+    let server = GitHttpServer::start(remote.bare.parent().unwrap(), "vixen", "pw");
     let base = config(
         server.url("repo.git"),
         remote.dir.path().join("c1"),

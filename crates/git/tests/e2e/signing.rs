@@ -22,7 +22,7 @@ fn signed_unsigned_and_untrusted_heads() {
     .unwrap();
 
     let a = remote.commit(&[("cluster.yaml", "v: 1\n")], "signed", Some(&alice));
-    let server = GitHttpServer::start(&remote.bare.parent().unwrap().to_owned(), "u", "p");
+    let server = GitHttpServer::start(remote.bare.parent().unwrap(), "u", "p");
     let mut cfg = config(
         server.url("repo.git"),
         remote.dir.path().join("cache"),
