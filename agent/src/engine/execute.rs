@@ -33,7 +33,7 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { ready: Duration::from_secs(600), member: Duration::from_secs(300), maintenance: Duration::from_secs(600), poll: Duration::from_millis(500) }
+        Self { ready: Duration::from_secs(600), member: Duration::from_secs(300), maintenance: Duration::from_secs(600), poll: Duration::from_millis(250) }
     }
 }
 
@@ -218,10 +218,29 @@ impl Executor<'_> {
             }
             Action::WaitReady { address, version } => {
                 let want = version.as_deref().and_then(|v| v.parse::<vixen_plan::Version>().ok());
-                self.wait(self.timeouts.ready, &format!("{} ready at {address}", step.node), || async {
-                    probe_configured(self.conn, address).await.is_some_and(|p| p.healthy && (want.is_none() || p.version == want))
-                })
-                .await?;
+                // A node that went down and came back healthy on another version rolled back
+                // (Talos' A/B boot after a failed upgrade): fail now rather than at the timeout.
+                let seen_down = std::cell::Cell::new(false);
+                let rolled_back = std::cell::Cell::new(None);
+                let result = self
+                    .wait(self.timeouts.ready, &format!("{} ready at {address}", step.node), || async {
+                        match probe_configured(self.conn, address).await {
+                            None => {
+                                seen_down.set(true);
+                                false
+                            }
+                            Some(p) if want.is_some() && p.version != want && p.healthy && seen_down.get() => {
+                                rolled_back.set(p.version);
+                                true
+                            }
+                            Some(p) => p.healthy && (want.is_none() || p.version == want),
+                        }
+                    })
+                    .await;
+                result?;
+                if let Some(v) = rolled_back.get() {
+                    return Err(StepError::Gate(format!("{} came back on v{v}, not {}: the upgrade failed and the node rolled back", step.node, version.as_deref().unwrap_or("?"))));
+                }
             }
             Action::WaitEtcdMember => {
                 let hostname = self.desired.nodes.iter().find(|n| n.name == step.node).map_or(step.node.clone(), |n| n.hostname.clone());

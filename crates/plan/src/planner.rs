@@ -280,7 +280,9 @@ fn reset_node(plan: &mut Plan, l: &Leaving<'_>, why: &str) {
 
 fn add_node(plan: &mut Plan, m: &Match<'_>, desired: &Desired, etcd: &EtcdView, members: &mut Vec<String>) -> Result<(), Refusal> {
     let d = m.desired;
-    let at = m.observed.map_or(d.maintenance_address.clone(), |o| o.address.clone());
+    // A node changing role is configured now but will be reset first: it is then found at its
+    // maintenance address.
+    let at = m.observed.filter(|o| o.state == NodeState::Maintenance).map_or(d.maintenance_address.clone(), |o| o.address.clone());
     if d.role == Role::Controlplane {
         let voters = etcd.voters().count();
         let started = etcd.voters().filter(|m| m.started).count();
