@@ -18,6 +18,7 @@ mod kubeconfig;
 mod lab;
 mod node;
 mod ops;
+pub mod peers;
 mod server;
 mod tls;
 
