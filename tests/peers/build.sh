@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds vixen's test peers (upstream Go programs the tests check vixen against; the product
+# stays pure Rust): Talos' config validator, kube-apiserver, and Cilium's CRD manifests.
+# Each peer is a Go module of its own under tests/peers/ with pinned versions.
+#
+# Idempotent and fast when cached: the Go module and build caches live outside the clone
+# (VIXEN_PEERS_DIR, default /work/go or ~/.cache/vixen/go), and `go build` does not relink a
+# binary that is up to date. Prints where the binaries are (the last line: VIXEN_PEERS_BIN=...).
+#
+#   VIXEN_PEERS_DIR   root of mod/ (GOMODCACHE), cache/ (GOCACHE), bin/ and share/
+#   VIXEN_PEERS_JOBS  parallel compile jobs (go build -p), default 2
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ -z "${VIXEN_PEERS_DIR:-}" ]; then
+  if [ -d /work ] && [ -w /work ]; then VIXEN_PEERS_DIR=/work/go; else VIXEN_PEERS_DIR="$HOME/.cache/vixen/go"; fi
+fi
+command -v go >/dev/null || { echo "tests/peers/build.sh: the go command is required (Go >= 1.25)" >&2; exit 1; }
+
+export GOMODCACHE="$VIXEN_PEERS_DIR/mod" GOCACHE="$VIXEN_PEERS_DIR/cache"
+export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false -trimpath"
+bin="$VIXEN_PEERS_DIR/bin"
+share="$VIXEN_PEERS_DIR/share"
+mkdir -p "$bin" "$share"
+jobs="${VIXEN_PEERS_JOBS:-2}"
+
+build() { # NAME DIR PACKAGE [go build flags...]
+  local name=$1 dir=$2 pkg=$3; shift 3
+  local start=$SECONDS
+  (cd "$dir" && go build -p "$jobs" "$@" -o "$bin/$name" "$pkg")
+  echo "peers: $name built in $((SECONDS - start)) s" >&2
+}
+
+build talos-validate talos-validate .
+build cilium-crds cilium-crds .
+"$bin/cilium-crds" -out "$share/cilium-crds" >/dev/null
+# The version stamp upstream's Makefile sets, so the API server reports v1.34.x (not v0.0.0).
+kver=$(cd kube-apiserver && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+kminor=$(echo "$kver" | cut -d. -f2)
+vpkg=k8s.io/component-base/version
+build kube-apiserver kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver \
+  -ldflags="-s -w -X $vpkg.gitVersion=$kver -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$kminor -X $vpkg.gitTreeState=clean"
+
+echo "peers: talos-validate  $bin/talos-validate ($(cd talos-validate && go list -m -f '{{.Version}}' github.com/siderolabs/talos/pkg/machinery))"
+echo "peers: kube-apiserver  $bin/kube-apiserver ($kver)"
+echo "peers: cilium CRDs     $share/cilium-crds ($(cat "$share/cilium-crds/VERSION"))"
+echo "VIXEN_PEERS_BIN=$bin"
