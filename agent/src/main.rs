@@ -15,6 +15,9 @@ mod cmd;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: `text` or `json` (one object per line).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -30,10 +33,14 @@ enum Command {
     GenSecrets(cmd::gen_secrets::Args),
     /// Configure the first control plane from its maintenance address and bootstrap etcd.
     Bootstrap(cmd::bootstrap::Args),
+    /// Reset every node of the cluster to maintenance mode (needs --confirm <cluster name>).
+    Decommission(cmd::decommission::Args),
     /// Show what a reconcile would change, node by node (no change is made).
     Plan(cmd::agent::PlanArgs),
-    /// Reconcile the cluster with the repo.
+    /// Reconcile the cluster with the repo: once, or as the long-running in-cluster agent.
     Agent(cmd::agent::Args),
+    /// Show the VixenCluster status the agent writes: revision, phase, nodes, conditions.
+    Status(cmd::agent::StatusArgs),
     /// Run simulated Talos nodes with real etcd on loopback, for tests and rehearsals.
     #[command(subcommand)]
     Lab(cmd::lab::Command),
@@ -41,11 +48,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VIXEN_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIXEN_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    if cli.log_format == "json" {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Render(args) => cmd::render::run(args),
@@ -53,8 +62,10 @@ fn main() -> ExitCode {
         Command::GenSecrets(args) => cmd::gen_secrets::run(args),
         Command::Lab(command) => cmd::lab::run(command),
         Command::Bootstrap(args) => cmd::bootstrap::run(args),
+        Command::Decommission(args) => cmd::decommission::run(args),
         Command::Plan(args) => cmd::agent::plan(args),
         Command::Agent(args) => cmd::agent::run(args),
+        Command::Status(args) => cmd::agent::status(args),
     };
     match result {
         Ok(code) => code,

@@ -457,3 +457,103 @@ fn story_09_promote_worker_to_control_plane_resets_that_node_alone() {
     assert_eq!(resets, set(&["worker-2", "cp-3"]));
     assert_eq!(lab.etcd_members(&lab.ip("10.1")), members(&["cp-1", "cp-2", "worker-2"]));
 }
+
+#[test]
+fn story_08_kubernetes_upgrade_is_live_node_by_node_and_skips_are_refused() {
+    let lab = Lab::full_cluster(43);
+    // A minor skip (and a version the running Talos cannot run) is refused before any call.
+    lab.edit("cluster.yaml", "version: 1.34.1", "version: 1.36.0");
+    let mark = lab.mark();
+    let out = lab.run(&["agent", "--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(lab.mutating_since(mark).is_empty());
+    // A patch release: component images change on every node, control planes first, no reboot.
+    lab.edit("cluster.yaml", "version: 1.36.0", "version: 1.34.2");
+    let mark = lab.mark();
+    lab.converge();
+    let calls = lab.mutating_since(mark);
+    assert!(calls.iter().all(|c| c.short() == "ApplyConfiguration" && c.detail["mode"] == "NO_REBOOT"), "{calls:#?}");
+    let order: Vec<&str> = calls.iter().map(|c| c.node.as_str()).collect();
+    assert_eq!(order, ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"]);
+}
+
+#[test]
+fn story_12_agent_killed_at_every_step_boundary_upgrades_each_node_once() {
+    let lab = Lab::full_cluster(44);
+    lab.edit("cluster.yaml", "version: v1.11.6", "version: v1.12.2");
+    let state = lab.lab.join("vixen/state.json");
+    let done = || -> Option<(u64, bool)> {
+        let v: Value = serde_json::from_slice(&std::fs::read(&state).ok()?).ok()?;
+        let run = v.get("run").filter(|r| !r.is_null())?;
+        Some((run["done"].as_u64()?, run["in_flight"].is_null()))
+    };
+    let mark = lab.mark();
+    let mut kills = 0;
+    let mut last_done = 0;
+    for _attempt in 0..60 {
+        let mut args: Vec<String> = vec!["agent".into(), "--once".into()];
+        args.extend(lab.target());
+        args.extend(["--ready-timeout".into(), "60".into()]);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vixen"))
+            .args(&args)
+            .env("SOPS_AGE_KEY_FILE", example().join("demo.agekey"))
+            .env("VIXEN_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait for the next step boundary (a step finished, the next not yet started), then
+        // SIGKILL the agent there.
+        let exited = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if let Some((d, idle)) = done() {
+                if d > last_done && idle {
+                    last_done = d;
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    kills += 1;
+                    break None;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if let Some(status) = exited {
+            assert!(status.success(), "the resumed agent failed");
+            break;
+        }
+    }
+    assert!(kills >= 10, "only {kills} kills: the test did not exercise the boundaries");
+    let upgrades: Vec<String> = lab.mutating_since(mark).iter().filter(|c| c.short() == "Upgrade").map(|c| c.node.clone()).collect();
+    let unique: BTreeSet<&String> = upgrades.iter().collect();
+    assert_eq!(upgrades.len(), 5, "every node upgraded exactly once: {upgrades:?}");
+    assert_eq!(unique.len(), 5);
+    for n in lab.status()["nodes"].as_array().unwrap() {
+        assert_eq!(n["talos_version"], "v1.12.2", "{n}");
+    }
+}
+
+#[test]
+fn story_13_decommission_resets_everything_workers_first_last_control_plane_alone() {
+    let lab = Lab::full_cluster(45);
+    let mark = lab.mark();
+    let out = lab.run(&["decommission", "--confirm", "not-the-name", "--timeout", "60"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(lab.mutating_since(mark).is_empty(), "a wrong confirmation must change nothing");
+    let out = lab.run(&["decommission", "--confirm", "homelab", "--timeout", "60"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let resets: Vec<(String, bool)> = lab
+        .mutating_since(mark)
+        .iter()
+        .filter(|c| c.short() == "Reset")
+        .map(|c| (c.node.clone(), c.detail["graceful"].as_bool().unwrap_or(false)))
+        .collect();
+    assert_eq!(resets.len(), 5, "{resets:?}");
+    assert!(resets[..2].iter().all(|(n, _)| n.starts_with("worker-")), "workers first: {resets:?}");
+    assert!(resets[2..4].iter().all(|(n, g)| n.starts_with("cp-") && *g), "{resets:?}");
+    assert!(!resets[4].1, "the last control plane is reset alone, without leaving etcd");
+    for n in lab.status()["nodes"].as_array().unwrap() {
+        assert_eq!(n["mode"], "maintenance", "{n}");
+    }
+}

@@ -1,17 +1,22 @@
-//! `vixen agent` and `vixen plan`: reconcile the cluster with the repo, or show what would change.
+//! `vixen agent`, `vixen plan` and `vixen status`: reconcile the cluster with the repo (once, or
+//! as the long-running in-cluster agent), show what would change, or show what the agent did.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use vixen::daemon::{self, ForgeOptions, GitOptions, KubeOptions, PrepareError, Prepared, Source};
 use vixen::engine::{self, Connector, Outcome, Timeouts};
 use vixen_talos::{Credentials, Talosconfig};
 
 /// Where the cluster is and how to reach it.
 #[derive(clap::Args, Clone)]
 pub struct Target {
-    /// The cluster repo (a local folder).
+    /// The cluster repo: a local folder, or a Git URL (`https://...`, `ssh://...`, `git@host:path`)
+    /// fetched with the Git options of `vixen agent`.
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
     /// Drive the lab in LABDIR (vixen's state goes to LABDIR/vixen).
@@ -41,6 +46,25 @@ impl Target {
         Ok(vixen_model::Repo::load(&self.repo).map_err(|d| anyhow::anyhow!("{d}"))?.cluster.value.name)
     }
 
+    /// Loads, validates, decrypts and renders the repo checked out in `dir`, saying which stage
+    /// failed.
+    ///
+    /// # Errors
+    /// [`PrepareError`] naming the stage; messages never include secret values.
+    pub fn prepare_dir(&self, dir: &Path) -> Result<Prepared, PrepareError> {
+        fn at(stage: &'static str) -> impl Fn(anyhow::Error) -> PrepareError {
+            move |error| PrepareError { stage, error }
+        }
+        let repo = super::load_valid_repo(dir).map_err(at("validate"))?;
+        let bundle = super::load_bundle(&repo, self.age_key.as_ref()).map_err(at("decrypt"))?;
+        let (desired, configs) = engine::desired::desired(&repo, &bundle).map_err(at("render"))?;
+        let creds = match &self.talosconfig {
+            Some(path) => Talosconfig::load(path).and_then(|t| t.credentials(None)).map_err(|e| at("credentials")(e.into()))?,
+            None => Credentials::from_bundle(&bundle).map_err(|e| at("credentials")(e.into()))?,
+        };
+        Ok(Prepared { desired, configs, conn: Connector::new(creds), network: repo.network.value.clone(), cluster: repo.cluster.value.name.clone() })
+    }
+
     pub fn prepare(&self) -> anyhow::Result<(vixen_plan::Desired, engine::desired::Configs, Connector)> {
         let repo = super::load_valid_repo(&self.repo)?;
         let bundle = super::load_bundle(&repo, self.age_key.as_ref())?;
@@ -63,7 +87,111 @@ pub struct Args {
     /// How long a node may take to come back from a reboot, install or upgrade.
     #[arg(long, default_value = "600", value_name = "SECONDS")]
     pub ready_timeout: u64,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 }
+
+/// Options of the long-running agent (without `--once`).
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Long-running agent")]
+pub struct DaemonArgs {
+    /// Git poll interval.
+    #[arg(long, default_value = "60", value_name = "SECONDS")]
+    pub interval: u64,
+    /// Reconcile an already applied commit again this often (corrects drift).
+    #[arg(long, default_value = "600", value_name = "SECONDS")]
+    pub resync: u64,
+    /// Longest wait between retries after errors (backoff starts at 5 s and doubles).
+    #[arg(long, default_value = "300", value_name = "SECONDS")]
+    pub backoff_max: u64,
+    /// Serve /metrics, /healthz, /readyz and the webhook on this address (e.g. 0.0.0.0:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Path of the push webhook.
+    #[arg(long, default_value = "/hook")]
+    pub webhook_path: String,
+    /// File holding the webhook secret (HMAC key or GitLab token); without it the webhook is off.
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Git branch to follow (default main).
+    #[arg(long, conflicts_with_all = ["tag", "commit"])]
+    pub branch: Option<String>,
+    /// Git tag to follow.
+    #[arg(long, conflicts_with = "commit")]
+    pub tag: Option<String>,
+    /// Pinned Git commit.
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// Sub-path of the Git repository holding the cluster repo.
+    #[arg(long, value_name = "DIR")]
+    pub git_path: Option<PathBuf>,
+    /// Git cache folder (default STATE/git).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// HTTPS access token file.
+    #[arg(long, value_name = "FILE")]
+    pub git_token_file: Option<PathBuf>,
+    /// HTTPS basic-auth user name (with --git-password-file).
+    #[arg(long)]
+    pub git_username: Option<String>,
+    /// HTTPS basic-auth password file.
+    #[arg(long, value_name = "FILE")]
+    pub git_password_file: Option<PathBuf>,
+    /// SSH deploy key file.
+    #[arg(long, value_name = "FILE")]
+    pub git_ssh_key_file: Option<PathBuf>,
+    /// SSH known_hosts file (required with an SSH key; host keys are always checked).
+    #[arg(long, value_name = "FILE")]
+    pub git_known_hosts: Option<PathBuf>,
+    /// Allowed-signers file: only apply SSH-signed commits from these keys.
+    #[arg(long, value_name = "FILE")]
+    pub git_allowed_signers: Option<PathBuf>,
+    /// Post commit statuses to this forge: github, gitea, forgejo or gitlab.
+    #[arg(long, requires_all = ["forge_url", "forge_repo", "forge_token_file"])]
+    pub forge: Option<String>,
+    /// Forge API base URL (https://api.github.com, the Gitea root, https://gitlab.com/api/v4).
+    #[arg(long, value_name = "URL")]
+    pub forge_url: Option<String>,
+    /// Repository on the forge: owner/name (GitLab: project path or id).
+    #[arg(long, value_name = "REPO")]
+    pub forge_repo: Option<String>,
+    /// File holding the forge token.
+    #[arg(long, value_name = "FILE")]
+    pub forge_token_file: Option<PathBuf>,
+    /// Link shown next to commit statuses.
+    #[arg(long, value_name = "URL")]
+    pub status_url: Option<String>,
+    /// Run inside Kubernetes: Lease election, journal in a ConfigMap, VixenCluster status,
+    /// Events, Cilium pools and L2 policies.
+    #[arg(long)]
+    pub kube: bool,
+    /// vixen's namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "vixen-system")]
+    pub namespace: String,
+    /// This replica's name in the Lease.
+    #[arg(long, env = "POD_NAME", default_value = "vixen")]
+    pub pod_name: String,
+    /// API version of CiliumLoadBalancerIPPool: v2alpha1 (Cilium 1.16+) or v2 (1.18+).
+    #[arg(long, default_value = "v2alpha1")]
+    pub cilium_pool_version: vixen_k8s::PoolVersion,
+    /// Take over Cilium fields another manager owns instead of reporting a conflict.
+    #[arg(long)]
+    pub cilium_force_conflicts: bool,
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// vixen's namespace.
+    #[arg(long, default_value = "vixen-system")]
+    pub namespace: String,
+    /// The VixenCluster (default: every one in the namespace).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// `table` or `json`.
+    #[arg(long, default_value = "table")]
+    pub output: String,
+}
+
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
@@ -79,7 +207,13 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.once, "only `--once` is available so far: run `vixen agent --once` from a loop or a CronJob");
+    let repo = args.target.repo.to_string_lossy().into_owned();
+    if !args.once {
+        return run_daemon(args);
+    }
+    if daemon::source::is_remote(&repo) {
+        return run_once_remote(args);
+    }
     let (desired, configs, conn) = args.target.prepare()?;
     let store = engine::file_store(&args.target.state_dir());
     let timeouts = Timeouts { ready: Duration::from_secs(args.ready_timeout), member: Duration::from_secs(args.ready_timeout), maintenance: Duration::from_secs(args.ready_timeout), ..Timeouts::default() };
@@ -137,4 +271,151 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn timeouts(args: &Args) -> Timeouts {
+    let t = Duration::from_secs(args.ready_timeout);
+    Timeouts { ready: t, member: t, maintenance: t, ..Timeouts::default() }
+}
+
+fn git_options(args: &Args, url: &str) -> GitOptions {
+    let d = &args.daemon;
+    let reference = match (&d.branch, &d.tag, &d.commit) {
+        (_, Some(t), _) => vixen_git::GitRef::Tag(t.clone()),
+        (_, _, Some(c)) => vixen_git::GitRef::Commit(c.clone()),
+        (b, _, _) => vixen_git::GitRef::Branch(b.clone().unwrap_or_else(|| "main".into())),
+    };
+    GitOptions {
+        url: url.to_owned(),
+        reference,
+        sub_path: d.git_path.clone(),
+        cache_dir: d.cache_dir.clone().unwrap_or_else(|| args.target.state_dir().join("git")),
+        token_file: d.git_token_file.clone(),
+        username: d.git_username.clone(),
+        password_file: d.git_password_file.clone(),
+        ssh_key_file: d.git_ssh_key_file.clone(),
+        known_hosts: d.git_known_hosts.clone(),
+        allowed_signers: d.git_allowed_signers.clone(),
+    }
+}
+
+/// `--once` with a Git URL: fetch the head, then reconcile it once as for a folder.
+fn run_once_remote(args: Args) -> anyhow::Result<ExitCode> {
+    let url = args.target.repo.to_string_lossy().into_owned();
+    let mut source = vixen_git::GitSource::new(&git_options(&args, &url).config()?)?;
+    let checkout = source.fetch()?;
+    eprintln!("fetched {} ({} objects)", checkout.commit, checkout.received_objects);
+    let mut target = args.target.clone();
+    target.repo = checkout.path.clone();
+    let (desired, configs, conn) = target.prepare()?;
+    let store = engine::file_store(&args.target.state_dir());
+    let outcome = runtime()?.block_on(engine::reconcile(&conn, &desired, &configs, &store, timeouts(&args))).context("reconcile")?;
+    Ok(report(&outcome))
+}
+
+fn forge_options(d: &DaemonArgs) -> anyhow::Result<Option<ForgeOptions>> {
+    let Some(name) = &d.forge else { return Ok(None) };
+    let forge = match name.as_str() {
+        "github" => vixen_forge::Forge::GitHub,
+        "gitea" => vixen_forge::Forge::Gitea,
+        "forgejo" => vixen_forge::Forge::Forgejo,
+        "gitlab" => vixen_forge::Forge::GitLab,
+        other => anyhow::bail!("unknown forge {other:?}: github, gitea, forgejo or gitlab"),
+    };
+    Ok(Some(ForgeOptions {
+        forge,
+        base_url: d.forge_url.clone().unwrap_or_default(),
+        repo: d.forge_repo.clone().unwrap_or_default(),
+        token_file: d.forge_token_file.clone().unwrap_or_default(),
+        target_url: d.status_url.clone(),
+    }))
+}
+
+fn run_daemon(args: Args) -> anyhow::Result<ExitCode> {
+    let repo = args.target.repo.to_string_lossy().into_owned();
+    let d = args.daemon.clone();
+    let rt = runtime()?;
+    let _guard = rt.enter();
+    let remote = daemon::source::is_remote(&repo);
+    let (source, source_label) = if remote {
+        (Source::git(git_options(&args, &repo))?, vixen_git::redact_url(&repo))
+    } else {
+        (Source::Local(args.target.repo.clone()), args.target.repo.display().to_string())
+    };
+    let kube = d.kube.then(|| KubeOptions {
+        namespace: d.namespace.clone(),
+        identity: d.pod_name.clone(),
+        lease: "vixen".into(),
+        journal: "vixen-state".into(),
+        pool_version: d.cilium_pool_version,
+        force_conflicts: d.cilium_force_conflicts,
+    });
+    let cfg = daemon::Config {
+        source,
+        interval: Duration::from_secs(d.interval.max(1)),
+        resync: Duration::from_secs(d.resync),
+        backoff_max: Duration::from_secs(d.backoff_max.max(5)),
+        timeouts: timeouts(&args),
+        listen: d.listen,
+        webhook_path: d.webhook_path.clone(),
+        webhook_secret_file: d.webhook_secret_file.clone(),
+        forge: forge_options(&d)?,
+        kube,
+        state_dir: args.target.state_dir(),
+        watch_files: [args.target.age_key.clone(), args.target.talosconfig.clone()].into_iter().flatten().collect(),
+        source_label,
+        cluster: if remote { None } else { args.target.cluster_name().ok() },
+    };
+    let target = args.target.clone();
+    let prepare: daemon::Prepare = Arc::new(move |dir: &Path| target.prepare_dir(dir));
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    rt.spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let sigterm = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = sigterm => {}
+        }
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    rt.block_on(daemon::run(cfg, prepare, shutdown))?;
+    // Let the Lease release go out.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vixen status`: the VixenCluster objects as tables (or JSON).
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let client = kube::Client::try_default().await.context("no Kubernetes client (KUBECONFIG or in-cluster)")?;
+        let api: kube::Api<vixen_k8s::VixenCluster> = kube::Api::namespaced(client, &args.namespace);
+        let objs = match &args.name {
+            Some(n) => vec![api.get(n).await.with_context(|| format!("vixencluster {}/{n}", args.namespace))?],
+            None => api.list(&Default::default()).await.context("listing vixenclusters")?.items,
+        };
+        if objs.is_empty() {
+            eprintln!("no VixenCluster in namespace {} (is the agent running?)", args.namespace);
+            return Ok(ExitCode::FAILURE);
+        }
+        for (i, o) in objs.iter().enumerate() {
+            if args.output == "json" {
+                println!("{}", serde_json::to_string_pretty(o)?);
+                continue;
+            }
+            if i > 0 {
+                println!();
+            }
+            print!("{}", vixen_k8s::render_table(o));
+        }
+        let ready = objs.iter().all(|o| o.status.as_ref().is_some_and(|s| s.phase == "Ready"));
+        Ok(if ready { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    })
 }

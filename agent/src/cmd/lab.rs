@@ -24,6 +24,13 @@ pub enum Command {
         /// How long a reboot keeps a node unreachable.
         #[arg(long, default_value_t = 2000)]
         reboot_ms: u64,
+        /// Run a real kube-apiserver on the lab's etcd once a control plane is bootstrapped
+        /// (the test peer built by tests/peers/build.sh); the Kubeconfig RPC then points at it.
+        #[arg(long)]
+        kube: bool,
+        /// The kube-apiserver binary for --kube (default: the built test peer).
+        #[arg(long, requires = "kube")]
+        kube_apiserver: Option<PathBuf>,
     },
     /// Run the lab in the foreground (what `up` starts in the background).
     #[command(hide = true)]
@@ -32,6 +39,8 @@ pub enum Command {
         dir: PathBuf,
         #[arg(long, default_value_t = 2000)]
         reboot_ms: u64,
+        #[arg(long)]
+        kube_apiserver: Option<PathBuf>,
     },
     /// Stop the lab and every process it started.
     Down {
@@ -57,16 +66,26 @@ pub enum Command {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up { repo, spec, dir, reboot_ms } => {
+        Command::Up { repo, spec, dir, reboot_ms, kube, kube_apiserver } => {
             let spec = match (repo, spec) {
                 (Some(repo), _) => super::lab_spec_for_repo(&repo)?,
                 (None, Some(file)) => LabSpec::load(&file)?,
                 (None, None) => bail!("--repo or --spec is required"),
             };
-            up(&spec, &dir, reboot_ms)?;
+            let apiserver = match (kube, kube_apiserver) {
+                (false, _) => None,
+                (true, Some(path)) => Some(path.canonicalize().with_context(|| path.display().to_string())?),
+                (true, None) => Some(vixen_lab::peers::binary("kube-apiserver").context(
+                    "--kube: kube-apiserver is not built (bash tests/peers/build.sh, or --kube-apiserver PATH)",
+                )?),
+            };
+            up(&spec, &dir, reboot_ms, apiserver.as_deref())?;
             print_status(&dir)?;
         }
-        Command::Serve { dir, reboot_ms } => vixen_lab::serve_blocking(&dir, reboot_ms)?,
+        Command::Serve { dir, reboot_ms, kube_apiserver } => {
+            let kube = kube_apiserver.map(|apiserver| vixen_lab::KubeOptions { apiserver });
+            vixen_lab::serve_blocking(&dir, reboot_ms, kube)?;
+        }
         Command::Down { dir } => down(&dir)?,
         Command::Status { dir } => print_status(&dir)?,
         Command::Fault { dir, node, fault } => {
@@ -79,7 +98,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn up(spec: &LabSpec, dir: &Path, reboot_ms: u64) -> anyhow::Result<()> {
+fn up(spec: &LabSpec, dir: &Path, reboot_ms: u64, kube_apiserver: Option<&Path>) -> anyhow::Result<()> {
     spec.validate()?;
     if vixen_lab::control_socket(dir).exists() && vixen_lab::ready_file(dir).exists() {
         bail!("a lab already runs in {} (vixen lab down --dir first)", dir.display());
@@ -93,7 +112,11 @@ fn up(spec: &LabSpec, dir: &Path, reboot_ms: u64) -> anyhow::Result<()> {
     child
         .args(["lab", "serve", "--dir"])
         .arg(&dir)
-        .args(["--reboot-ms", &reboot_ms.to_string()])
+        .args(["--reboot-ms", &reboot_ms.to_string()]);
+    if let Some(path) = kube_apiserver {
+        child.arg("--kube-apiserver").arg(path);
+    }
+    child
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -129,6 +152,9 @@ fn down(dir: &Path) -> anyhow::Result<()> {
 
 fn print_status(dir: &Path) -> anyhow::Result<()> {
     let status = LabStatus::load(dir)?;
+    if let Some(api) = &status.kube_api {
+        println!("kube-apiserver: {api} (kubeconfig: the Kubeconfig RPC of a control plane)");
+    }
     println!(
         "{:<12} {:<13} {:<16} {:<16} {:<12} {:<10} ETCD",
         "NAME", "ROLE", "MAINTENANCE", "CURRENT", "MODE", "VERSION"

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod bootstrap;
+pub mod decommission;
 pub mod decrypt;
 pub mod gen_secrets;
 pub mod lab;

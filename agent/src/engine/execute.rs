@@ -94,6 +94,8 @@ pub struct Executor<'a> {
     pub store: &'a dyn StateStore,
     /// Gate timeouts.
     pub timeouts: Timeouts,
+    /// `vixen decommission --confirm`: every node may be reset, the last etcd member with it.
+    pub decommission: bool,
 }
 
 impl Executor<'_> {
@@ -144,7 +146,7 @@ impl Executor<'_> {
             matches!((inv, want), (Some(i), Some(w)) if i.role != w.role)
         };
         if let Action::Reset { .. } = step.action {
-            if wanted.contains(step.node.as_str()) && !role_change(&step.node) {
+            if wanted.contains(step.node.as_str()) && !role_change(&step.node) && !self.decommission {
                 return Err(StepError::Interlock(format!("{} is in Git with the same role: it is never reset", step.node)));
             }
         }
@@ -164,7 +166,7 @@ impl Executor<'_> {
                 if let Some(m) = view.members.iter().find(|m| !m.started || m.is_learner) {
                     return Err(StepError::Interlock(format!("etcd member {} is not started or still a learner", m.name)));
                 }
-            } else if voters.iter().any(|m| m.name == self.hostname(&step.node, state)) {
+            } else if voters.iter().any(|m| m.name == self.hostname(&step.node, state)) && !(self.decommission && voters.len() == 1) {
                 return Err(StepError::Interlock(format!("{} is still an etcd member: it must leave etcd before it is reset", step.node)));
             }
         }

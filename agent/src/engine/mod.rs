@@ -84,7 +84,7 @@ pub async fn plan_only(conn: &Connector, desired: &Desired, store: &dyn StateSto
 pub async fn reconcile(conn: &Connector, desired: &Desired, configs: &desired::Configs, store: &dyn StateStore, timeouts: Timeouts) -> anyhow::Result<Outcome> {
     let rev = revision(desired);
     let mut state = store.load()?;
-    let exec = Executor { conn, configs, desired, store, timeouts };
+    let exec = Executor { conn, configs, desired, store, timeouts, decommission: false };
     let mut steps = 0;
     if let Some(run) = &state.run {
         if run.revision == rev && run.done < run.plan.steps.len() {
@@ -129,6 +129,34 @@ pub async fn reconcile(conn: &Connector, desired: &Desired, configs: &desired::C
         }
     }
     Ok(Outcome::Waiting { steps, waiting: vec!["still changing after 4 passes; the next reconcile continues".into()] })
+}
+
+/// Resets every node of the cluster to maintenance mode (see [`vixen_plan::plan_decommission`]).
+///
+/// # Errors
+/// Only when vixen's own state store cannot be read or written.
+pub async fn decommission(conn: &Connector, desired: &Desired, configs: &desired::Configs, store: &dyn StateStore, timeouts: Timeouts) -> anyhow::Result<Outcome> {
+    let mut state = store.load()?;
+    let observed = observe::observe(conn, &desired.nodes, &state.inventory).await;
+    let plan = match vixen_plan::plan_decommission(desired, &observed) {
+        Ok(plan) => plan,
+        Err(refusal) => return Ok(Outcome::Refused(refusal)),
+    };
+    let total = plan.steps.len();
+    state.run = Some(Run { revision: format!("decommission-{}", revision(desired)), plan, done: 0, in_flight: None });
+    store.save(&state)?;
+    let exec = Executor { conn, configs, desired, store, timeouts, decommission: true };
+    let result = exec.run(&mut state).await;
+    let done = state.run.as_ref().map_or(0, |r| r.done);
+    state.run = None;
+    if result.is_ok() {
+        state.inventory.nodes.clear();
+    }
+    store.save(&state)?;
+    Ok(match result {
+        Ok(()) => Outcome::Converged { steps: total },
+        Err(error) => Outcome::Failed { steps: done, error },
+    })
 }
 
 /// The state file used by `--lab LABDIR` or `--state DIR`.

@@ -5,5 +5,5 @@
 pub mod planner;
 pub mod state;
 
-pub use planner::{changed_sections, needs_reboot, plan};
+pub use planner::{changed_sections, needs_reboot, plan, plan_decommission};
 pub use state::*;

@@ -363,3 +363,20 @@ fn healthy_nodes_are_never_reset_whatever_else_changes() {
     let plan = w.plan().unwrap();
     assert!(plan.steps.iter().all(|s| !s.risk.reset), "{plan:#?}");
 }
+
+#[test]
+fn decommission_workers_first_then_control_planes_one_by_one_last_alone() {
+    let mut w = world(3, 2);
+    w.observed.etcd.as_mut().unwrap().leader = Some(2);
+    let plan = plan_decommission(&w.desired, &w.observed).unwrap();
+    assert_eq!(
+        summary(&plan),
+        s(&[
+            ("worker-1", "reset:true"), ("worker-1", "maintenance"),
+            ("worker-2", "reset:true"), ("worker-2", "maintenance"),
+            ("cp-1", "leave"), ("cp-1", "members=cp-2+cp-3"), ("cp-1", "reset:true"), ("cp-1", "maintenance"),
+            ("cp-3", "leave"), ("cp-3", "members=cp-2"), ("cp-3", "reset:true"), ("cp-3", "maintenance"),
+            ("cp-2", "reset:false"), ("cp-2", "maintenance"),
+        ])
+    );
+}

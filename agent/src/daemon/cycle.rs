@@ -1,0 +1,438 @@
+//! The agent's state and one reconcile cycle. See the module above for the picture.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::watch;
+use vixen_forge::{CommitState, CommitStatus, RetryPolicy, StatusClient};
+use vixen_k8s::{CiliumApi, EventRecorder, EventType, Journal, LeaderElector, LeaseConfig, NetworkObjects, NodeStatus, Phase, StatusApi, VixenClusterSpec, VixenClusterStatus};
+
+use super::http::{self, Shared};
+use super::kube_store::KubeStore;
+use super::secrets::{SecretWatch, watch_files};
+use super::{Backoff, Config, KubeOptions, Prepare, Prepared, read_forge_secret};
+use crate::engine::{self, FileStore, Outcome, StateStore};
+
+/// The Kubernetes clients, once a cluster name is known.
+struct Kube {
+    client: kube::Client,
+    opts: KubeOptions,
+    store: KubeStore,
+    cilium: CiliumApi,
+    /// Status object and Events of the cluster named in the repo.
+    named: Option<(String, StatusApi, EventRecorder)>,
+    status: VixenClusterStatus,
+}
+
+/// The running agent.
+pub struct Agent {
+    cfg: Config,
+    prepare: Prepare,
+    shutdown: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+    leading: watch::Receiver<bool>,
+    statuses: Option<StatusClient>,
+    kube: Option<Kube>,
+    secrets: SecretWatch,
+    file_store: FileStore,
+    /// The revision the cluster last fully matched, and when.
+    applied: Option<(String, Instant)>,
+    /// The last revision rejected, and when.
+    rejected: Option<(String, Instant)>,
+    backoff: Backoff,
+    /// The cluster name (from `cluster.yaml`), once known.
+    cluster: Option<String>,
+}
+
+/// How a cycle ended, for the backoff.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// Nothing to do, or the cluster matches the commit.
+    Ok,
+    /// Something transient (network, a node, a step): retry with backoff.
+    Failed,
+    /// The commit itself cannot be applied (invalid, unsigned, refused by the planner, a Cilium
+    /// conflict): not retried until a new commit, a changed secret file, or the resync period.
+    Rejected,
+}
+
+fn short(rev: &str) -> &str {
+    if rev.len() == 40 { &rev[..12] } else { rev }
+}
+
+/// The first line of an error chain, cut (commit descriptions are short).
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    let s = e.to_string();
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().chars().take(200).collect()
+}
+
+impl Agent {
+    /// Sets up the server, the secret watch, the forge client and Kubernetes.
+    ///
+    /// # Errors
+    /// See [`super::run`].
+    pub async fn start(cfg: Config, prepare: Prepare, shutdown: watch::Receiver<bool>) -> anyhow::Result<Self> {
+        let shared = Arc::new(Shared::new(&cfg.webhook_path));
+        if let Some(f) = &cfg.webhook_secret_file {
+            *shared.webhook_secret.write().await = Some(read_forge_secret(f)?);
+        }
+        if let Some(addr) = cfg.listen {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!(address = %listener.local_addr()?, "serving /metrics, /healthz, /readyz and webhooks");
+            tokio::spawn(http::serve(listener, shared.clone(), shutdown.clone()));
+        }
+        let mut files = cfg.watch_files.clone();
+        if let super::Source::Git { options, .. } = &cfg.source {
+            files.extend(options.secret_files());
+        }
+        files.extend(cfg.webhook_secret_file.clone());
+        files.extend(cfg.forge.as_ref().map(|f| f.token_file.clone()));
+        let secrets = watch_files(files)?;
+        let cluster = cfg.cluster.clone();
+        let statuses = match &cfg.forge {
+            Some(f) => Some(status_client(f, cluster.as_deref().unwrap_or_default())?),
+            None => None,
+        };
+        let (leading, kube) = match &cfg.kube {
+            None => (watch::channel(true).1, None),
+            Some(opts) => {
+                let client = kube::Client::try_default().await?;
+                let elector = LeaderElector::new(client.clone(), LeaseConfig::new(&opts.namespace, &opts.lease, &opts.identity));
+                let leading = elector.subscribe();
+                tokio::spawn(elector.run(shutdown.clone()));
+                let journal = Journal::new(client.clone(), &opts.namespace, &opts.journal, Some(leading.clone()));
+                let kube = Kube {
+                    cilium: CiliumApi::new(client.clone(), opts.pool_version, opts.force_conflicts),
+                    store: KubeStore::new(journal),
+                    client,
+                    opts: opts.clone(),
+                    named: None,
+                    status: VixenClusterStatus::default(),
+                };
+                (leading, Some(kube))
+            }
+        };
+        let file_store = engine::file_store(&cfg.state_dir);
+        let backoff = Backoff::new(std::time::Duration::from_secs(5), cfg.backoff_max);
+        Ok(Self { cfg, prepare, shutdown, shared, leading, statuses, kube, secrets, file_store, applied: None, rejected: None, backoff, cluster })
+    }
+
+    /// The loop; returns when `shutdown` turns true.
+    ///
+    /// # Errors
+    /// None so far: failures are reported and retried.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        loop {
+            if *self.shutdown.borrow() {
+                return Ok(());
+            }
+            let delay = if *self.leading.borrow() {
+                self.shared.metrics.leader.set(1);
+                let mut leading = self.leading.clone();
+                let ended = tokio::select! {
+                    e = self.cycle() => Some(e),
+                    _ = leading.wait_for(|l| !*l) => None,
+                };
+                match ended {
+                    Some(Ended::Ok) => {
+                        self.backoff.reset();
+                        self.cfg.interval
+                    }
+                    Some(Ended::Failed) => self.backoff.fail(),
+                    Some(Ended::Rejected) => {
+                        self.backoff.reset();
+                        self.cfg.interval
+                    }
+                    None => {
+                        tracing::warn!("lost the lease: the reconcile in progress was stopped; the new leader resumes from the journal");
+                        self.shared.metrics.fail("lease_lost");
+                        self.cfg.interval
+                    }
+                }
+            } else {
+                self.shared.metrics.leader.set(0);
+                self.cfg.interval
+            };
+            self.shared.ready.store(true, Ordering::Relaxed);
+            let mut shutdown = self.shutdown.clone();
+            let mut leading = self.leading.clone();
+            let was_leading = *leading.borrow();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.shared.poll_now.notified() => tracing::info!("webhook: polling now"),
+                _ = self.secrets.changed.changed() => self.reload().await,
+                _ = leading.wait_for(|l| *l != was_leading) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    async fn reload(&mut self) {
+        if let Err(e) = self.cfg.source.reload() {
+            tracing::warn!(error = %first_line(&e), "Git credentials not reloaded; keeping the previous ones");
+        }
+        if let Some(f) = &self.cfg.webhook_secret_file {
+            match read_forge_secret(f) {
+                Ok(s) => *self.shared.webhook_secret.write().await = Some(s),
+                Err(e) => tracing::warn!(error = %first_line(&e), "webhook secret not reloaded"),
+            }
+        }
+        if let Some(f) = &self.cfg.forge {
+            match status_client(f, self.cluster.as_deref().unwrap_or_default()) {
+                Ok(c) => self.statuses = Some(c),
+                Err(e) => tracing::warn!(error = %first_line(&e), "forge token not reloaded"),
+            }
+        }
+        // A new commit is not needed to retry after a key change.
+        self.applied = None;
+        self.rejected = None;
+    }
+
+    async fn post(&self, sha: Option<&str>, state: CommitState, description: String) {
+        let (Some(client), Some(sha)) = (&self.statuses, sha) else { return };
+        let label = format!("{state:?}").to_lowercase();
+        match client.post(sha, &CommitStatus { state, description, target_url: self.cfg.forge.as_ref().and_then(|f| f.target_url.clone()) }).await {
+            Ok(_) => self.shared.metrics.statuses.get_or_create(&vec![("state", label), ("result", "sent".into())]).inc(),
+            Err(e) => {
+                tracing::warn!(error = %e, "commit status not posted");
+                self.shared.metrics.statuses.get_or_create(&vec![("state", label), ("result", "failed".into())]).inc()
+            }
+        };
+    }
+
+    /// Updates the status object and publishes an Event (Kubernetes only; failures are logged).
+    async fn report(&mut self, phase: Phase, reason: &str, message: &str, revision: Option<&str>, nodes: Option<(Vec<NodeStatus>, Option<u32>)>) {
+        let Some(k) = self.kube.as_mut() else { return };
+        let Some((_, api, events)) = &k.named else { return };
+        let st = &mut k.status;
+        st.set_phase(phase, reason, message, Timestamp::now());
+        if let Some(r) = revision {
+            st.revision = Some(r.to_owned());
+            if phase == Phase::Ready {
+                st.last_applied_revision = Some(r.to_owned());
+            }
+        }
+        st.leader = Some(k.opts.identity.clone());
+        st.last_reconcile_time = Some(Timestamp::now().to_string());
+        if let Some((n, etcd)) = nodes {
+            st.set_nodes(n);
+            st.etcd_members = etcd;
+        }
+        if let Err(e) = api.write(st).await {
+            tracing::warn!(error = %e, "status object not written");
+        }
+        let kind = if matches!(phase, Phase::Failed | Phase::Refused | Phase::Error) { EventType::Warning } else { EventType::Normal };
+        if let Err(e) = events.publish(kind, reason, "Reconcile", message).await {
+            tracing::debug!(error = %e, "event not published");
+        }
+    }
+
+    async fn name_cluster(&mut self, cluster: &str) {
+        let source = self.cfg.source_label.clone();
+        let Some(k) = self.kube.as_mut() else { return };
+        if k.named.as_ref().is_some_and(|n| n.0 == cluster) {
+            return;
+        }
+        let api = StatusApi::new(k.client.clone(), &k.opts.namespace, cluster);
+        if let Err(e) = api.ensure(&VixenClusterSpec { source, cluster: cluster.to_owned() }).await {
+            tracing::warn!(error = %e, "status object not created");
+        }
+        if let Ok(Some(obj)) = api.get().await {
+            k.status = obj.status.unwrap_or_default();
+        }
+        let regarding = ObjectReference { api_version: Some("vixen.dev/v1alpha1".into()), kind: Some("VixenCluster".into()), name: Some(cluster.into()), namespace: Some(k.opts.namespace.clone()), ..ObjectReference::default() };
+        let events = EventRecorder::new(k.client.clone(), &k.opts.namespace, regarding, &k.opts.identity);
+        k.named = Some((cluster.to_owned(), api, events));
+    }
+
+    /// Points commit statuses at `vixen/<cluster>`.
+    fn use_cluster(&mut self, cluster: &str) {
+        if self.cluster.as_deref() == Some(cluster) {
+            return;
+        }
+        self.cluster = Some(cluster.to_owned());
+        if let Some(f) = &self.cfg.forge {
+            match status_client(f, cluster) {
+                Ok(c) => self.statuses = Some(c),
+                Err(e) => tracing::warn!(error = %first_line(&e), "commit status client not rebuilt"),
+            }
+        }
+    }
+
+    /// One poll, and a reconcile when there is something to do.
+    async fn cycle(&mut self) -> Ended {
+        let head = match self.cfg.source.poll().await {
+            Ok(h) => h,
+            Err(e) => {
+                self.shared.metrics.polls.get_or_create(&vec![("result", "error".into())]).inc();
+                self.shared.metrics.fail(e.category);
+                tracing::warn!(error = %e.message, category = e.category, "poll failed");
+                return Ended::Failed;
+            }
+        };
+        let settled = |s: &Option<(String, Instant)>| s.as_ref().is_some_and(|(rev, at)| *rev == head && at.elapsed() < self.cfg.resync);
+        if settled(&self.applied) || settled(&self.rejected) {
+            self.shared.metrics.polls.get_or_create(&vec![("result", "unchanged".into())]).inc();
+            return Ended::Ok;
+        }
+        self.shared.metrics.polls.get_or_create(&vec![("result", "changed".into())]).inc();
+        let head_sha = (head.len() == 40).then_some(head.clone());
+        let resync = self.applied.as_ref().is_some_and(|(r, _)| *r == head);
+        let started = Instant::now();
+        let fetched = match self.cfg.source.fetch().await {
+            Ok(f) => f,
+            Err(e) => {
+                self.shared.metrics.fail(e.category);
+                tracing::warn!(error = %e.message, category = e.category, "fetch failed");
+                let state = if e.commit_at_fault { CommitState::Failure } else { CommitState::Error };
+                self.post(head_sha.as_deref(), state, format!("not applied: {}", e.message)).await;
+                self.report(Phase::Error, "FetchFailed", &e.message, Some(&head), None).await;
+                if e.commit_at_fault {
+                    self.rejected = Some((head, Instant::now()));
+                    return Ended::Rejected;
+                }
+                return Ended::Failed;
+            }
+        };
+        let sha = fetched.commit.clone();
+        // The status context names the cluster: read it before saying anything about the commit.
+        let checkout = fetched.path.clone();
+        if let Ok(Ok(cluster)) = tokio::task::spawn_blocking(move || cluster_name(&checkout)).await {
+            self.use_cluster(&cluster);
+        }
+        if !resync {
+            self.post(sha.as_deref(), CommitState::Pending, format!("vixen started on {}", short(&fetched.revision))).await;
+        }
+        let prepare = self.prepare.clone();
+        let path = fetched.path.clone();
+        let prepared = match tokio::task::spawn_blocking(move || prepare(&path)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(pe)) => {
+                self.shared.metrics.fail(pe.stage);
+                let msg = format!("{} failed: {}", pe.stage, first_line(&pe.error));
+                tracing::warn!(error = %format!("{:#}", pe.error), stage = pe.stage, revision = %fetched.revision, "commit not applied");
+                self.post(sha.as_deref(), CommitState::Failure, msg.clone()).await;
+                self.report(Phase::Failed, "InvalidRepo", &msg, Some(&fetched.revision), None).await;
+                self.rejected = Some((head, Instant::now()));
+                return Ended::Rejected;
+            }
+            Err(e) => {
+                self.shared.metrics.fail("internal");
+                tracing::error!(error = %e, "prepare panicked");
+                return Ended::Failed;
+            }
+        };
+        self.name_cluster(&prepared.cluster).await;
+        self.report(Phase::Reconciling, "Progressing", &format!("applying {}", short(&fetched.revision)), Some(&fetched.revision), None).await;
+        let ended = self.reconcile(&prepared, &fetched.revision, sha.as_deref(), started).await;
+        match ended {
+            Ended::Ok => self.applied = Some((head, Instant::now())),
+            Ended::Rejected => self.rejected = Some((head, Instant::now())),
+            Ended::Failed => {}
+        }
+        ended
+    }
+
+    async fn reconcile(&mut self, p: &Prepared, revision: &str, sha: Option<&str>, started: Instant) -> Ended {
+        let store: &dyn StateStore = match &self.kube {
+            Some(k) => &k.store,
+            None => &self.file_store,
+        };
+        let outcome = engine::reconcile(&p.conn, &p.desired, &p.configs, store, self.cfg.timeouts.clone()).await;
+        let inventory = store.load().map(|s| s.inventory).unwrap_or_default();
+        let observed = engine::observe::observe(&p.conn, &p.desired.nodes, &inventory).await;
+        let (label, phase, state, reason, mut message) = match &outcome {
+            Ok(Outcome::Converged { steps }) => ("converged", Phase::Ready, CommitState::Success, "Applied", format!("applied in {steps} steps; the cluster matches {}", short(revision))),
+            Ok(Outcome::Waiting { steps, waiting }) => ("waiting", Phase::Waiting, CommitState::Pending, "Waiting", format!("{steps} steps done; waiting on {}", waiting.first().map(String::as_str).unwrap_or("nodes"))),
+            Ok(Outcome::Refused(r)) => {
+                self.shared.metrics.fail("refused");
+                ("refused", Phase::Refused, CommitState::Failure, "Refused", format!("refused, nothing changed: {r}"))
+            }
+            Ok(Outcome::Failed { steps, error }) => {
+                self.shared.metrics.fail(error.source.category());
+                ("failed", Phase::Failed, CommitState::Failure, "StepFailed", format!("failed after {steps} steps: {error}"))
+            }
+            Err(e) => {
+                self.shared.metrics.fail("store");
+                ("error", Phase::Error, CommitState::Error, "StateStoreError", format!("vixen state store: {}", first_line(e)))
+            }
+        };
+        let mut state = state;
+        let mut phase = phase;
+        let mut rejected = matches!(outcome, Ok(Outcome::Refused(_)));
+        if matches!(outcome, Ok(Outcome::Converged { .. } | Outcome::Waiting { .. }))
+            && let Some(k) = &self.kube
+        {
+            match k.cilium.apply(&NetworkObjects::from_network(&p.network, k.opts.pool_version)).await {
+                Ok(r) => {
+                    message.push_str(&format!("; {}", r.summary()));
+                    if !r.conflicts.is_empty() {
+                        self.shared.metrics.fail("cilium_conflict");
+                        state = CommitState::Failure;
+                        phase = Phase::Failed;
+                        rejected = true;
+                    }
+                }
+                Err(e) => {
+                    self.shared.metrics.fail(e.category());
+                    message.push_str(&format!("; Cilium objects not applied: {}", first_line(&e)));
+                    state = CommitState::Error;
+                    phase = Phase::Error;
+                }
+            }
+        }
+        self.shared.metrics.reconcile_duration.get_or_create(&vec![("outcome", label.into())]).observe(started.elapsed().as_secs_f64());
+        let nodes: Vec<NodeStatus> = p
+            .desired
+            .nodes
+            .iter()
+            .map(|d| {
+                let o = observed.node(&d.name);
+                let st = match o.map(|o| (o.state, o.healthy)) {
+                    Some((vixen_plan::NodeState::Configured, true)) => "ready",
+                    Some((vixen_plan::NodeState::Configured, false)) => "unhealthy",
+                    Some((vixen_plan::NodeState::Maintenance, _)) => "maintenance",
+                    _ => "unreachable",
+                };
+                NodeStatus { name: d.name.clone(), role: d.role.to_string(), version: o.and_then(|o| o.talos_version.as_ref().map(ToString::to_string)), state: st.into() }
+            })
+            .collect();
+        self.shared.metrics.set_nodes(&nodes.iter().map(|n| (n.state.clone(), n.version.clone().unwrap_or_else(|| "unknown".into()))).collect::<Vec<_>>());
+        let etcd = observed.etcd.as_ref().map(|e| e.members.len() as u32);
+        self.shared.metrics.etcd_members.set(i64::from(etcd.unwrap_or(0)));
+        if phase == Phase::Ready {
+            self.shared.metrics.applied(revision);
+            tracing::info!(%revision, %message, "cluster matches Git");
+        } else {
+            tracing::warn!(%revision, %message, outcome = label, "reconcile did not converge");
+        }
+        self.post(sha, state, message.clone()).await;
+        self.report(phase, reason, &message, Some(revision), Some((nodes, etcd))).await;
+        if phase == Phase::Ready {
+            Ended::Ok
+        } else if rejected {
+            Ended::Rejected
+        } else {
+            Ended::Failed
+        }
+    }
+}
+
+fn status_client(f: &super::ForgeOptions, cluster: &str) -> anyhow::Result<StatusClient> {
+    let token = read_forge_secret(&f.token_file)?;
+    let context = vixen_forge::context_for(if cluster.is_empty() { "cluster" } else { cluster });
+    Ok(StatusClient::new(f.forge, &f.base_url, &f.repo, token, context, RetryPolicy::default())?)
+}
+
+/// The cluster name of a checkout (`cluster.yaml`), without validating the rest.
+fn cluster_name(root: &std::path::Path) -> anyhow::Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    let text = std::fs::read_to_string(root.join(vixen_model::repo::CLUSTER_FILE))?;
+    Ok(serde_yaml_ng::from_str::<Named>(&text)?.name)
+}

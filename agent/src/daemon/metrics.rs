@@ -1,0 +1,102 @@
+//! Prometheus metrics of the agent. Labels take fixed values only (categories, states, versions,
+//! commit ids): never an error message, a URL with credentials, or a secret.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric vixen exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Reconcile duration by outcome (`converged`, `waiting`, `refused`, `failed`, `error`).
+    pub reconcile_duration: Family<Labels, Histogram>,
+    /// 1 for the last revision the cluster fully matched (an info metric).
+    pub last_applied: Family<Labels, Gauge>,
+    /// When the last revision was applied (Unix seconds).
+    pub last_applied_time: Gauge<f64, AtomicU64>,
+    /// Nodes by state and Talos version.
+    pub nodes: Family<Labels, Gauge>,
+    /// etcd members (voting and learners) seen at the last reconcile.
+    pub etcd_members: Gauge,
+    /// Failures by fixed category.
+    pub failures: Family<Labels, Counter>,
+    /// Git polls by result (`unchanged`, `changed`, `error`).
+    pub polls: Family<Labels, Counter>,
+    /// Webhook requests by result (`accepted`, `rejected`).
+    pub webhooks: Family<Labels, Counter>,
+    /// Commit statuses by state and result.
+    pub statuses: Family<Labels, Counter>,
+    /// 1 while this replica holds the Lease (or runs without election).
+    pub leader: Gauge,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut m = Self {
+            registry: Registry::with_prefix("vixen"),
+            reconcile_duration: Family::new_with_constructor(duration_histogram),
+            last_applied: Family::default(),
+            last_applied_time: Gauge::default(),
+            nodes: Family::default(),
+            etcd_members: Gauge::default(),
+            failures: Family::default(),
+            polls: Family::default(),
+            webhooks: Family::default(),
+            statuses: Family::default(),
+            leader: Gauge::default(),
+        };
+        let r = &mut m.registry;
+        r.register("reconcile_duration_seconds", "Duration of one reconcile", m.reconcile_duration.clone());
+        r.register("last_applied_revision", "The last Git revision the cluster fully matched (value 1)", m.last_applied.clone());
+        r.register("last_applied_timestamp_seconds", "When the last revision was applied", m.last_applied_time.clone());
+        r.register("nodes", "Nodes by state and Talos version", m.nodes.clone());
+        r.register("etcd_members", "etcd members seen at the last reconcile", m.etcd_members.clone());
+        r.register("reconcile_failures", "Failures by category", m.failures.clone());
+        r.register("git_polls", "Git polls by result", m.polls.clone());
+        r.register("webhooks", "Webhook requests by result", m.webhooks.clone());
+        r.register("commit_statuses", "Commit statuses by state and result", m.statuses.clone());
+        r.register("leader", "1 while this replica may act on the cluster", m.leader.clone());
+        m
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts one failure under a fixed category.
+    pub fn fail(&self, category: &'static str) {
+        self.failures.get_or_create(&vec![("reason", category.to_owned())]).inc();
+    }
+
+    /// Records the last applied revision (only one series is kept).
+    pub fn applied(&self, revision: &str) {
+        self.last_applied.clear();
+        self.last_applied.get_or_create(&vec![("revision", revision.to_owned())]).set(1);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        self.last_applied_time.set(now);
+    }
+
+    /// Replaces the node gauges: `(state, version)` per node.
+    pub fn set_nodes(&self, nodes: &[(String, String)]) {
+        self.nodes.clear();
+        for (state, version) in nodes {
+            self.nodes.get_or_create(&vec![("state", state.clone()), ("version", version.clone())]).inc();
+        }
+    }
+}
