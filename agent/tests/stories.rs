@@ -557,3 +557,78 @@ fn story_13_decommission_resets_everything_workers_first_last_control_plane_alon
         assert_eq!(n["mode"], "maintenance", "{n}");
     }
 }
+
+// ---- bootstrap (issue 7)
+
+#[test]
+fn bootstrap_from_maintenance_gives_one_member_etcd_and_a_rerun_changes_nothing() {
+    let lab = Lab::start(46, |_| {});
+    lab.bootstrap();
+    assert_eq!(lab.etcd_members(&lab.ip("10.1")), members(&["cp-1"]));
+    assert_eq!(lab.node_status("cp-1")["mode"], "configured");
+    for n in ["cp-2", "cp-3", "worker-1", "worker-2"] {
+        assert_eq!(lab.node_status(n)["mode"], "maintenance", "{n} must not be touched");
+    }
+    let boots: Vec<Call> = lab.calls().into_iter().filter(|c| c.short() == "Bootstrap").collect();
+    assert_eq!(boots.len(), 1);
+    use std::os::unix::fs::PermissionsExt as _;
+    for f in ["talosconfig", "kubeconfig"] {
+        let mode = std::fs::metadata(lab.lab.join("out").join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let mark = lab.mark();
+    lab.bootstrap();
+    assert!(lab.mutating_since(mark).is_empty(), "re-running bootstrap must not call anything mutating");
+}
+
+#[test]
+fn bootstrap_follows_the_node_to_its_vlan_address_when_the_management_address_is_cut() {
+    let lab = Lab::start(47, |_| {});
+    let out = lab.vixen(&["lab", "fault", "--dir", lab.lab.to_str().unwrap(), "cp-1", "addr-down", &lab.ip("10.1")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lab.run(&["bootstrap", "--out", lab.lab.join("out").to_str().unwrap(), "--timeout", "30"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("answers configured at {}", lab.ip("20.1"))), "{text}");
+    let boots: Vec<Call> = lab.calls().into_iter().filter(|c| c.short() == "Bootstrap").collect();
+    assert_eq!(boots.len(), 1);
+}
+
+#[test]
+fn bootstrap_with_the_wrong_age_key_applies_nothing() {
+    let lab = Lab::start(48, |_| {});
+    let wrong = lab.lab.parent().unwrap().join("wrong.agekey");
+    let keygen = Command::new("age-keygen").args(["-o", wrong.to_str().unwrap()]).output().unwrap();
+    assert!(keygen.status.success());
+    let mut args: Vec<String> = vec!["bootstrap".into(), "--out".into(), lab.lab.join("out").to_str().unwrap().into(), "--age-key".into(), wrong.to_str().unwrap().into()];
+    args.extend(lab.target());
+    let out = Command::new(env!("CARGO_BIN_EXE_vixen")).args(&args).env_remove("SOPS_AGE_KEY_FILE").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("age1"), "the error lists the file's recipients: {err}");
+    assert_eq!(lab.mark(), 0, "not a single call may reach a node");
+}
+
+#[test]
+fn bootstrap_of_an_unreachable_node_says_what_to_check_and_applies_nothing() {
+    let lab = Lab::start(49, |_| {});
+    let out = lab.vixen(&["lab", "fault", "--dir", lab.lab.to_str().unwrap(), "cp-1", "down"]);
+    assert!(out.status.success());
+    let out = lab.run(&["bootstrap", "--out", lab.lab.join("out").to_str().unwrap(), "--timeout", "5"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not answer") && err.contains("powered on"), "{err}");
+    assert!(lab.mutating_since(0).is_empty());
+}
+
+#[test]
+fn bootstrap_refuses_when_another_control_plane_already_runs_etcd() {
+    let lab = Lab::full_cluster(50);
+    let mark = lab.mark();
+    let out = lab.run(&["bootstrap", "--node", "cp-2", "--out", lab.lab.join("out2").to_str().unwrap(), "--timeout", "5"]);
+    // A second Bootstrap elsewhere would split the cluster: refused, nothing called.
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cp-1 already runs etcd"), "{err}");
+    assert!(lab.mutating_since(mark).is_empty());
+}

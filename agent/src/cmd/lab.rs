@@ -52,7 +52,7 @@ pub enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Inject a fault: down | up | slow-reboot MS | fail-next-upgrade.
+    /// Inject a fault: down | up | slow-reboot MS | fail-next-upgrade | addr-down ADDR.
     Fault {
         #[arg(long)]
         dir: PathBuf,

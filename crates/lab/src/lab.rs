@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
+use crate::apiserver::{self, Kube, KubeOptions};
 use crate::journal::{Journal, LabStatus};
 use crate::node::{Mode, Node};
 use crate::{Error, LabSpec, Result};
@@ -16,6 +17,8 @@ pub struct LabOptions {
     pub dir: PathBuf,
     /// How long a reboot keeps a node unreachable.
     pub reboot_ms: u64,
+    /// Run a real kube-apiserver on the lab's etcd (`--kube`).
+    pub kube: Option<KubeOptions>,
 }
 
 /// Faults injected into a node (`vixen lab fault`).
@@ -29,11 +32,13 @@ pub enum Fault {
     SlowReboot(u64),
     /// The next upgrade's image fails to boot; the node rolls back (A/B).
     FailNextUpgrade,
+    /// This address of the node stops answering (a link or VLAN cut), from the next boot on.
+    AddrDown(std::net::IpAddr),
 }
 
 impl std::str::FromStr for Fault {
     type Err = String;
-    /// `down`, `up`, `slow-reboot MS`, `fail-next-upgrade`.
+    /// `down`, `up`, `slow-reboot MS`, `fail-next-upgrade`, `addr-down ADDR`.
     fn from_str(s: &str) -> Result<Self, String> {
         let mut words = s.split_whitespace();
         match (words.next(), words.next()) {
@@ -44,6 +49,10 @@ impl std::str::FromStr for Fault {
                 .parse()
                 .map(Fault::SlowReboot)
                 .map_err(|_| format!("bad milliseconds {ms:?}")),
+            (Some("addr-down"), Some(ip)) => ip
+                .parse()
+                .map(Fault::AddrDown)
+                .map_err(|_| format!("bad address {ip:?}")),
             _ => Err(format!("unknown fault {s:?}")),
         }
     }
@@ -54,13 +63,22 @@ pub(crate) struct LabInner {
     pub journal: Journal,
     pub reboot_ms: u64,
     pub nodes: Vec<Arc<Node>>,
+    /// The kube-apiserver supervisor (`--kube`).
+    pub kube: Option<Kube>,
 }
 
 impl LabInner {
     /// Rewrites lab.json from the nodes' current state.
     pub(crate) fn publish(&self) {
-        let nodes = self.nodes.iter().map(|n| n.status()).collect();
-        self.journal.write_status(&LabStatus { nodes });
+        self.journal.write_status(&self.status());
+    }
+
+    /// The node table and the API server's URL.
+    pub(crate) fn status(&self) -> LabStatus {
+        LabStatus {
+            nodes: self.nodes.iter().map(|n| n.status()).collect(),
+            kube_api: self.kube.as_ref().and_then(Kube::url),
+        }
     }
 
     /// The node answering on `ip`, or named / with hostname `name`.
@@ -98,11 +116,15 @@ impl Lab {
                 .iter()
                 .map(|s| Arc::new(Node::new(s.clone(), weak.clone(), &opts.dir)))
                 .collect(),
+            kube: opts.kube.map(|k| Kube::new(k, &opts.dir)),
         });
         let lab = Lab { inner };
         for node in &lab.inner.nodes {
             node.wipe_disk();
             node.boot().await?;
+        }
+        if lab.inner.kube.is_some() {
+            tokio::spawn(apiserver::supervise(Arc::downgrade(&lab.inner)));
         }
         lab.inner.publish();
         Ok(lab)
@@ -115,9 +137,26 @@ impl Lab {
 
     /// The current node table (what lab.json holds).
     pub fn status(&self) -> LabStatus {
-        LabStatus {
-            nodes: self.inner.nodes.iter().map(|n| n.status()).collect(),
-        }
+        self.inner.status()
+    }
+
+    /// An admin kubeconfig (`system:masters`) for the lab's kube-apiserver, once it runs.
+    ///
+    /// # Errors
+    /// [`Error::Tls`] when no API server runs yet or no certificate can be minted.
+    pub fn kubeconfig(&self) -> Result<String> {
+        let kube = self.inner.kube.as_ref();
+        let url = kube
+            .and_then(Kube::url)
+            .ok_or_else(|| Error::Tls("no kube-apiserver runs (yet)".into()))?;
+        let cfg = self
+            .inner
+            .nodes
+            .iter()
+            .filter_map(|n| n.config())
+            .find(|c| Some(c.cluster_key()) == kube.and_then(Kube::cluster))
+            .ok_or_else(|| Error::Tls("no config of the served cluster".into()))?;
+        apiserver::kubeconfig(&cfg, &url, "admin", &["system:masters"]).map_err(Error::Tls)
     }
 
     fn node(&self, name: &str) -> Result<&Arc<Node>> {
@@ -143,6 +182,7 @@ impl Lab {
             }
             Fault::SlowReboot(ms) => node.faults(|f| f.slow_reboot_ms = Some(ms)),
             Fault::FailNextUpgrade => node.faults(|f| f.fail_next_upgrade = true),
+            Fault::AddrDown(ip) => node.faults(|f| f.addrs_down.push(ip)),
         }
         self.inner.publish();
         Ok(())
@@ -150,6 +190,9 @@ impl Lab {
 
     /// Stops every node and every etcd process.
     pub async fn shutdown(&self) {
+        if let Some(kube) = &self.inner.kube {
+            kube.shutdown().await;
+        }
         for node in &self.inner.nodes {
             node.go_down(Mode::Down).await;
         }
@@ -159,6 +202,9 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Some(kube) = &self.inner.kube {
+            kube.kill_now();
+        }
         for node in &self.inner.nodes {
             node.kill_now();
         }

@@ -46,6 +46,8 @@ impl Mode {
 pub(crate) struct Faults {
     pub slow_reboot_ms: Option<u64>,
     pub fail_next_upgrade: bool,
+    /// Addresses cut off (the node keeps them in its config but nobody reaches them there).
+    pub addrs_down: Vec<IpAddr>,
 }
 
 /// Mutable state; never held across an await.
@@ -289,7 +291,9 @@ impl Node {
     ) -> Result<()> {
         self.stop_server();
         let cut = CancellationToken::new();
-        let incoming = tls::listen(&self.spec.name, &addrs, tls, cut.clone()).await?;
+        let down = self.st().faults.addrs_down.clone();
+        let reachable: Vec<IpAddr> = addrs.iter().copied().filter(|a| !down.contains(a)).collect();
+        let incoming = tls::listen(&self.spec.name, &reachable, tls, cut.clone()).await?;
         server::spawn(self.clone(), incoming, cut.clone(), maintenance);
         let mut st = self.st();
         st.listen = addrs;
