@@ -10,9 +10,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/deps.sh
-echo "== building vixen (release)"
-cargo build --release --locked -p vixen
-VIXEN="$CARGO_TARGET_DIR/release/vixen"
+# VIXEN_DEMO_PROFILE=dev reuses the test build (CI runs the demo that way, after the tests).
+if [ "${VIXEN_DEMO_PROFILE:-release}" = dev ]; then
+  echo "== building vixen (dev)"
+  cargo build --locked -p vixen
+  VIXEN="$CARGO_TARGET_DIR/debug/vixen"
+else
+  echo "== building vixen (release)"
+  cargo build --release --locked -p vixen
+  VIXEN="$CARGO_TARGET_DIR/release/vixen"
+fi
 export SOPS_AGE_KEY_FILE="$PWD/examples/homelab/demo.agekey"   # LAB ONLY key, public
 export VIXEN_LOG="${VIXEN_LOG:-warn}"
 REBOOT_MS="${REBOOT_MS:-500}"
