@@ -100,19 +100,17 @@ fn cluster_rules(repo: &Repo, d: &mut Diagnostics) {
     if let Err(e) = &k8s {
         d.push(f, c.pos(&path!["kubernetes", "version"]), e.to_string(), "write the Kubernetes version as MAJOR.MINOR.PATCH, e.g. 1.34.1");
     }
-    if let (Ok(t), Ok(k)) = (talos, k8s) {
-        if let Some(problem) = version::compatibility_problem(t, k) {
+    if let (Ok(t), Ok(k)) = (talos, k8s)
+        && let Some(problem) = version::compatibility_problem(t, k) {
             d.push(f, c.pos(&path!["kubernetes", "version"]), problem, "pick a Kubernetes version the Talos version supports, or change the Talos version");
         }
-    }
     if c.value.talos.installer.is_some() && c.value.talos.schematic.is_some() {
         d.push(f, c.pos(&path!["talos", "schematic"]), "`installer` and `schematic` are both set", "keep one: a schematic implies the Image Factory installer");
     }
-    if let Some(s) = &c.value.talos.schematic {
-        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if let Some(s) = &c.value.talos.schematic
+        && (s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit())) {
             d.push(f, c.pos(&path!["talos", "schematic"]), "schematic is not a 64-character hex ID", "copy the schematic ID from the Image Factory");
         }
-    }
     if !repo.root.join(&c.value.secrets).is_file() {
         d.push(f, c.pos(&path!["secrets"]), format!("secrets file `{}` does not exist", c.value.secrets), "create it with `vixen gen-secrets` and encrypt it with sops, or correct the path");
     }
@@ -390,10 +388,9 @@ fn patch_rules(repo: &Repo, d: &mut Diagnostics) {
         if render::patch_files(repo, n).iter().any(|(p, _, _)| !repo.root.join(p).is_file()) {
             continue;
         }
-        if let Err(e) = render::render(repo, n, &bundle) {
-            if seen.insert(e.to_string()) {
+        if let Err(e) = render::render(repo, n, &bundle)
+            && seen.insert(e.to_string()) {
                 d.0.push(e);
             }
-        }
     }
 }

@@ -246,21 +246,18 @@ fn resolve_plain(text: Cow<'_, str>) -> Value {
         if let Ok(i) = t.parse::<i64>() {
             return Value::Number(i.into());
         }
-        if let Some(hex) = t.strip_prefix("0x") {
-            if let Ok(i) = i64::from_str_radix(hex, 16) {
+        if let Some(hex) = t.strip_prefix("0x")
+            && let Ok(i) = i64::from_str_radix(hex, 16) {
                 return Value::Number(i.into());
             }
-        }
-        if let Some(oct) = t.strip_prefix("0o") {
-            if let Ok(i) = i64::from_str_radix(oct, 8) {
+        if let Some(oct) = t.strip_prefix("0o")
+            && let Ok(i) = i64::from_str_radix(oct, 8) {
                 return Value::Number(i.into());
             }
-        }
-        if t.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c)) {
-            if let Some(n) = t.parse::<f64>().ok().and_then(Number::from_f64) {
+        if t.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c))
+            && let Some(n) = t.parse::<f64>().ok().and_then(Number::from_f64) {
                 return Value::Number(n);
             }
-        }
     }
     Value::String(text.into_owned())
 }
@@ -309,13 +306,11 @@ impl Node {
     /// The position of the key of the last segment when it is a mapping key (for "unknown field"
     /// and "duplicate" messages, pointing at the key reads best).
     pub fn key_position(&self, path: &[Seg]) -> Pos {
-        if let Some((Seg::Key(key), parent)) = path.split_last() {
-            if let Some(Node { kind: Kind::Map(entries), .. }) = self.get(parent) {
-                if let Some((_, pos, _)) = entries.iter().find(|(k, _, _)| k == key) {
+        if let Some((Seg::Key(key), parent)) = path.split_last()
+            && let Some(Node { kind: Kind::Map(entries), .. }) = self.get(parent)
+                && let Some((_, pos, _)) = entries.iter().find(|(k, _, _)| k == key) {
                     return *pos;
                 }
-            }
-        }
         self.position(path)
     }
 }
@@ -331,6 +326,23 @@ pub fn segments_of(path: &serde_path_to_error::Path) -> Vec<Seg> {
             Segment::Unknown => None,
         })
         .collect()
+}
+
+/// A path as users read it: `nodes[2].addresses[0]`.
+pub fn display_path(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -381,21 +393,4 @@ mod tests {
     fn aliases_are_refused() {
         assert!(parse_one("a: &x 1\nb: *x\n").is_err());
     }
-}
-
-/// A path as users read it: `nodes[2].addresses[0]`.
-pub fn display_path(path: &[Seg]) -> String {
-    let mut out = String::new();
-    for seg in path {
-        match seg {
-            Seg::Key(k) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(k);
-            }
-            Seg::Index(i) => out.push_str(&format!("[{i}]")),
-        }
-    }
-    out
 }

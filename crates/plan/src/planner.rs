@@ -120,11 +120,10 @@ pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Re
         .map(|i| Leaving { name: &i.name, hostname: &i.hostname, role: i.role, maintenance: &i.maintenance_address, observed: observed.node(&i.name), role_change: false })
         .collect();
     for m in &matches {
-        if let Some(prior) = m.prior {
-            if prior.role != m.desired.role && m.state() == NodeState::Configured {
+        if let Some(prior) = m.prior
+            && prior.role != m.desired.role && m.state() == NodeState::Configured {
                 leaving.push(Leaving { name: &m.desired.name, hostname: &prior.hostname, role: prior.role, maintenance: &m.desired.maintenance_address, observed: m.observed, role_change: true });
             }
-        }
     }
 
     let configured_cps: Vec<&Match<'_>> = matches
@@ -218,11 +217,10 @@ fn refuse_bad_paths(desired: &Desired, matches: &[Match<'_>], inventory: &Invent
             return Err(Refusal::KubernetesPath(format!("{problem} (node {} runs it now); upgrade Talos first, in its own commit", m.desired.name)));
         }
     }
-    if let Some(from) = inventory.kubernetes_version.as_deref().and_then(|v| v.parse().ok()) {
-        if let Some(problem) = version::kubernetes_upgrade_problem(from, desired.kubernetes_version) {
+    if let Some(from) = inventory.kubernetes_version.as_deref().and_then(|v| v.parse().ok())
+        && let Some(problem) = version::kubernetes_upgrade_problem(from, desired.kubernetes_version) {
             return Err(Refusal::KubernetesPath(problem));
         }
-    }
     Ok(())
 }
 
