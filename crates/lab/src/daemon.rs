@@ -140,11 +140,12 @@ pub fn ready_file(dir: &Path) -> std::path::PathBuf {
 }
 
 /// The daemon's entry point (`vixen lab serve`): reads `LABDIR/spec.json`, runs the lab on its
-/// own runtime until `down` or a signal, and removes the ready file when done.
+/// own runtime until `down` or a signal, and removes the ready file when done. With `kube`, a
+/// kube-apiserver runs on the lab's etcd once a control plane is bootstrapped.
 ///
 /// # Errors
 /// When the spec cannot be read or the lab cannot start.
-pub fn serve_blocking(dir: &Path, reboot_ms: u64) -> Result<()> {
+pub fn serve_blocking(dir: &Path, reboot_ms: u64, kube: Option<crate::KubeOptions>) -> Result<()> {
     let spec = LabSpec::load(&dir.join("spec.json"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -155,6 +156,7 @@ pub fn serve_blocking(dir: &Path, reboot_ms: u64) -> Result<()> {
     let opts = LabOptions {
         dir: dir.to_path_buf(),
         reboot_ms,
+        kube,
     };
     let res = rt.block_on(run_daemon(&spec, opts, || {
         let _ = std::fs::write(&ready, format!("{}\n", std::process::id()));

@@ -16,6 +16,9 @@ use crate::{Error, Result};
 pub struct LabStatus {
     /// One entry per node, in spec order.
     pub nodes: Vec<NodeStatus>,
+    /// The lab's kube-apiserver (`https://ip:port`) once started (`--kube`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_api: Option<String>,
 }
 
 /// One node of `lab.json`.

@@ -1,5 +1,7 @@
 //! The admin kubeconfig a control plane hands out (`Kubeconfig` RPC): a `.tar.gz` holding one
 //! file, `kubeconfig`, with a client certificate (O=system:masters) minted from `cluster.ca`.
+//! With `--kube` it points at the lab's kube-apiserver; without, at the configured endpoint
+//! (where nothing answers).
 
 use std::io::Write as _;
 
@@ -7,8 +9,8 @@ use tonic::Status;
 
 use crate::config::MachineConfig;
 
-/// Builds the archive Talos streams for `talosctl kubeconfig`.
-pub(crate) fn archive(cfg: &MachineConfig) -> Result<Vec<u8>, Status> {
+/// Builds the archive Talos streams for `talosctl kubeconfig`; `server` overrides the endpoint.
+pub(crate) fn archive(cfg: &MachineConfig, server: Option<&str>) -> Result<Vec<u8>, Status> {
     let ca = vixen_pki::CertAndKey {
         crt: cfg.get("cluster.ca.crt").unwrap_or_default().to_string(),
         key: vixen_pki::Secret::new(cfg.get("cluster.ca.key").unwrap_or_default().to_string()),
@@ -30,7 +32,9 @@ pub(crate) fn archive(cfg: &MachineConfig) -> Result<Vec<u8>, Status> {
     )
     .map_err(|e| Status::internal(e.to_string()))?;
     let name = cfg.get("cluster.clusterName").unwrap_or("lab");
-    let server = cfg.get("cluster.controlPlane.endpoint").unwrap_or_default();
+    let server = server
+        .or(cfg.get("cluster.controlPlane.endpoint"))
+        .unwrap_or_default();
     let text = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {server}\n    \
          certificate-authority-data: {ca}\nusers:\n- name: admin@{name}\n  user:\n    \

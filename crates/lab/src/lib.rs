@@ -8,13 +8,18 @@
 //!  └──► Journal: LABDIR/lab.json (node table, kept current), LABDIR/calls.jsonl (one line per RPC)
 //! ```
 //!
+//! With [`KubeOptions`] (`vixen lab up --kube`), a real kube-apiserver runs on the lab's etcd and
+//! the nodes keep their `Node` objects (see `apiserver`, `kubelet`).
+//!
 //! Every child process is stopped by [`Lab::shutdown`] and, as a last resort, by `Drop`.
 
+mod apiserver;
 mod config;
 mod daemon;
 mod etcd;
 mod journal;
 mod kubeconfig;
+mod kubelet;
 mod lab;
 mod node;
 mod ops;
@@ -26,6 +31,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use apiserver::KubeOptions;
 pub use config::MachineConfig;
 pub use daemon::{
     Control, ControlReply, control_socket, ready_file, run_daemon, send_control, serve_blocking,

@@ -462,7 +462,8 @@ impl MachineService for NodeApi {
                             "kubeconfig is only available on control planes",
                         ));
                     }
-                    kubeconfig::archive(&cfg)
+                    let api = n.lab().and_then(|l| l.kube.as_ref().and_then(|k| k.url()));
+                    kubeconfig::archive(&cfg, api.as_deref())
                 },
             )
             .await?;

@@ -83,6 +83,7 @@ pub async fn start(spec: &LabSpec, dir: &std::path::Path) -> Lab {
         LabOptions {
             dir: dir.to_path_buf(),
             reboot_ms: 300,
+            kube: None,
         },
     )
     .await

@@ -1,0 +1,195 @@
+//! The kubelet stand-in of the lab's nodes: each configured node of the served cluster registers
+//! its `Node` object (as a kubelet does when it starts) and keeps its `Ready` condition: true while
+//! the node runs, false while it reboots, is powered off or is back in maintenance mode.
+//!
+//! Writes go through server-side apply under one field manager, on the object (labels) and on its
+//! `status` subresource; the spec (`unschedulable`, taints) is left to whoever cordons.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, Patch, PatchParams};
+
+use crate::config::image_tag;
+use crate::lab::LabInner;
+use crate::node::Mode;
+use crate::{Role, node};
+
+/// The field manager of the lab's writes.
+const MANAGER: &str = "vixen-lab-kubelet";
+/// How often an unchanged status is posted again (a kubelet's heartbeat).
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// What was last posted per node.
+#[derive(Default)]
+pub(crate) struct Kubelet {
+    registered: HashSet<String>,
+    posted: HashMap<String, Posted>,
+}
+
+struct Posted {
+    ready: bool,
+    since: Time,
+    at: Instant,
+}
+
+impl Kubelet {
+    /// Registers running nodes and posts every changed (or stale) Ready condition.
+    pub(crate) async fn sync(&mut self, lab: &LabInner, client: &kube::Client) {
+        let api: Api<Node> = Api::all(client.clone());
+        let cluster = lab.kube.as_ref().and_then(|k| k.cluster());
+        for n in &lab.nodes {
+            let Some(cfg) = n.config() else { continue };
+            if Some(cfg.cluster_key()) != cluster {
+                continue;
+            }
+            let name = n.hostname();
+            let ready = n.mode() == Mode::Configured;
+            if ready && !self.registered.contains(&name) {
+                match register(&api, n, &cfg).await {
+                    Ok(()) => {
+                        self.registered.insert(name.clone());
+                    }
+                    Err(e) => {
+                        tracing::debug!(node = %name, error = %e, "node registration");
+                        continue;
+                    }
+                }
+            }
+            if !self.registered.contains(&name) {
+                continue;
+            }
+            let due = match self.posted.get(&name) {
+                Some(p) => p.ready != ready || p.at.elapsed() > HEARTBEAT,
+                None => true,
+            };
+            if !due {
+                continue;
+            }
+            let since = match self.posted.get(&name) {
+                Some(p) if p.ready == ready => p.since.clone(),
+                _ => Time(k8s_openapi::jiff::Timestamp::now()),
+            };
+            match post_status(&api, n, &cfg, ready, &since).await {
+                Ok(()) => {
+                    self.posted.insert(
+                        name,
+                        Posted {
+                            ready,
+                            since,
+                            at: Instant::now(),
+                        },
+                    );
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    // Deleted (a removal): a running kubelet registers again, a stopped one not.
+                    self.registered.remove(&name);
+                    self.posted.remove(&name);
+                }
+                Err(e) => tracing::debug!(node = %name, error = %e, "node status"),
+            }
+        }
+    }
+}
+
+/// Creates or updates the Node object with the labels a kubelet on Talos sets.
+async fn register(
+    api: &Api<Node>,
+    n: &node::Node,
+    cfg: &crate::config::MachineConfig,
+) -> Result<(), kube::Error> {
+    let name = n.hostname();
+    let mut labels = BTreeMap::from([
+        ("kubernetes.io/hostname".to_string(), name.clone()),
+        ("kubernetes.io/os".to_string(), "linux".to_string()),
+        ("kubernetes.io/arch".to_string(), "amd64".to_string()),
+    ]);
+    if cfg.role == Role::Controlplane {
+        labels.insert(
+            "node-role.kubernetes.io/control-plane".to_string(),
+            String::new(),
+        );
+    }
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        ..Node::default()
+    };
+    let pp = PatchParams::apply(MANAGER).force();
+    api.patch(&name, &pp, &Patch::Apply(&node)).await?;
+    Ok(())
+}
+
+/// Posts the Ready condition, addresses and node info on the `status` subresource.
+async fn post_status(
+    api: &Api<Node>,
+    n: &node::Node,
+    cfg: &crate::config::MachineConfig,
+    ready: bool,
+    since: &Time,
+) -> Result<(), kube::Error> {
+    let name = n.hostname();
+    let (status, reason, message) = if ready {
+        ("True", "KubeletReady", "kubelet is posting ready status")
+    } else {
+        (
+            "False",
+            "KubeletNotReady",
+            "node is rebooting, powered off or in maintenance mode",
+        )
+    };
+    let kubelet = cfg
+        .get("machine.kubelet.image")
+        .and_then(image_tag)
+        .unwrap_or_default();
+    let talos = n.version();
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..ObjectMeta::default()
+        },
+        status: Some(NodeStatus {
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".into(),
+                status: status.into(),
+                reason: Some(reason.into()),
+                message: Some(message.into()),
+                last_heartbeat_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                last_transition_time: Some(since.clone()),
+            }]),
+            addresses: Some(vec![
+                NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: n.current_address().to_string(),
+                },
+                NodeAddress {
+                    type_: "Hostname".into(),
+                    address: name.clone(),
+                },
+            ]),
+            node_info: Some(NodeSystemInfo {
+                architecture: "amd64".into(),
+                boot_id: String::new(),
+                container_runtime_version: "containerd://2.1.5".into(),
+                kernel_version: "6.12.0-talos".into(),
+                kube_proxy_version: String::new(),
+                kubelet_version: kubelet,
+                machine_id: n.spec.name.clone(),
+                operating_system: "linux".into(),
+                os_image: format!("Talos (v{}.{}.{})", talos.major, talos.minor, talos.patch),
+                system_uuid: n.spec.name.clone(),
+                ..NodeSystemInfo::default()
+            }),
+            ..NodeStatus::default()
+        }),
+        ..Node::default()
+    };
+    let pp = PatchParams::apply(MANAGER).force();
+    api.patch_status(&name, &pp, &Patch::Apply(&node)).await?;
+    Ok(())
+}
