@@ -28,3 +28,14 @@ export SOPS_DISABLE_VERSION_CHECK=1
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
   if [ -d /work ] && [ -w /work ]; then export CARGO_TARGET_DIR=/work/target; else export CARGO_TARGET_DIR="$HOME/.cache/vixen/target"; fi
 fi
+
+# Upstream test peers (Talos' validator, kube-apiserver, Cilium's CRDs), built from Go modules into
+# caches outside the clone (fast when cached); the tests then require them (VIXEN_PEERS_REQUIRED).
+if [ -z "${VIXEN_SKIP_PEERS:-}" ]; then
+  if command -v go >/dev/null || [ -n "${CI:-}" ]; then
+    vixen_peers_line=$(bash "$(dirname "${BASH_SOURCE[0]}")/peers/build.sh" | tail -n 1)
+    export "${vixen_peers_line?}" VIXEN_PEERS_REQUIRED=1
+  else
+    echo "tests/deps.sh: no go command: the tests that need the upstream peers will be SKIPPED" >&2
+  fi
+fi

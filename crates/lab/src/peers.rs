@@ -32,10 +32,12 @@ pub fn cilium_crds() -> Option<PathBuf> {
         .then_some(dir)
 }
 
-/// Whether tests must have the peers: in CI (`CI` set) a missing peer fails the test instead of
-/// skipping it.
+/// Whether tests must have the peers: in CI (`CI` set), or after tests/deps.sh built them
+/// (`VIXEN_PEERS_REQUIRED`), a missing peer fails the test instead of skipping it.
 pub fn required() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+    ["CI", "VIXEN_PEERS_REQUIRED"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()))
 }
 
 /// A peer for a test: `Some(path)`, or `None` after a loud skip message when it is missing
