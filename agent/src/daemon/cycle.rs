@@ -45,6 +45,8 @@ pub struct Agent {
     backoff: Backoff,
     /// The cluster name (from `cluster.yaml`), once known.
     cluster: Option<String>,
+    /// Without election this replica always leads; the sender keeps the channel open.
+    _always: Option<watch::Sender<bool>>,
 }
 
 /// How a cycle ended, for the backoff.
@@ -96,8 +98,11 @@ impl Agent {
             Some(f) => Some(status_client(f, cluster.as_deref().unwrap_or_default())?),
             None => None,
         };
-        let (leading, kube) = match &cfg.kube {
-            None => (watch::channel(true).1, None),
+        let (leading, kube, always) = match &cfg.kube {
+            None => {
+                let (tx, rx) = watch::channel(true);
+                (rx, None, Some(tx))
+            }
             Some(opts) => {
                 let client = kube::Client::try_default().await?;
                 let elector = LeaderElector::new(client.clone(), LeaseConfig::new(&opts.namespace, &opts.lease, &opts.identity));
@@ -112,12 +117,12 @@ impl Agent {
                     named: None,
                     status: VixenClusterStatus::default(),
                 };
-                (leading, Some(kube))
+                (leading, Some(kube), None)
             }
         };
         let file_store = engine::file_store(&cfg.state_dir);
         let backoff = Backoff::new(std::time::Duration::from_secs(5), cfg.backoff_max);
-        Ok(Self { cfg, prepare, shutdown, shared, leading, statuses, kube, secrets, file_store, applied: None, rejected: None, backoff, cluster })
+        Ok(Self { cfg, prepare, shutdown, shared, leading, statuses, kube, secrets, file_store, applied: None, rejected: None, backoff, cluster, _always: always })
     }
 
     /// The loop; returns when `shutdown` turns true.
@@ -134,7 +139,7 @@ impl Agent {
                 let mut leading = self.leading.clone();
                 let ended = tokio::select! {
                     e = self.cycle() => Some(e),
-                    _ = leading.wait_for(|l| !*l) => None,
+                    Ok(_) = leading.wait_for(|l| !*l) => None,
                 };
                 match ended {
                     Some(Ended::Ok) => {
@@ -164,7 +169,7 @@ impl Agent {
                 () = tokio::time::sleep(delay) => {}
                 () = self.shared.poll_now.notified() => tracing::info!("webhook: polling now"),
                 _ = self.secrets.changed.changed() => self.reload().await,
-                _ = leading.wait_for(|l| *l != was_leading) => {}
+                Ok(_) = leading.wait_for(|l| *l != was_leading) => {}
                 _ = shutdown.changed() => return Ok(()),
             }
         }

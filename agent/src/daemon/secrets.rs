@@ -39,8 +39,11 @@ pub fn watch_files(files: Vec<PathBuf>) -> anyhow::Result<SecretWatch> {
     let mut last = digest(&files);
     let watched = files.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_err() {
-            return;
+        // Reading the files below is itself an access event: only writes, creations, renames
+        // and removals count, or the watcher would feed itself.
+        match res {
+            Ok(ev) if !matches!(ev.kind, notify::EventKind::Access(_)) => {}
+            _ => return,
         }
         let now = digest(&watched);
         if now != last {
