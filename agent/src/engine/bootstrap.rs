@@ -97,14 +97,14 @@ pub async fn bootstrap(
     // Already bootstrapped anywhere? Then touch nothing.
     for cp in desired.nodes.iter().filter(|n| n.role == Role::Controlplane) {
         for a in &cp.management_addresses {
-            if let Some(view) = etcd_view(conn, a).await {
-                if !view.members.is_empty() {
-                    if cp.name == node {
-                        record(store, d);
-                        return Ok(Done::AlreadyBootstrapped { address: a.clone() });
-                    }
-                    return Err(BootstrapError::OtherBootstrapped(cp.name.clone(), node.to_string()));
+            if let Some(view) = etcd_view(conn, a).await
+                && !view.members.is_empty()
+            {
+                if cp.name == node {
+                    record(store, d);
+                    return Ok(Done::AlreadyBootstrapped { address: a.clone() });
                 }
+                return Err(BootstrapError::OtherBootstrapped(cp.name.clone(), node.to_string()));
             }
         }
     }

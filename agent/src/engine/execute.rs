@@ -145,10 +145,12 @@ impl Executor<'_> {
             let want = self.desired.nodes.iter().find(|n| n.name == name);
             matches!((inv, want), (Some(i), Some(w)) if i.role != w.role)
         };
-        if let Action::Reset { .. } = step.action {
-            if wanted.contains(step.node.as_str()) && !role_change(&step.node) && !self.decommission {
-                return Err(StepError::Interlock(format!("{} is in Git with the same role: it is never reset", step.node)));
-            }
+        if let Action::Reset { .. } = step.action
+            && wanted.contains(step.node.as_str())
+            && !role_change(&step.node)
+            && !self.decommission
+        {
+            return Err(StepError::Interlock(format!("{} is in Git with the same role: it is never reset", step.node)));
         }
         let disrupts_cp = match &step.action {
             Action::Upgrade { .. } | Action::Reset { .. } => self.is_control_plane(&step.node, state),
@@ -349,10 +351,8 @@ fn record(inventory: &mut Inventory, step: &Step, desired: &Desired) {
             }
         }
         Action::WaitMaintenance { .. } => inventory.nodes.retain(|i| i.name != step.node),
-        Action::RemoveMember { .. } => {
-            if !desired.nodes.iter().any(|d| d.name == step.node) {
-                inventory.nodes.retain(|i| i.name != step.node);
-            }
+        Action::RemoveMember { .. } if !desired.nodes.iter().any(|d| d.name == step.node) => {
+            inventory.nodes.retain(|i| i.name != step.node);
         }
         _ => {}
     }

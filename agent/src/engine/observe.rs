@@ -133,10 +133,10 @@ pub async fn observe(conn: &Connector, desired: &[DesiredNode], inventory: &Inve
         // A renamed or re-addressed node may still be where vixen last configured it.
         let mut addresses = d.management_addresses.clone();
         let prior = inventory.node(&d.name).or_else(|| inventory.nodes.iter().find(|i| i.maintenance_address == d.maintenance_address));
-        if let Some(p) = prior {
-            if !addresses.contains(&p.address) {
-                addresses.push(p.address.clone());
-            }
+        if let Some(p) = prior
+            && !addresses.contains(&p.address)
+        {
+            addresses.push(p.address.clone());
         }
         let o = observe_one(conn, &d.name, &addresses, &d.maintenance_address).await;
         if o.state == NodeState::Configured && (d.role == Role::Controlplane || prior.is_some_and(|p| p.role == Role::Controlplane)) {
