@@ -1,27 +1,13 @@
 //! `vixen validate` and `vixen render` as a user runs them: exit codes, file:line output, bytes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
+
+mod common;
+use common::{copy_dir, example};
 
 fn vixen(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vixen")).args(args).env_remove("SOPS_AGE_KEY").env_remove("SOPS_AGE_KEY_FILE").output().unwrap()
-}
-
-fn example() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/homelab")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// A copy of the example whose secrets bundle is a plaintext test bundle.
