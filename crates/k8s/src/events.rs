@@ -50,9 +50,11 @@ impl EventRecorder {
             note.push_str("...");
         }
         let prefix = self.regarding.name.clone().unwrap_or_else(|| "vixen".into());
+        let now = Timestamp::now();
         let ev = Event {
-            metadata: ObjectMeta { generate_name: Some(format!("{prefix}.")), namespace: Some(self.namespace.clone()), ..ObjectMeta::default() },
-            event_time: Some(MicroTime(Timestamp::now())),
+            // `<object>.<time in hex>`, as client-go names them (a generateName may not end in '.').
+            metadata: ObjectMeta { name: Some(format!("{prefix}.{:x}", now.as_nanosecond())), namespace: Some(self.namespace.clone()), ..ObjectMeta::default() },
+            event_time: Some(MicroTime(now)),
             reporting_controller: Some(CONTROLLER.into()),
             reporting_instance: Some(self.instance.clone()),
             action: Some(action.into()),

@@ -1,0 +1,199 @@
+//! vixen-k8s against a real kube-apiserver v1.34 (the lab's `--kube` peer, built by
+//! tests/peers/build.sh) with RBAC on: everything runs as the `vixen` ServiceAccount bound to
+//! manifests/rbac.yaml, so a missing permission fails here and an excess one is caught by the
+//! "forbidden" checks. Skipped loudly without the peer, except in CI where it is required.
+
+#[path = "../../lab/tests/common/mod.rs"]
+mod common;
+
+use std::io::Read as _;
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role as RbacRole, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::CustomResourceExt as _;
+use serde_json::json;
+use tokio::sync::watch;
+use vixen_k8s::status::StatusApi;
+use vixen_k8s::{CiliumApi, EventRecorder, EventType, Journal, LeaderElector, LeaseConfig, NetworkObjects, Phase, PoolVersion, VixenCluster, VixenClusterSpec, VixenClusterStatus};
+use vixen_lab::{Lab, LabOptions, Role};
+
+const NET: u8 = 243;
+
+async fn client(kubeconfig: &str, impersonate: Option<&str>) -> kube::Client {
+    let mut kc = kube::config::Kubeconfig::from_yaml(kubeconfig).unwrap();
+    if let Some(user) = impersonate {
+        for a in &mut kc.auth_infos {
+            if let Some(info) = a.auth_info.as_mut() {
+                info.impersonate = Some(user.to_owned());
+            }
+        }
+    }
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    cfg.connect_timeout = Some(Duration::from_secs(2));
+    cfg.read_timeout = Some(Duration::from_secs(10));
+    kube::Client::try_from(cfg).unwrap()
+}
+
+/// A one-control-plane `--kube` lab; returns the lab and the admin kubeconfig.
+async fn cluster(dir: &std::path::Path, test: &str) -> Option<(Lab, String)> {
+    let apiserver = vixen_lab::peers::for_test("kube-apiserver", test)?;
+    let spec = spec(NET, &[("cp1", Role::Controlplane, "v1.11.6")]);
+    let lab = Lab::start(&spec, LabOptions { dir: dir.to_path_buf(), reboot_ms: 1500, kube: Some(vixen_lab::KubeOptions { apiserver }) }).await.unwrap();
+    let c = Cluster::generate();
+    let endpoint = format!("https://127.0.{NET}.100:6443");
+    let addr = format!("127.0.{NET}.11");
+    let cfg = String::from_utf8(c.config(Role::Controlplane, "cp1", &[&addr], "v1.11.6")).unwrap().replace("https://127.0.0.1:6443", &endpoint);
+    install(&c, &format!("127.0.{NET}.1"), cfg.as_bytes(), &addr).await;
+    admin(&c, &addr).bootstrap().await.unwrap();
+    let archive = admin(&c, &addr).kubeconfig().await.unwrap();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&archive[..]));
+    let mut kubeconfig = String::new();
+    tar.entries().unwrap().next().unwrap().unwrap().read_to_string(&mut kubeconfig).unwrap();
+    let admin_client = client(&kubeconfig, None).await;
+    let nodes: Api<Node> = Api::all(admin_client);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while nodes.list(&ListParams::default()).await.map(|l| l.items.len()).unwrap_or(0) < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the API did not come up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Some((lab, kubeconfig))
+}
+
+fn manifest_docs(file: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(format!("{}/../../manifests/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect()
+}
+
+async fn create<K>(api: &Api<K>, obj: serde_json::Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(obj).unwrap();
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("{e}"),
+    }
+}
+
+async fn wait_crd(admin: &kube::Client, name: &str) {
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    for _ in 0..100 {
+        if let Ok(c) = crds.get(name).await
+            && c.status.and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("CRD {name} not established");
+}
+
+/// Namespace, ServiceAccount, manifests/rbac.yaml, the VixenCluster CRD and Cilium's CRDs.
+async fn install_vixen(admin: &kube::Client) {
+    create(&Api::<Namespace>::all(admin.clone()), json!({ "metadata": { "name": "vixen-system" } })).await;
+    create(&Api::<ServiceAccount>::namespaced(admin.clone(), "vixen-system"), json!({ "metadata": { "name": "vixen" } })).await;
+    for doc in manifest_docs("rbac.yaml") {
+        match doc["kind"].as_str().unwrap() {
+            "Role" => create(&Api::<RbacRole>::namespaced(admin.clone(), "vixen-system"), doc).await,
+            "RoleBinding" => create(&Api::<RoleBinding>::namespaced(admin.clone(), "vixen-system"), doc).await,
+            "ClusterRole" => create(&Api::<ClusterRole>::all(admin.clone()), doc).await,
+            "ClusterRoleBinding" => create(&Api::<ClusterRoleBinding>::all(admin.clone()), doc).await,
+            k => panic!("unexpected {k}"),
+        }
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    create(&crds, serde_json::to_value(VixenCluster::crd()).unwrap()).await;
+    let dir = vixen_lab::peers::cilium_crds().expect("Cilium CRDs (tests/peers/build.sh)");
+    for f in ["ciliumloadbalancerippools.yaml", "ciliuml2announcementpolicies.yaml"] {
+        let crd: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap();
+        create(&crds, crd).await;
+    }
+    for n in ["vixenclusters.vixen.dev", "ciliumloadbalancerippools.cilium.io", "ciliuml2announcementpolicies.cilium.io"] {
+        wait_crd(admin, n).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_the_vixen_service_account_on_a_real_api_server() {
+    let test = "as_the_vixen_service_account_on_a_real_api_server";
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_lab, kubeconfig)) = cluster(dir.path(), test).await else { return };
+    let admin = client(&kubeconfig, None).await;
+    install_vixen(&admin).await;
+    let sa = client(&kubeconfig, Some("system:serviceaccount:vixen-system:vixen")).await;
+
+    // Leader election: the first replica wins, the second does not; after a release the second
+    // takes over at once.
+    let mut a = LeaderElector::new(sa.clone(), LeaseConfig::new("vixen-system", "vixen", "pod-a"));
+    let mut b = LeaderElector::new(sa.clone(), LeaseConfig::new("vixen-system", "vixen", "pod-b"));
+    assert!(a.try_acquire_or_renew().await.unwrap());
+    assert!(!b.try_acquire_or_renew().await.unwrap());
+    assert!(a.try_acquire_or_renew().await.unwrap(), "renewal");
+    let a_leads = a.subscribe();
+    a.release().await.unwrap();
+    assert!(!*a_leads.borrow());
+    assert!(b.try_acquire_or_renew().await.unwrap(), "takeover after release");
+    assert!(!a.try_acquire_or_renew().await.unwrap());
+
+    // Journal: the new leader resumes the old leader's journal; the old one is fenced.
+    let (_tx_a, leading_a) = watch::channel(true);
+    let old = Journal::new(sa.clone(), "vixen-system", "vixen-state", Some(leading_a));
+    assert_eq!(old.load().await.unwrap(), None);
+    old.save(r#"{"run":{"done":1}}"#).await.unwrap();
+    let (_tx_b, leading_b) = watch::channel(true);
+    let new = Journal::new(sa.clone(), "vixen-system", "vixen-state", Some(leading_b));
+    assert_eq!(new.load().await.unwrap().as_deref(), Some(r#"{"run":{"done":1}}"#));
+    new.save(r#"{"run":{"done":2}}"#).await.unwrap();
+    let err = old.save(r#"{"run":{"done":9}}"#).await.unwrap_err();
+    assert_eq!(err.category(), "kube_conflict", "{err}");
+    assert_eq!(new.load().await.unwrap().as_deref(), Some(r#"{"run":{"done":2}}"#));
+
+    // Status object and an Event.
+    let status = StatusApi::new(sa.clone(), "vixen-system", "homelab");
+    status.ensure(&VixenClusterSpec { source: "https://git.example/infra.git".into(), cluster: "homelab".into() }).await.unwrap();
+    let mut st = VixenClusterStatus { last_applied_revision: Some("a".repeat(40)), ..Default::default() };
+    st.set_phase(Phase::Ready, "Applied", "applied in 3 steps", k8s_openapi::jiff::Timestamp::now());
+    status.write(&st).await.unwrap();
+    let got = status.get().await.unwrap().unwrap();
+    assert_eq!(got.status.unwrap().phase, "Ready");
+    let regarding = k8s_openapi::api::core::v1::ObjectReference { api_version: Some("vixen.dev/v1alpha1".into()), kind: Some("VixenCluster".into()), name: Some("homelab".into()), namespace: Some("vixen-system".into()), uid: got.metadata.uid.clone(), ..Default::default() };
+    EventRecorder::new(sa.clone(), "vixen-system", regarding, "pod-b").publish(EventType::Normal, "Applied", "Reconcile", "applied in 3 steps").await.unwrap();
+
+    // Cilium: apply both kinds in both pool versions' schema; a field another manager owns is a
+    // conflict, not forced; strays are pruned, unmanaged objects are not.
+    let net: vixen_model::NetworkFile = serde_yaml_ng::from_str(include_str!("../../../examples/homelab/network.yaml")).unwrap();
+    let cilium = CiliumApi::new(sa.clone(), PoolVersion::V2, false);
+    let report = cilium.apply(&NetworkObjects::from_network(&net, PoolVersion::V2)).await.unwrap();
+    assert_eq!(report.applied.len(), 3, "{report:?}");
+    assert!(report.conflicts.is_empty());
+    let pools = ApiResource::from_gvk_with_plural(&kube::api::GroupVersionKind::gvk("cilium.io", "v2", "CiliumLoadBalancerIPPool"), "ciliumloadbalancerippools");
+    let admin_pools: Api<DynamicObject> = Api::all_with(admin.clone(), &pools);
+    let other = json!({ "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool", "metadata": { "name": "default" }, "spec": { "blocks": [{ "cidr": "127.0.99.0/28" }] } });
+    admin_pools.patch("default", &PatchParams::apply("helm").force(), &Patch::Apply(&other)).await.unwrap();
+    let unmanaged = json!({ "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool", "metadata": { "name": "theirs" }, "spec": { "blocks": [{ "cidr": "127.0.98.0/28" }] } });
+    admin_pools.create(&PostParams::default(), &serde_json::from_value(unmanaged).unwrap()).await.unwrap();
+    let mut fewer = net.clone();
+    fewer.pools.retain(|p| p.name == "default");
+    let report = cilium.apply(&NetworkObjects::from_network(&fewer, PoolVersion::V2)).await.unwrap();
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    assert!(report.conflicts[0].message.contains("helm"), "{}", report.conflicts[0].message);
+    assert_eq!(report.deleted, ["CiliumLoadBalancerIPPool/vlan20"]);
+    let names: Vec<String> = admin_pools.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|o| o.metadata.name).collect();
+    assert!(names.contains(&"theirs".to_owned()) && !names.contains(&"vlan20".to_owned()), "{names:?}");
+    // v2alpha1 pools are still served by the pinned Cilium CRD.
+    CiliumApi::new(sa.clone(), PoolVersion::V2Alpha1, true).apply(&NetworkObjects::from_network(&fewer, PoolVersion::V2Alpha1)).await.unwrap();
+
+    // Least privilege: no Secrets, nothing outside what vixen calls.
+    let forbidden = |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
+    assert!(forbidden(Api::<Secret>::namespaced(sa.clone(), "vixen-system").list(&ListParams::default()).await.map(|_| ())));
+    assert!(forbidden(Api::<Secret>::namespaced(sa.clone(), "kube-system").get("any").await.map(|_| ())));
+    assert!(forbidden(Api::<ConfigMap>::namespaced(sa.clone(), "kube-system").get("any").await.map(|_| ())));
+    assert!(forbidden(Api::<ConfigMap>::namespaced(sa.clone(), "vixen-system").delete("vixen-state", &DeleteParams::default()).await.map(|_| ())));
+    assert!(forbidden(Api::<Namespace>::all(sa.clone()).list(&ListParams::default()).await.map(|_| ())));
+    assert!(forbidden(Api::<Node>::all(sa.clone()).delete("cp1", &DeleteParams::default()).await.map(|_| ())));
+}
