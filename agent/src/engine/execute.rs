@@ -260,7 +260,17 @@ impl Executor<'_> {
                 self.conn.node(&self.address(&step.node, inv.as_ref()))?.etcd_forfeit_leadership().await?;
             }
             Action::LeaveEtcd => {
-                self.conn.node(&self.address(&step.node, inv.as_ref()))?.etcd_leave_cluster().await?;
+                let address = self.address(&step.node, inv.as_ref());
+                match self.conn.node(&address)?.etcd_leave_cluster().await {
+                    Ok(()) => {}
+                    // Its etcd is not running (crashed, or stopped mid-join): the member cannot
+                    // leave by itself, so a healthy peer removes it, as for an unreachable node.
+                    Err(e) if e.code() == Some(tonic::Code::FailedPrecondition) => {
+                        tracing::warn!(node = %step.node, error = %e, "cannot leave etcd by itself; removing its member through a peer");
+                        self.remove_through_peer(&step.node, &address, inv.as_ref()).await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             Action::RemoveMember { member_id, via } => {
                 self.conn.node(&self.address(via, inv.as_ref()))?.etcd_remove_member_by_id(*member_id).await?;
@@ -311,6 +321,20 @@ impl Executor<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Removes `node`'s member through another control plane whose etcd answers.
+    async fn remove_through_peer(&self, node: &str, node_address: &str, inv: Option<&Inventory>) -> Result<(), StepError> {
+        let hostname = inv.and_then(|i| i.node(node)).map(|n| n.hostname.clone()).or_else(|| self.desired.nodes.iter().find(|n| n.name == node).map(|n| n.hostname.clone())).unwrap_or_else(|| node.to_string());
+        let mut peers: Vec<String> = self.desired.nodes.iter().filter(|n| n.role == Role::Controlplane).map(|n| n.address().to_string()).collect();
+        peers.extend(inv.into_iter().flat_map(|i| i.nodes.iter()).filter(|n| n.role == Role::Controlplane).map(|n| n.address.clone()));
+        for peer in peers.iter().filter(|p| p.as_str() != node_address) {
+            let Some(view) = etcd_view(self.conn, peer).await else { continue };
+            let Some(member) = view.member(&hostname) else { return Ok(()) };
+            self.conn.node(peer)?.etcd_remove_member_by_id(member.id).await?;
+            return Ok(());
+        }
+        Err(StepError::Gate(format!("no healthy peer to remove {hostname}'s etcd member through")))
     }
 
     async fn wait<F, Fut>(&self, limit: Duration, what: &str, mut check: F) -> Result<(), StepError>
