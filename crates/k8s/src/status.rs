@@ -11,6 +11,8 @@ use serde_json::json;
 use crate::{Error, FIELD_MANAGER, MANAGED_BY, Result, api_code};
 
 /// One cluster managed by vixen from one repo. vixen creates it and writes its status.
+// One `printcolumn(...)` per column is how kube-derive spells several columns.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "vixen.dev",
