@@ -563,6 +563,9 @@ fn bootstrap_from_maintenance_gives_one_member_etcd_and_a_rerun_changes_nothing(
         let mode = std::fs::metadata(lab.lab.join("out").join(f)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
+    // The kubeconfig is the file itself, unpacked from the node's .tar.gz.
+    let kubeconfig: Value = serde_yaml_ng::from_slice(&std::fs::read(lab.lab.join("out/kubeconfig")).unwrap()).unwrap();
+    assert_eq!(kubeconfig["kind"], "Config", "{kubeconfig}");
     let mark = lab.mark();
     lab.bootstrap();
     assert!(lab.mutating_since(mark).is_empty(), "re-running bootstrap must not call anything mutating");
