@@ -38,7 +38,7 @@ enum Command {
     /// Show what a reconcile would change, node by node (no change is made).
     Plan(cmd::agent::PlanArgs),
     /// Reconcile the cluster with the repo: once, or as the long-running in-cluster agent.
-    Agent(cmd::agent::Args),
+    Agent(Box<cmd::agent::Args>),
     /// Show the VixenCluster status the agent writes: revision, phase, nodes, conditions.
     Status(cmd::agent::StatusArgs),
     /// Run simulated Talos nodes with real etcd on loopback, for tests and rehearsals.
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         Command::Bootstrap(args) => cmd::bootstrap::run(args),
         Command::Decommission(args) => cmd::decommission::run(args),
         Command::Plan(args) => cmd::agent::plan(args),
-        Command::Agent(args) => cmd::agent::run(args),
+        Command::Agent(args) => cmd::agent::run(*args),
         Command::Status(args) => cmd::agent::status(args),
     };
     match result {

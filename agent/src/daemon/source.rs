@@ -90,7 +90,7 @@ pub enum Source {
     /// A Git remote.
     Git {
         /// Options (re-read on reload).
-        options: GitOptions,
+        options: Box<GitOptions>,
         /// The source; `GitSource` is blocking and not `Sync`.
         source: Arc<Mutex<GitSource>>,
     },
@@ -121,7 +121,7 @@ impl Source {
     /// Unreadable credentials, invalid configuration, or an unusable cache directory.
     pub fn git(options: GitOptions) -> anyhow::Result<Self> {
         let source = GitSource::new(&options.config()?)?;
-        Ok(Self::Git { options, source: Arc::new(Mutex::new(source)) })
+        Ok(Self::Git { options: Box::new(options), source: Arc::new(Mutex::new(source)) })
     }
 
     /// Re-reads credentials (after their files changed).
