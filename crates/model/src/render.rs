@@ -151,22 +151,27 @@ fn routes(routes: &[Route]) -> Value {
     )
 }
 
+/// The fields a link and a VLAN share, in Talos' order: addresses, routes, dhcp, mtu, vip.
+fn link(m: &mut Map<String, Value>, addresses: &[String], link_routes: &[Route], dhcp: bool, mtu: Option<u32>, vip: Option<&String>) {
+    if !addresses.is_empty() {
+        m.insert("addresses".into(), json!(addresses));
+    }
+    if !link_routes.is_empty() {
+        m.insert("routes".into(), routes(link_routes));
+    }
+    m.insert("dhcp".into(), json!(dhcp));
+    if let Some(mtu) = mtu {
+        m.insert("mtu".into(), json!(mtu));
+    }
+    if let Some(vip) = vip {
+        m.insert("vip".into(), json!({ "ip": vip }));
+    }
+}
+
 fn interface(iface: &Interface) -> Value {
     let mut m = Map::new();
     m.insert("interface".into(), json!(iface.name));
-    if !iface.addresses.is_empty() {
-        m.insert("addresses".into(), json!(iface.addresses));
-    }
-    if !iface.routes.is_empty() {
-        m.insert("routes".into(), routes(&iface.routes));
-    }
-    m.insert("dhcp".into(), json!(iface.dhcp));
-    if let Some(mtu) = iface.mtu {
-        m.insert("mtu".into(), json!(mtu));
-    }
-    if let Some(vip) = &iface.vip {
-        m.insert("vip".into(), json!({ "ip": vip }));
-    }
+    link(&mut m, &iface.addresses, &iface.routes, iface.dhcp, iface.mtu, iface.vip.as_ref());
     if !iface.vlans.is_empty() {
         let vlans = iface
             .vlans
@@ -174,16 +179,7 @@ fn interface(iface: &Interface) -> Value {
             .map(|v| {
                 let mut vm = Map::new();
                 vm.insert("vlanId".into(), json!(v.id));
-                if !v.addresses.is_empty() {
-                    vm.insert("addresses".into(), json!(v.addresses));
-                }
-                if !v.routes.is_empty() {
-                    vm.insert("routes".into(), routes(&v.routes));
-                }
-                vm.insert("dhcp".into(), json!(v.dhcp));
-                if let Some(vip) = &v.vip {
-                    vm.insert("vip".into(), json!({ "ip": vip }));
-                }
+                link(&mut vm, &v.addresses, &v.routes, v.dhcp, None, v.vip.as_ref());
                 Value::Object(vm)
             })
             .collect();
