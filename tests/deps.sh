@@ -11,6 +11,10 @@ command -v protoc >/dev/null || vixen_need_apt+=(protobuf-compiler)
 command -v age-keygen >/dev/null || vixen_need_apt+=(age)
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || vixen_need_apt+=(openssh-server)
 command -v git >/dev/null || vixen_need_apt+=(git)
+# git2 (HTTPS, SSH) links OpenSSL: its headers and pkg-config are not on a fresh machine.
+command -v pkg-config >/dev/null || vixen_need_apt+=(pkg-config)
+[ -f /usr/include/openssl/ssl.h ] || vixen_need_apt+=(libssl-dev)
+command -v ssh-keygen >/dev/null || vixen_need_apt+=(openssh-client)
 if [ ${#vixen_need_apt[@]} -gt 0 ]; then
   echo "installing: ${vixen_need_apt[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
