@@ -217,7 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (desired, configs, conn) = args.target.prepare()?;
     let store = engine::file_store(&args.target.state_dir());
     let timeouts = Timeouts { ready: Duration::from_secs(args.ready_timeout), member: Duration::from_secs(args.ready_timeout), maintenance: Duration::from_secs(args.ready_timeout), ..Timeouts::default() };
-    let outcome = runtime()?.block_on(engine::reconcile(&conn, &desired, &configs, &store, timeouts)).context("reconcile")?;
+    let outcome = runtime()?.block_on(engine::reconcile(&conn, &desired, &configs, &store, timeouts, &engine::Quiet)).context("reconcile")?;
     Ok(report(&outcome))
 }
 
@@ -309,7 +309,7 @@ fn run_once_remote(args: Args) -> anyhow::Result<ExitCode> {
     target.repo = checkout.path.clone();
     let (desired, configs, conn) = target.prepare()?;
     let store = engine::file_store(&args.target.state_dir());
-    let outcome = runtime()?.block_on(engine::reconcile(&conn, &desired, &configs, &store, timeouts(&args))).context("reconcile")?;
+    let outcome = runtime()?.block_on(engine::reconcile(&conn, &desired, &configs, &store, timeouts(&args), &engine::Quiet)).context("reconcile")?;
     Ok(report(&outcome))
 }
 

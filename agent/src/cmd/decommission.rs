@@ -28,7 +28,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = engine::file_store(&args.target.state_dir());
     let t = Duration::from_secs(args.timeout);
     let timeouts = Timeouts { ready: t, member: t, maintenance: t, ..Timeouts::default() };
-    let outcome = super::agent::runtime()?.block_on(engine::decommission(&conn, &desired, &configs, &store, timeouts))?;
+    let outcome = super::agent::runtime()?.block_on(engine::decommission(&conn, &desired, &configs, &store, timeouts, &engine::Quiet))?;
     match outcome {
         Outcome::Converged { steps } => {
             println!("decommissioned {name}: every node is back in maintenance mode ({steps} steps)");

@@ -346,7 +346,7 @@ impl Agent {
             Some(k) => &k.store,
             None => &self.file_store,
         };
-        let outcome = engine::reconcile(&p.conn, &p.desired, &p.configs, store, self.cfg.timeouts.clone()).await;
+        let outcome = engine::reconcile(&p.conn, &p.desired, &p.configs, store, self.cfg.timeouts.clone(), &engine::Quiet).await;
         let inventory = store.load().map(|s| s.inventory).unwrap_or_default();
         let observed = engine::observe::observe(&p.conn, &p.desired.nodes, &inventory).await;
         let (label, phase, state, reason, mut message) = match &outcome {

@@ -16,6 +16,7 @@ use vixen_talos::ApplyMode as WireMode;
 
 use super::desired::Configs;
 use super::observe::{Connector, etcd_view, probe_configured, probe_maintenance};
+use super::progress::{Progress, StepEvent};
 use super::store::{Run, State, StateStore};
 
 /// How long the gates wait.
@@ -96,6 +97,8 @@ pub struct Executor<'a> {
     pub timeouts: Timeouts,
     /// `vixen decommission --confirm`: every node may be reset, the last etcd member with it.
     pub decommission: bool,
+    /// Told about every step.
+    pub progress: &'a dyn Progress,
 }
 
 impl Executor<'_> {
@@ -108,7 +111,10 @@ impl Executor<'_> {
         let wanted: BTreeSet<&str> = self.desired.nodes.iter().map(|n| n.name.as_str()).collect();
         for index in run.done..run.plan.steps.len() {
             let step = &run.plan.steps[index];
-            let fail = |source| ExecError { index, node: step.node.clone(), action: step.action_text(), source };
+            let fail = |source: StepError| {
+                self.progress.step(index, step, StepEvent::Failed { error: &source });
+                ExecError { index, node: step.node.clone(), action: step.action_text(), source }
+            };
             // A fire-once step that was in flight when the agent died is not sent again: its
             // gate (the next step) finds out whether it took.
             let resumed = run.in_flight == Some(index) && fire_once(&step.action);
@@ -116,11 +122,14 @@ impl Executor<'_> {
                 self.interlocks(step, &run.plan, &wanted, state).await.map_err(fail)?;
                 self.journal(state, |r| r.in_flight = Some(index)).map_err(fail)?;
                 tracing::info!(node = %step.node, step = index, action = %step.action_text(), reason = %step.reason, "step started");
+                self.progress.step(index, step, StepEvent::Started);
                 let started = Instant::now();
                 self.act(step).await.map_err(fail)?;
                 tracing::info!(node = %step.node, step = index, elapsed_ms = started.elapsed().as_millis() as u64, "step done");
+                self.progress.step(index, step, StepEvent::Done { elapsed: started.elapsed() });
             } else {
                 tracing::warn!(node = %step.node, step = index, "resuming after a crash: not sending this step again");
+                self.progress.step(index, step, StepEvent::Resumed);
             }
             record(&mut state.inventory, step, self.desired);
             self.journal(state, |r| {

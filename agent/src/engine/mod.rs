@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod desired;
 pub mod execute;
 pub mod observe;
+pub mod progress;
 pub mod store;
 
 use std::path::Path;
@@ -19,6 +20,7 @@ use vixen_plan::{Desired, Plan, Refusal};
 
 pub use execute::{ExecError, Executor, Timeouts};
 pub use observe::Connector;
+pub use progress::{Progress, Quiet, StepEvent};
 pub use store::{FileStore, Run, State, StateStore};
 
 /// How a reconcile ended.
@@ -81,10 +83,10 @@ pub async fn plan_only(conn: &Connector, desired: &Desired, store: &dyn StateSto
 ///
 /// # Errors
 /// Only when vixen's own state store cannot be read or written.
-pub async fn reconcile(conn: &Connector, desired: &Desired, configs: &desired::Configs, store: &dyn StateStore, timeouts: Timeouts) -> anyhow::Result<Outcome> {
+pub async fn reconcile(conn: &Connector, desired: &Desired, configs: &desired::Configs, store: &dyn StateStore, timeouts: Timeouts, progress: &dyn Progress) -> anyhow::Result<Outcome> {
     let rev = revision(desired);
     let mut state = store.load()?;
-    let exec = Executor { conn, configs, desired, store, timeouts, decommission: false };
+    let exec = Executor { conn, configs, desired, store, timeouts, decommission: false, progress };
     let mut steps = 0;
     if let Some(run) = &state.run {
         if run.revision == rev && run.done < run.plan.steps.len() {
@@ -135,7 +137,7 @@ pub async fn reconcile(conn: &Connector, desired: &Desired, configs: &desired::C
 ///
 /// # Errors
 /// Only when vixen's own state store cannot be read or written.
-pub async fn decommission(conn: &Connector, desired: &Desired, configs: &desired::Configs, store: &dyn StateStore, timeouts: Timeouts) -> anyhow::Result<Outcome> {
+pub async fn decommission(conn: &Connector, desired: &Desired, configs: &desired::Configs, store: &dyn StateStore, timeouts: Timeouts, progress: &dyn Progress) -> anyhow::Result<Outcome> {
     let mut state = store.load()?;
     let observed = observe::observe(conn, &desired.nodes, &state.inventory).await;
     let plan = match vixen_plan::plan_decommission(desired, &observed) {
@@ -145,7 +147,7 @@ pub async fn decommission(conn: &Connector, desired: &Desired, configs: &desired
     let total = plan.steps.len();
     state.run = Some(Run { revision: format!("decommission-{}", revision(desired)), plan, done: 0, in_flight: None });
     store.save(&state)?;
-    let exec = Executor { conn, configs, desired, store, timeouts, decommission: true };
+    let exec = Executor { conn, configs, desired, store, timeouts, decommission: true, progress };
     let result = exec.run(&mut state).await;
     let done = state.run.as_ref().map_or(0, |r| r.done);
     state.run = None;
