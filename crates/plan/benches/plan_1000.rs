@@ -25,7 +25,7 @@ fn main() {
         stabilization: Duration::from_secs(30),
         reset_on_removal: true,
     };
-    let mut observed = Observed { nodes: Vec::new(), etcd: Some(EtcdView::default()) };
+    let mut observed = Observed { nodes: Vec::new(), etcd: Some(EtcdView::default()), kubernetes: None };
     let mut inventory = Inventory { nodes: Vec::new(), kubernetes_version: Some("1.34.1".into()) };
     for i in 0..n {
         let name = format!("n{i:04}");

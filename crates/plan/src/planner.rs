@@ -13,6 +13,12 @@
 //! configs    changed configs: live ones with NO_REBOOT, others one node at a time with a reboot
 //! ```
 //!
+//! When the Kubernetes API answers, every disruption is wrapped as `kubectl` users expect: the
+//! Node is cordoned and drained (PodDisruptionBudgets honoured) before the node goes down,
+//! must be `Ready` again (on the new version) before it is uncordoned and the next node starts,
+//! and the Node object of a machine that was reset is deleted. A node vixen left cordoned (a run
+//! that stopped part way) is uncordoned once it is `Ready`, before any other node is disrupted.
+//!
 //! Identity: a node is its name in Git; a node whose name changed but whose maintenance address
 //! matches an inventory entry is the same machine renamed (never reset for it).
 
@@ -137,6 +143,7 @@ pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Re
         return Err(Refusal::NotBootstrapped);
     }
     let etcd = observed.etcd.clone().unwrap_or_default();
+    let kube = observed.kubernetes.as_ref();
 
     refuse_bad_paths(desired, &matches, inventory)?;
 
@@ -151,9 +158,9 @@ pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Re
             if configured_cps.is_empty() {
                 return Err(Refusal::Quorum(format!("removing {} would remove the last etcd member; add its replacement first", l.name)));
             }
-            remove_control_plane(&mut plan, l, &etcd, &mut members, &configured_cps, desired)?;
+            remove_control_plane(&mut plan, l, &etcd, &mut members, &configured_cps, desired, kube)?;
         } else if desired.reset_on_removal || l.role_change {
-            reset_node(&mut plan, l, "left Git");
+            reset_node(&mut plan, l, "left Git", kube, true);
         }
     }
 
@@ -164,7 +171,7 @@ pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Re
         .collect();
     adds.sort_by_key(|m| (m.desired.role != Role::Controlplane, m.desired.name.as_str()));
     for m in &adds {
-        add_node(&mut plan, m, desired, &etcd, &mut members)?;
+        add_node(&mut plan, m, desired, &etcd, &mut members, kube)?;
     }
     for m in &matches {
         if m.state() == NodeState::Unreachable && !adds.iter().any(|a| a.desired.name == m.desired.name) {
@@ -180,8 +187,25 @@ pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Re
         .filter(|m| m.observed.and_then(|o| o.talos_version).is_some_and(|v| v != desired.talos_version))
         .collect();
     upgrades.sort_by_key(|m| (m.desired.role != Role::Controlplane, etcd.leader_name() == Some(m.desired.hostname.as_str()), m.desired.name.as_str()));
+
+    // --- Nodes vixen left cordoned (a run stopped at their readiness gate): uncordoned once
+    // Ready, before anything else is disrupted. Nodes about to be upgraded get it with theirs.
+    if let Some(k) = kube {
+        for m in &matches {
+            let name = m.desired.name.as_str();
+            if m.state() == NodeState::Configured
+                && !added.contains(name)
+                && !upgrades.iter().any(|u| u.desired.name == name)
+                && k.node(&m.desired.hostname).is_some_and(|n| n.cordoned_by_vixen)
+            {
+                let node_name = m.desired.hostname.clone();
+                plan.steps.push(step(name, Action::WaitNodeReady { node_name: node_name.clone(), version: None }, "vixen left it cordoned: it must be Ready before it takes pods again", NONE));
+                plan.steps.push(step(name, Action::Uncordon { node_name }, "Ready again", NONE));
+            }
+        }
+    }
     for m in &upgrades {
-        upgrade_node(&mut plan, m, desired, &etcd, members.len());
+        upgrade_node(&mut plan, m, desired, &etcd, members.len(), kube);
     }
 
     // --- config changes on configured nodes; control planes first.
@@ -192,7 +216,7 @@ pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Re
         .collect();
     changes.sort_by_key(|m| (m.desired.role != Role::Controlplane, m.desired.name.as_str()));
     for m in changes {
-        change_config(&mut plan, m, desired, members.len());
+        change_config(&mut plan, m, desired, members.len(), kube);
     }
     Ok(plan)
 }
@@ -235,6 +259,7 @@ fn remove_control_plane(
     members: &mut Vec<String>,
     remaining: &[&Match<'_>],
     desired: &Desired,
+    kube: Option<&KubeView>,
 ) -> Result<(), Refusal> {
     let member = etcd.member(l.hostname);
     let others: Vec<&Member> = etcd.voters().filter(|m| m.name != l.hostname).collect();
@@ -250,6 +275,11 @@ fn remove_control_plane(
     }
     let reachable = l.observed.is_some_and(|o| o.state == NodeState::Configured);
     let why = if l.role_change { "changes role" } else { "left Git" };
+    let reset = reachable && (desired.reset_on_removal || l.role_change);
+    if reset {
+        // Pods go before the member does (the order of Talos' own graceful reset).
+        drain(plan, l.name, l.hostname, kube, why);
+    }
     if let Some(member) = member {
         if reachable {
             if etcd.leader == Some(member.id) && !others.is_empty() {
@@ -263,20 +293,41 @@ fn remove_control_plane(
         members.retain(|m| m != l.hostname);
         plan.steps.push(step(l.name, Action::CheckMembers { expected: members.clone() }, "etcd must list exactly the remaining members", NONE));
     }
-    if reachable && (desired.reset_on_removal || l.role_change) {
-        reset_node(plan, l, why);
+    if reset {
+        reset_node(plan, l, why, kube, false);
     }
     Ok(())
 }
 
-fn reset_node(plan: &mut Plan, l: &Leaving<'_>, why: &str) {
+fn reset_node(plan: &mut Plan, l: &Leaving<'_>, why: &str, kube: Option<&KubeView>, drain_first: bool) {
     if l.observed.is_some_and(|o| o.state == NodeState::Configured) {
+        if drain_first {
+            drain(plan, l.name, l.hostname, kube, why);
+        }
         plan.steps.push(step(l.name, Action::Reset { graceful: true }, format!("{why}: back to maintenance mode"), RESET));
         plan.steps.push(step(l.name, Action::WaitMaintenance { address: l.maintenance.to_string() }, "the reset must finish before anything else", NONE));
+        if kube.is_some_and(|k| k.node(l.hostname).is_some()) {
+            plan.steps.push(step(l.name, Action::DeleteNode { node_name: l.hostname.to_string() }, "the machine left the cluster: its Node object goes too", NONE));
+        }
     }
 }
 
-fn add_node(plan: &mut Plan, m: &Match<'_>, desired: &Desired, etcd: &EtcdView, members: &mut Vec<String>) -> Result<(), Refusal> {
+/// Cordon and drain before a disruption, when Kubernetes knows the node.
+fn drain(plan: &mut Plan, name: &str, hostname: &str, kube: Option<&KubeView>, why: &str) {
+    if kube.is_some_and(|k| k.node(hostname).is_some()) {
+        plan.steps.push(step(name, Action::Drain { node_name: hostname.to_string() }, format!("{why}: its pods move first"), NONE));
+    }
+}
+
+/// After a disruption: the Node must be Ready (on `version`) before it is uncordoned.
+fn back_in_kubernetes(plan: &mut Plan, name: &str, hostname: &str, kube: Option<&KubeView>, version: Option<String>) {
+    if kube.is_some_and(|k| k.node(hostname).is_some()) {
+        plan.steps.push(step(name, Action::WaitNodeReady { node_name: hostname.to_string(), version }, "Kubernetes must see the node Ready before the next one", NONE));
+        plan.steps.push(step(name, Action::Uncordon { node_name: hostname.to_string() }, "Ready: it takes pods again", NONE));
+    }
+}
+
+fn add_node(plan: &mut Plan, m: &Match<'_>, desired: &Desired, etcd: &EtcdView, members: &mut Vec<String>, kube: Option<&KubeView>) -> Result<(), Refusal> {
     let d = m.desired;
     // A node changing role is configured now but will be reset first: it is then found at its
     // maintenance address.
@@ -296,10 +347,13 @@ fn add_node(plan: &mut Plan, m: &Match<'_>, desired: &Desired, etcd: &EtcdView, 
         members.sort();
         plan.steps.push(step(&d.name, Action::CheckMembers { expected: members.clone() }, "etcd must list the new member", NONE));
     }
+    if kube.is_some() {
+        plan.steps.push(step(&d.name, Action::WaitNodeReady { node_name: d.hostname.clone(), version: None }, "its kubelet must register and be Ready before the next node", NONE));
+    }
     Ok(())
 }
 
-fn upgrade_node(plan: &mut Plan, m: &Match<'_>, desired: &Desired, etcd: &EtcdView, members: usize) {
+fn upgrade_node(plan: &mut Plan, m: &Match<'_>, desired: &Desired, etcd: &EtcdView, members: usize, kube: Option<&KubeView>) {
     let d = m.desired;
     let from = m.observed.and_then(|o| o.talos_version).expect("filtered on a version");
     let cp = d.role == Role::Controlplane;
@@ -309,16 +363,18 @@ fn upgrade_node(plan: &mut Plan, m: &Match<'_>, desired: &Desired, etcd: &EtcdVi
             plan.steps.push(step(&d.name, Action::ForfeitLeadership, "it leads etcd: hand over before rebooting", ETCD));
         }
     }
+    drain(plan, &d.name, &d.hostname, kube, "upgrade");
     let lifecycle = from.minor_pair() >= (1, 13);
     plan.steps.push(step(&d.name, Action::Upgrade { image: desired.installer_image.clone(), lifecycle }, format!("Talos v{from} -> v{}", desired.talos_version), REBOOT));
     plan.steps.push(step(&d.name, Action::WaitReady { address: d.address().to_string(), version: Some(format!("v{}", desired.talos_version)) }, "the node must report the new version and healthy services", NONE));
     if cp {
         plan.steps.push(step(&d.name, Action::WaitEtcdMember, "every member started, none a learner", NONE));
     }
+    back_in_kubernetes(plan, &d.name, &d.hostname, kube, Some(format!("v{}", desired.talos_version)));
     plan.steps.push(step(&d.name, Action::Stabilize { millis: desired.stabilization.as_millis() as u64 }, "stabilization wait before the next node", NONE));
 }
 
-fn change_config(plan: &mut Plan, m: &Match<'_>, desired: &Desired, members: usize) {
+fn change_config(plan: &mut Plan, m: &Match<'_>, desired: &Desired, members: usize, kube: Option<&KubeView>) {
     let d = m.desired;
     let at = m.observed.map_or_else(|| d.address().to_string(), |o| o.address.clone());
     let (reboot, what) = match m.prior {
@@ -332,6 +388,9 @@ fn change_config(plan: &mut Plan, m: &Match<'_>, desired: &Desired, members: usi
         plan.steps.push(step(&d.name, Action::CheckUpgradeSafe, "etcd must keep quorum while this member reboots", NONE));
     }
     let reason = if moved { format!("config changed ({what}); moves from {at} to {}", d.address()) } else { format!("config changed ({what})") };
+    if reboot {
+        drain(plan, &d.name, &d.hostname, kube, "the new config reboots it");
+    }
     plan.steps.push(step(&d.name, Action::ApplyConfig { mode, address: at, maintenance: false }, reason, if reboot { REBOOT } else { NONE }));
     if reboot || moved {
         plan.steps.push(step(&d.name, Action::WaitReady { address: d.address().to_string(), version: None }, if moved { "follow the node to its new address" } else { "back after the reboot" }, NONE));
@@ -340,6 +399,7 @@ fn change_config(plan: &mut Plan, m: &Match<'_>, desired: &Desired, members: usi
         if d.role == Role::Controlplane {
             plan.steps.push(step(&d.name, Action::WaitEtcdMember, "every member started, none a learner", NONE));
         }
+        back_in_kubernetes(plan, &d.name, &d.hostname, kube, None);
         plan.steps.push(step(&d.name, Action::Stabilize { millis: desired.stabilization.as_millis() as u64 }, "stabilization wait before the next node", NONE));
     }
 }

@@ -127,6 +127,34 @@ pub struct Observed {
     pub nodes: Vec<ObservedNode>,
     /// etcd, when a control plane answered.
     pub etcd: Option<EtcdView>,
+    /// Kubernetes, when its API answered. Without it, plans have no drain or readiness steps
+    /// (Talos still cordons and drains a node itself before an upgrade or a graceful reset).
+    pub kubernetes: Option<KubeView>,
+}
+
+/// What the Kubernetes API shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubeView {
+    /// Node objects.
+    pub nodes: Vec<KubeNode>,
+}
+
+impl KubeView {
+    /// The Node object called `name` (a hostname).
+    pub fn node(&self, name: &str) -> Option<&KubeNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// One Node object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeNode {
+    /// Node name (the machine's hostname).
+    pub name: String,
+    /// Its `Ready` condition is `True`.
+    pub ready: bool,
+    /// vixen cordoned it (and has not uncordoned it yet): a run stopped part way.
+    pub cordoned_by_vixen: bool,
 }
 
 impl Observed {
@@ -245,6 +273,29 @@ pub enum Action {
         /// How long.
         millis: u64,
     },
+    /// Cordon the Node and evict its pods (not DaemonSet or mirror pods) through the Eviction
+    /// API, so PodDisruptionBudgets are honoured; done when no such pod is left.
+    Drain {
+        /// Node object name (the hostname).
+        node_name: String,
+    },
+    /// Wait until the Node is `Ready` in Kubernetes (on `version` when given: its OS image).
+    WaitNodeReady {
+        /// Node object name.
+        node_name: String,
+        /// Talos version its OS image must show (`v1.11.6`).
+        version: Option<String>,
+    },
+    /// Make the Node schedulable again (only a cordon vixen made).
+    Uncordon {
+        /// Node object name.
+        node_name: String,
+    },
+    /// Delete the Node object of a machine that left the cluster.
+    DeleteNode {
+        /// Node object name.
+        node_name: String,
+    },
 }
 
 /// What a step can disrupt.
@@ -283,6 +334,9 @@ impl Step {
                 | Action::RemoveMember { .. }
                 | Action::Reset { .. }
                 | Action::Upgrade { .. }
+                | Action::Drain { .. }
+                | Action::Uncordon { .. }
+                | Action::DeleteNode { .. }
         )
     }
 }
@@ -315,6 +369,13 @@ impl fmt::Display for Step {
             }
             Action::CheckUpgradeSafe => "check etcd is safe to upgrade a member".into(),
             Action::Stabilize { millis } => format!("stabilize {}s", millis / 1000),
+            Action::Drain { node_name } => format!("cordon and drain Node {node_name}"),
+            Action::WaitNodeReady { node_name, version } => match version {
+                Some(v) => format!("wait for Node {node_name} Ready on {v}"),
+                None => format!("wait for Node {node_name} Ready"),
+            },
+            Action::Uncordon { node_name } => format!("uncordon Node {node_name}"),
+            Action::DeleteNode { node_name } => format!("delete Node {node_name}"),
         };
         let mut flags = Vec::new();
         if self.risk.reboot {

@@ -33,7 +33,7 @@ fn world(cps: usize, workers: usize) -> World {
         stabilization: Duration::from_secs(30),
         reset_on_removal: true,
     };
-    let mut observed = Observed { nodes: Vec::new(), etcd: Some(EtcdView::default()) };
+    let mut observed = Observed { nodes: Vec::new(), etcd: Some(EtcdView::default()), kubernetes: None };
     let mut inventory = Inventory { nodes: Vec::new(), kubernetes_version: Some("1.34.1".into()) };
     for i in 1..=cps {
         add(&mut desired, &mut observed, &mut inventory, &format!("cp-{i}"), Role::Controlplane, i, true);
@@ -104,6 +104,11 @@ fn summary(plan: &Plan) -> Vec<(String, String)> {
                 Action::Upgrade { lifecycle, .. } => format!("upgrade:{}", if *lifecycle { "lifecycle" } else { "legacy" }),
                 Action::CheckUpgradeSafe => "upgrade-safe".into(),
                 Action::Stabilize { .. } => "stabilize".into(),
+                Action::Drain { node_name } => format!("drain:{node_name}"),
+                Action::WaitNodeReady { version: Some(v), .. } => format!("node-ready:{v}"),
+                Action::WaitNodeReady { version: None, .. } => "node-ready".into(),
+                Action::Uncordon { node_name } => format!("uncordon:{node_name}"),
+                Action::DeleteNode { node_name } => format!("delete-node:{node_name}"),
             };
             (s.node.clone(), a)
         })
@@ -378,5 +383,142 @@ fn decommission_workers_first_then_control_planes_one_by_one_last_alone() {
             ("cp-3", "leave"), ("cp-3", "members=cp-2"), ("cp-3", "reset:true"), ("cp-3", "maintenance"),
             ("cp-2", "reset:false"), ("cp-2", "maintenance"),
         ])
+    );
+}
+
+// --- With a Kubernetes API: drain before, readiness after, as kubectl users expect.
+
+impl World {
+    /// The API answers and lists every configured node, Ready.
+    fn with_kubernetes(mut self) -> Self {
+        let nodes = self.inventory.nodes.iter().map(|n| KubeNode { name: n.hostname.clone(), ready: true, cordoned_by_vixen: false }).collect();
+        self.observed.kubernetes = Some(KubeView { nodes });
+        self
+    }
+    fn kube_node(&mut self, name: &str) -> &mut KubeNode {
+        self.observed.kubernetes.as_mut().unwrap().nodes.iter_mut().find(|n| n.name == name).unwrap()
+    }
+}
+
+#[test]
+fn kubernetes_upgrade_drains_each_node_and_waits_for_it_ready_on_the_new_version() {
+    let mut w = world(3, 1).with_kubernetes();
+    w.desired.talos_version = "v1.12.1".parse().unwrap();
+    let plan = w.plan().unwrap();
+    let want_for = |n: &'static str, cp: bool| {
+        let mut v = Vec::new();
+        if cp {
+            v.push((n, "upgrade-safe".to_string()));
+            if n == "cp-1" {
+                v.push((n, "forfeit".to_string()));
+            }
+        }
+        v.push((n, format!("drain:{n}")));
+        v.push((n, "upgrade:legacy".to_string()));
+        v.push((n, "ready".to_string()));
+        if cp {
+            v.push((n, "member".to_string()));
+        }
+        v.push((n, "node-ready:v1.12.1".to_string()));
+        v.push((n, format!("uncordon:{n}")));
+        v.push((n, "stabilize".to_string()));
+        v
+    };
+    let want: Vec<(String, String)> = [("cp-2", true), ("cp-3", true), ("cp-1", true), ("worker-1", false)]
+        .into_iter()
+        .flat_map(|(n, cp)| want_for(n, cp))
+        .map(|(n, a)| (n.to_string(), a))
+        .collect();
+    assert_eq!(summary(&plan), want);
+}
+
+#[test]
+fn kubernetes_removed_worker_is_drained_reset_and_its_node_object_deleted() {
+    let mut w = world(3, 2).with_kubernetes();
+    w.drop_from_git("worker-2");
+    let plan = w.plan().unwrap();
+    assert_eq!(
+        summary(&plan),
+        s(&[("worker-2", "drain:worker-2"), ("worker-2", "reset:true"), ("worker-2", "maintenance"), ("worker-2", "delete-node:worker-2")])
+    );
+    assert_eq!(mutated_nodes(&plan), ["worker-2".to_string()].into());
+}
+
+#[test]
+fn kubernetes_removed_control_plane_is_drained_before_its_member_leaves() {
+    let mut w = world(5, 0).with_kubernetes();
+    w.drop_from_git("cp-5");
+    let plan = w.plan().unwrap();
+    assert_eq!(
+        summary(&plan),
+        s(&[
+            ("cp-5", "drain:cp-5"),
+            ("cp-5", "leave"),
+            ("cp-5", "members=cp-1+cp-2+cp-3+cp-4"),
+            ("cp-5", "reset:true"),
+            ("cp-5", "maintenance"),
+            ("cp-5", "delete-node:cp-5"),
+        ])
+    );
+}
+
+#[test]
+fn kubernetes_new_node_must_be_ready_before_the_next_one() {
+    let mut w = world(3, 0).with_kubernetes();
+    w.new_node("worker-1", Role::Worker, 11);
+    w.new_node("worker-2", Role::Worker, 12);
+    let plan = w.plan().unwrap();
+    assert_eq!(
+        summary(&plan),
+        s(&[("worker-1", "apply:Auto"), ("worker-1", "ready"), ("worker-1", "node-ready"), ("worker-2", "apply:Auto"), ("worker-2", "ready"), ("worker-2", "node-ready")])
+    );
+}
+
+#[test]
+fn kubernetes_node_left_cordoned_by_a_stopped_run_is_uncordoned_once_ready_before_the_rest() {
+    let mut w = world(3, 2).with_kubernetes();
+    w.desired.talos_version = "v1.12.1".parse().unwrap();
+    // cp-2 was upgraded by a run that stopped at its readiness gate.
+    w.observed("cp-2").talos_version = Some("v1.12.1".parse().unwrap());
+    w.kube_node("cp-2").cordoned_by_vixen = true;
+    w.kube_node("cp-2").ready = false;
+    let plan = w.plan().unwrap();
+    let got = summary(&plan);
+    assert_eq!(&got[..2], &s(&[("cp-2", "node-ready"), ("cp-2", "uncordon:cp-2")])[..], "{got:#?}");
+    assert!(got[2..].iter().all(|(n, _)| n != "cp-2"), "cp-2 is not upgraded again: {got:#?}");
+}
+
+#[test]
+fn kubernetes_live_config_change_neither_drains_nor_cordons() {
+    let mut w = world(3, 1).with_kubernetes();
+    let mut sections = base_sections();
+    sections[0] = ("machine.network", "n2");
+    w.node("worker-1").config = digest("worker-1b", &sections);
+    let plan = w.plan().unwrap();
+    assert_eq!(summary(&plan), s(&[("worker-1", "apply:NoReboot")]));
+}
+
+#[test]
+fn kubernetes_rebooting_config_change_drains_and_waits_ready() {
+    let mut w = world(3, 1).with_kubernetes();
+    let mut sections = base_sections();
+    sections[4] = ("machine.files", "f2");
+    w.node("worker-1").config = digest("worker-1b", &sections);
+    let plan = w.plan().unwrap();
+    assert_eq!(
+        summary(&plan),
+        s(&[("worker-1", "drain:worker-1"), ("worker-1", "apply:Reboot"), ("worker-1", "ready"), ("worker-1", "node-ready"), ("worker-1", "uncordon:worker-1"), ("worker-1", "stabilize")])
+    );
+}
+
+#[test]
+fn without_kubernetes_plans_have_no_kubernetes_steps() {
+    let mut w = world(3, 2);
+    w.desired.talos_version = "v1.12.1".parse().unwrap();
+    w.drop_from_git("worker-2");
+    let plan = w.plan().unwrap();
+    assert!(
+        !plan.steps.iter().any(|s| matches!(s.action, Action::Drain { .. } | Action::WaitNodeReady { .. } | Action::Uncordon { .. } | Action::DeleteNode { .. })),
+        "{plan:#?}"
     );
 }
