@@ -41,6 +41,8 @@ enum Command {
     Agent(Box<cmd::agent::Args>),
     /// Show the VixenCluster status the agent writes: revision, phase, nodes, conditions.
     Status(cmd::agent::StatusArgs),
+    /// Write an admin kubeconfig fetched from a control plane (like `talosctl kubeconfig`).
+    Kubeconfig(cmd::kubeconfig::Args),
     /// Run simulated Talos nodes with real etcd on loopback, for tests and rehearsals.
     #[command(subcommand)]
     Lab(cmd::lab::Command),
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => cmd::agent::plan(args),
         Command::Agent(args) => cmd::agent::run(*args),
         Command::Status(args) => cmd::agent::status(args),
+        Command::Kubeconfig(args) => cmd::kubeconfig::run(args),
     };
     match result {
         Ok(code) => code,

@@ -119,10 +119,12 @@ const CALLS: &[(&str, &str, &str, &str)] = &[
     ("cilium.io", "ciliuml2announcementpolicies", "create", "vixen_k8s::cilium (apply creating the object)"),
     ("cilium.io", "ciliuml2announcementpolicies", "list", "vixen_k8s::cilium (prune: list managed)"),
     ("cilium.io", "ciliuml2announcementpolicies", "delete", "vixen_k8s::cilium (prune)"),
-    // Reserved by the issue for cordoning before a reboot; Talos drains on its own today.
-    ("", "nodes", "get", "node state (reserved: cordon)"),
-    ("", "nodes", "list", "node state (reserved: cordon)"),
-    ("", "nodes", "patch", "cordon (reserved)"),
+    ("", "nodes", "get", "vixen_k8s::nodes (readiness gate, cordon, uncordon)"),
+    ("", "nodes", "list", "vixen_k8s::nodes (observe: Ready, cordoned by vixen)"),
+    ("", "nodes", "patch", "vixen_k8s::nodes (cordon, uncordon: merge patch)"),
+    ("", "nodes", "delete", "vixen_k8s::nodes (the Node of a reset machine)"),
+    ("", "pods", "list", "vixen_k8s::nodes (drain: pods on the node)"),
+    ("", "pods/eviction", "create", "vixen_k8s::nodes (drain: Eviction API)"),
 ];
 
 fn grants(role: &Value) -> BTreeSet<(String, String, String)> {
@@ -152,5 +154,5 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
     assert!(!granted.iter().any(|(_, r, _)| r == "secrets"));
     // Namespaced objects only in vixen's namespace.
     let cluster_wide: BTreeSet<String> = grants(find(&all, "ClusterRole", "vixen")).into_iter().map(|(_, r, _)| r).collect();
-    assert_eq!(cluster_wide, BTreeSet::from(["ciliuml2announcementpolicies".into(), "ciliumloadbalancerippools".into(), "nodes".into()]));
+    assert_eq!(cluster_wide, BTreeSet::from(["ciliuml2announcementpolicies".into(), "ciliumloadbalancerippools".into(), "nodes".into(), "pods".into(), "pods/eviction".into()]));
 }

@@ -31,6 +31,10 @@ pub struct Target {
     /// age identity file (else SOPS_AGE_KEY, SOPS_AGE_KEY_FILE or the sops default keys file).
     #[arg(long, env = "VIXEN_AGE_KEY_FILE")]
     pub age_key: Option<PathBuf>,
+    /// Kubernetes API for drains and readiness gates (default: an admin kubeconfig from a
+    /// control plane, as `talosctl kubeconfig` gets it; `off` for none).
+    #[arg(long, value_name = "FILE|off")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl Target {
@@ -62,7 +66,7 @@ impl Target {
             Some(path) => Talosconfig::load(path).and_then(|t| t.credentials(None)).map_err(|e| at("credentials")(e.into()))?,
             None => Credentials::from_bundle(&bundle).map_err(|e| at("credentials")(e.into()))?,
         };
-        Ok(Prepared { desired, configs, conn: Connector::new(creds), network: repo.network.value.clone(), cluster: repo.cluster.value.name.clone() })
+        Ok(Prepared { desired, configs, conn: Connector::new(creds).with_kube(self.kube_access()), network: repo.network.value.clone(), cluster: repo.cluster.value.name.clone() })
     }
 
     pub fn prepare(&self) -> anyhow::Result<(vixen_plan::Desired, engine::desired::Configs, Connector)> {
@@ -73,7 +77,15 @@ impl Target {
             Some(path) => Talosconfig::load(path)?.credentials(None)?,
             None => Credentials::from_bundle(&bundle)?,
         };
-        Ok((desired, configs, Connector::new(creds)))
+        Ok((desired, configs, Connector::new(creds).with_kube(self.kube_access())))
+    }
+
+    fn kube_access(&self) -> engine::KubeAccess {
+        match &self.kubeconfig {
+            Some(p) if p.as_os_str() == "off" => engine::KubeAccess::Off,
+            Some(p) => engine::KubeAccess::Kubeconfig(p.clone()),
+            None => engine::KubeAccess::FromTalos,
+        }
     }
 }
 
@@ -87,6 +99,9 @@ pub struct Args {
     /// How long a node may take to come back from a reboot, install or upgrade.
     #[arg(long, default_value = "600", value_name = "SECONDS")]
     pub ready_timeout: u64,
+    /// How long draining a Node may take (PodDisruptionBudgets may hold evictions back).
+    #[arg(long, default_value = "600", value_name = "SECONDS")]
+    pub drain_timeout: u64,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }
@@ -216,8 +231,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let (desired, configs, conn) = args.target.prepare()?;
     let store = engine::file_store(&args.target.state_dir());
-    let timeouts = Timeouts { ready: Duration::from_secs(args.ready_timeout), member: Duration::from_secs(args.ready_timeout), maintenance: Duration::from_secs(args.ready_timeout), ..Timeouts::default() };
-    let outcome = runtime()?.block_on(engine::reconcile(&conn, &desired, &configs, &store, timeouts, &engine::Quiet)).context("reconcile")?;
+    let outcome = runtime()?.block_on(engine::reconcile(&conn, &desired, &configs, &store, timeouts(&args), &engine::Quiet)).context("reconcile")?;
     Ok(report(&outcome))
 }
 
@@ -275,7 +289,7 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 
 fn timeouts(args: &Args) -> Timeouts {
     let t = Duration::from_secs(args.ready_timeout);
-    Timeouts { ready: t, member: t, maintenance: t, ..Timeouts::default() }
+    Timeouts { ready: t, member: t, maintenance: t, drain: Duration::from_secs(args.drain_timeout), ..Timeouts::default() }
 }
 
 fn git_options(args: &Args, url: &str) -> GitOptions {

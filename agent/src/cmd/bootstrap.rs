@@ -56,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::write_private(&args.out.join("talosconfig"), talosconfig.as_bytes(), true)?;
     // Talos streams the kubeconfig as a .tar.gz holding one file.
     match rt.block_on(async { conn.node(&address)?.kubeconfig().await }) {
-        Ok(archive) => match first_file_of_targz(&archive) {
+        Ok(archive) => match vixen::engine::kube::first_file_of_targz(&archive) {
             Ok(kubeconfig) => super::write_private(&args.out.join("kubeconfig"), &kubeconfig, true)?,
             Err(e) => eprintln!("no kubeconfig: the node's archive is unreadable: {e}"),
         },
@@ -69,19 +69,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.target.repo.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// The content of the first regular file of a .tar.gz archive.
-fn first_file_of_targz(archive: &[u8]) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
-    for entry in tar.entries()? {
-        let mut entry = entry?;
-        if entry.header().entry_type().is_file() {
-            let mut out = Vec::new();
-            entry.read_to_end(&mut out)?;
-            return Ok(out);
-        }
-    }
-    anyhow::bail!("the archive holds no file")
 }

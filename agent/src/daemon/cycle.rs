@@ -346,9 +346,14 @@ impl Agent {
             Some(k) => &k.store,
             None => &self.file_store,
         };
-        let outcome = engine::reconcile(&p.conn, &p.desired, &p.configs, store, self.cfg.timeouts.clone(), &engine::Quiet).await;
+        // In the cluster, drains and readiness gates go through the agent's own client.
+        let conn = match &self.kube {
+            Some(k) => p.conn.clone().with_kube(engine::KubeAccess::Client(k.client.clone())),
+            None => p.conn.clone(),
+        };
+        let outcome = engine::reconcile(&conn, &p.desired, &p.configs, store, self.cfg.timeouts.clone(), &engine::Quiet).await;
         let inventory = store.load().map(|s| s.inventory).unwrap_or_default();
-        let observed = engine::observe::observe(&p.conn, &p.desired.nodes, &inventory).await;
+        let observed = engine::observe::observe(&conn, &p.desired.nodes, &inventory).await;
         let (label, phase, state, reason, mut message) = match &outcome {
             Ok(Outcome::Converged { steps }) => ("converged", Phase::Ready, CommitState::Success, "Applied", format!("applied in {steps} steps; the cluster matches {}", short(revision))),
             Ok(Outcome::Waiting { steps, waiting }) => ("waiting", Phase::Waiting, CommitState::Pending, "Waiting", format!("{steps} steps done; waiting on {}", waiting.first().map(String::as_str).unwrap_or("nodes"))),

@@ -28,13 +28,15 @@ pub struct Timeouts {
     pub member: Duration,
     /// A node going back to maintenance mode.
     pub maintenance: Duration,
+    /// Draining a Node (PodDisruptionBudgets may hold evictions back).
+    pub drain: Duration,
     /// Between two polls.
     pub poll: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { ready: Duration::from_secs(600), member: Duration::from_secs(300), maintenance: Duration::from_secs(600), poll: Duration::from_millis(250) }
+        Self { ready: Duration::from_secs(600), member: Duration::from_secs(300), maintenance: Duration::from_secs(600), drain: Duration::from_secs(600), poll: Duration::from_millis(250) }
     }
 }
 
@@ -54,6 +56,9 @@ pub enum StepError {
     /// vixen's own state could not be saved.
     #[error("state store: {0}")]
     Store(String),
+    /// The Kubernetes API refused or failed a call (a drain that ran out of time included).
+    #[error(transparent)]
+    Kube(#[from] vixen_k8s::Error),
 }
 
 impl StepError {
@@ -64,6 +69,7 @@ impl StepError {
             StepError::Gate(_) => "gate",
             StepError::Talos(e) => e.category(),
             StepError::Store(_) => "store",
+            StepError::Kube(e) => e.category(),
         }
     }
 }
@@ -318,6 +324,29 @@ impl Executor<'_> {
                     return Err(StepError::Interlock(format!("etcd member {} is not started or still a learner", m.name)));
                 }
             }
+            Action::Drain { node_name } => {
+                let report = self.kube(state_cps(self.desired, inv.as_ref())).await?.drain(node_name, self.timeouts.drain, self.timeouts.poll.max(Duration::from_secs(1))).await?;
+                tracing::info!(node = %node_name, evicted = report.evicted.len(), ignored = report.ignored.len(), "drained");
+            }
+            Action::WaitNodeReady { node_name, version } => {
+                let api = self.kube(state_cps(self.desired, inv.as_ref())).await?;
+                let what = match version {
+                    Some(v) => format!("Node {node_name} Ready in Kubernetes on Talos {v}"),
+                    None => format!("Node {node_name} Ready in Kubernetes"),
+                };
+                self.wait(self.timeouts.ready, &what, || async {
+                    // The OS image names the Talos version the kubelet last registered with:
+                    // a Ready from before the reboot does not count.
+                    api.get(node_name).await.ok().flatten().is_some_and(|n| n.ready && version.as_ref().is_none_or(|v| n.os_image.contains(&format!("({v})"))))
+                })
+                .await?;
+            }
+            Action::Uncordon { node_name } => {
+                self.kube(state_cps(self.desired, inv.as_ref())).await?.uncordon(node_name).await?;
+            }
+            Action::DeleteNode { node_name } => {
+                self.kube(state_cps(self.desired, inv.as_ref())).await?.delete(node_name).await?;
+            }
             Action::Stabilize { millis } => {
                 let address = self.address(&step.node, inv.as_ref());
                 let until = Instant::now() + Duration::from_millis(*millis);
@@ -330,6 +359,11 @@ impl Executor<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The Kubernetes client for a Kubernetes step.
+    async fn kube(&self, control_planes: Vec<String>) -> Result<vixen_k8s::Nodes, StepError> {
+        self.conn.kube_nodes(&control_planes).await.ok_or_else(|| StepError::Gate("no Kubernetes API answers (needed for this step)".into()))
     }
 
     /// Removes `node`'s member through another control plane whose etcd answers.
@@ -362,6 +396,13 @@ impl Executor<'_> {
             tokio::time::sleep(self.timeouts.poll).await;
         }
     }
+}
+
+/// Control-plane addresses to ask for a kubeconfig.
+fn state_cps(desired: &Desired, inv: Option<&Inventory>) -> Vec<String> {
+    let mut out: Vec<String> = desired.nodes.iter().filter(|n| n.role == Role::Controlplane).map(|n| n.address().to_string()).collect();
+    out.extend(inv.into_iter().flat_map(|i| i.nodes.iter()).filter(|n| n.role == Role::Controlplane).map(|n| n.address.clone()));
+    out
 }
 
 /// Steps whose call must not be repeated after a crash (the node may be rebooting from it).

@@ -10,6 +10,7 @@
 pub mod bootstrap;
 pub mod desired;
 pub mod execute;
+pub mod kube;
 pub mod observe;
 pub mod progress;
 pub mod store;
@@ -19,6 +20,7 @@ use std::path::Path;
 use vixen_plan::{Desired, Plan, Refusal};
 
 pub use execute::{ExecError, Executor, Timeouts};
+pub use kube::KubeAccess;
 pub use observe::Connector;
 pub use progress::{Progress, Quiet, StepEvent};
 pub use store::{FileStore, Run, State, StateStore};

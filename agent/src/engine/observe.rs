@@ -21,6 +21,9 @@ pub struct Connector {
     pub probe: CallOptions,
     /// Options for actions.
     pub act: CallOptions,
+    /// How Kubernetes is reached (for drains and readiness gates).
+    pub kube: super::kube::KubeAccess,
+    pub(crate) kube_cache: super::kube::KubeCache,
 }
 
 impl Connector {
@@ -32,7 +35,15 @@ impl Connector {
             retries: 0,
             ..CallOptions::default()
         };
-        Self { creds, probe, act: CallOptions::default() }
+        Self { creds, probe, act: CallOptions::default(), kube: super::kube::KubeAccess::default(), kube_cache: super::kube::KubeCache::default() }
+    }
+
+    /// The same, reaching Kubernetes through `kube`.
+    #[must_use]
+    pub fn with_kube(mut self, kube: super::kube::KubeAccess) -> Self {
+        self.kube = kube;
+        self.kube_cache = super::kube::KubeCache::default();
+        self
     }
 
     /// The credentials presented (for writing a talosconfig).
@@ -161,5 +172,9 @@ pub async fn observe(conn: &Connector, desired: &[DesiredNode], inventory: &Inve
             break;
         }
     }
-    Observed { nodes, etcd }
+    let kubernetes = match conn.kube_nodes(&cps).await {
+        Some(api) if !cps.is_empty() => super::kube::view(&api).await,
+        _ => None,
+    };
+    Observed { nodes, etcd, kubernetes }
 }

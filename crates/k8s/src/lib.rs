@@ -7,6 +7,7 @@
 //!                                                         CiliumL2AnnouncementPolicy (+ prune)
 //! status        ──apply status──► VixenCluster "<cluster>" (kubectl get vixenclusters)
 //! Events        ──create──► events.k8s.io/v1 Event, regarding the VixenCluster
+//! Nodes         ──cordon/evict/uncordon/delete──► Node, pods/eviction (the engine's gates)
 //! ```
 //!
 //! Every write goes through [`kube::Client`], so the unit tests drive it with a `tower_test` mock
@@ -16,12 +17,14 @@ pub mod cilium;
 pub mod events;
 pub mod journal;
 pub mod lease;
+pub mod nodes;
 pub mod status;
 
 pub use cilium::{ApplyReport, CiliumApi, Conflict, NetworkObjects, PoolVersion};
 pub use events::{EventRecorder, EventType};
 pub use journal::Journal;
 pub use lease::{LeaderElector, LeaseConfig};
+pub use nodes::{CORDONED_BY_VIXEN, DrainReport, NodeView, Nodes};
 pub use status::{Condition, NodeStatus, Phase, StatusApi, VixenCluster, VixenClusterSpec, VixenClusterStatus, render_table};
 
 /// The field manager of every server-side apply vixen makes.
@@ -67,6 +70,16 @@ pub enum Error {
     /// The repo's network file cannot be turned into Cilium objects.
     #[error("network.yaml: {0}")]
     Network(String),
+    /// A drain ran out of time with pods still on the node.
+    #[error("draining node {node}: {} pod(s) still there ({}); last refusal: {reason}", pods.len(), pods.join(", "))]
+    Drain {
+        /// The node.
+        node: String,
+        /// Pods left (`namespace/name`).
+        pods: Vec<String>,
+        /// Why the last eviction was refused.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -83,6 +96,7 @@ impl Error {
             Self::NotLeader(_) => "not_leader",
             Self::Decode { .. } => "kube_decode",
             Self::Network(_) => "network_config",
+            Self::Drain { .. } => "drain_timeout",
         }
     }
 

@@ -10,7 +10,7 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use common::*;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role as RbacRole, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -18,7 +18,7 @@ use kube::CustomResourceExt as _;
 use serde_json::json;
 use tokio::sync::watch;
 use vixen_k8s::status::StatusApi;
-use vixen_k8s::{CiliumApi, EventRecorder, EventType, Journal, LeaderElector, LeaseConfig, NetworkObjects, Phase, PoolVersion, VixenCluster, VixenClusterSpec, VixenClusterStatus};
+use vixen_k8s::{CiliumApi, EventRecorder, EventType, Journal, LeaderElector, LeaseConfig, NetworkObjects, Phase, PoolVersion, VixenCluster, VixenClusterSpec, VixenClusterStatus, Nodes};
 use vixen_lab::{Lab, LabOptions, Role};
 
 const NET: u8 = 243;
@@ -188,6 +188,38 @@ async fn as_the_vixen_service_account_on_a_real_api_server() {
     // v2alpha1 pools are still served by the pinned Cilium CRD.
     CiliumApi::new(sa.clone(), PoolVersion::V2Alpha1, true).apply(&NetworkObjects::from_network(&fewer, PoolVersion::V2Alpha1)).await.unwrap();
 
+    // Node gates, as the ServiceAccount: drain evicts through the Eviction API and leaves
+    // DaemonSet pods; vixen uncordons only its own cordon; deleting a Node is allowed.
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    // The service-account controller's part (no kube-controller-manager in the lab).
+    create(&Api::<ServiceAccount>::namespaced(admin.clone(), "default"), json!({ "metadata": { "name": "default" } })).await;
+    let pod = |name: &str, owner: Option<serde_json::Value>| {
+        let mut p = json!({ "metadata": { "name": name }, "spec": { "nodeName": "cp1", "containers": [{ "name": "app", "image": "registry.k8s.io/pause:3.10" }] } });
+        if let Some(o) = owner {
+            p["metadata"]["ownerReferences"] = json!([o]);
+        }
+        p
+    };
+    create(&pods, pod("web", None)).await;
+    create(&pods, pod("agent-x", Some(json!({ "apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "00000000-0000-0000-0000-000000000001", "controller": true })))).await;
+    let gates = Nodes::new(sa.clone());
+    let report = gates.drain("cp1", Duration::from_secs(60), Duration::from_millis(200)).await.unwrap();
+    assert_eq!(report.evicted, ["default/web"]);
+    assert_eq!(report.ignored, ["default/agent-x"]);
+    assert!(pods.get_opt("web").await.unwrap().is_none());
+    let cp1 = gates.get("cp1").await.unwrap().unwrap();
+    assert!(cp1.unschedulable && cp1.cordoned_by_vixen, "{cp1:?}");
+    gates.uncordon("cp1").await.unwrap();
+    let cp1 = gates.get("cp1").await.unwrap().unwrap();
+    assert!(!cp1.unschedulable && !cp1.cordoned_by_vixen, "{cp1:?}");
+    let admin_nodes: Api<Node> = Api::all(admin.clone());
+    admin_nodes.patch("cp1", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "unschedulable": true } }))).await.unwrap();
+    gates.cordon("cp1").await.unwrap();
+    gates.uncordon("cp1").await.unwrap();
+    assert!(gates.get("cp1").await.unwrap().unwrap().unschedulable, "an operator's cordon stays");
+    // Pods are evicted, never deleted outright.
+    assert!(forbidden_call(Api::<Pod>::namespaced(sa.clone(), "default").delete("agent-x", &DeleteParams::default()).await.map(|_| ())));
+
     // Least privilege: no Secrets, nothing outside what vixen calls.
     let forbidden = |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
     assert!(forbidden(Api::<Secret>::namespaced(sa.clone(), "vixen-system").list(&ListParams::default()).await.map(|_| ())));
@@ -195,5 +227,10 @@ async fn as_the_vixen_service_account_on_a_real_api_server() {
     assert!(forbidden(Api::<ConfigMap>::namespaced(sa.clone(), "kube-system").get("any").await.map(|_| ())));
     assert!(forbidden(Api::<ConfigMap>::namespaced(sa.clone(), "vixen-system").delete("vixen-state", &DeleteParams::default()).await.map(|_| ())));
     assert!(forbidden(Api::<Namespace>::all(sa.clone()).list(&ListParams::default()).await.map(|_| ())));
-    assert!(forbidden(Api::<Node>::all(sa.clone()).delete("cp1", &DeleteParams::default()).await.map(|_| ())));
+    assert!(forbidden(Api::<Node>::all(sa.clone()).create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": "rogue" } })).unwrap()).await.map(|_| ())));
+    gates.delete("cp1").await.unwrap();
+}
+
+fn forbidden_call(r: Result<(), kube::Error>) -> bool {
+    matches!(r, Err(kube::Error::Api(s)) if s.code == 403)
 }

@@ -4,13 +4,20 @@
 //!
 //! Writes go through server-side apply under one field manager, on the object (labels) and on its
 //! `status` subresource; the spec (`unschedulable`, taints) is left to whoever cordons.
+//!
+//! Pods bound to a node are a kubelet's too: a running node reports them Running and Ready, and
+//! finishes the deletion of a pod being deleted (an eviction sets its deletion timestamp; the
+//! kubelet stops its containers, then deletes it with grace 0). A node that is down leaves
+//! them as they are until it is back, as a real kubelet does.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Pod, PodCondition, PodStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 
 use crate::config::image_tag;
 use crate::lab::LabInner;
@@ -46,7 +53,9 @@ impl Kubelet {
                 continue;
             }
             let name = n.hostname();
-            let ready = n.mode() == Mode::Configured;
+            let mut not_ready = false;
+            n.faults(|f| not_ready = f.kubelet_not_ready);
+            let ready = n.mode() == Mode::Configured && !not_ready;
             if ready && !self.registered.contains(&name) {
                 match register(&api, n, &cfg).await {
                     Ok(()) => {
@@ -89,6 +98,61 @@ impl Kubelet {
                     self.posted.remove(&name);
                 }
                 Err(e) => tracing::debug!(node = %name, error = %e, "node status"),
+            }
+        }
+        self.pods(lab, client).await;
+    }
+
+    /// The pods of running nodes: report new ones Running, finish deletions.
+    async fn pods(&self, lab: &LabInner, client: &kube::Client) {
+        let running: HashSet<String> = lab
+            .nodes
+            .iter()
+            .filter(|n| n.mode() == Mode::Configured)
+            .map(|n| n.hostname())
+            .filter(|h| self.registered.contains(h))
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let all: Api<Pod> = Api::all(client.clone());
+        let Ok(list) = all.list(&ListParams::default()).await else { return };
+        for pod in list.items {
+            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
+            if !running.contains(&node) {
+                continue;
+            }
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            if pod.metadata.deletion_timestamp.is_some() {
+                let dp = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+                if let Err(e) = api.delete(&name, &dp).await {
+                    tracing::debug!(pod = %name, error = %e, "pod deletion");
+                }
+                continue;
+            }
+            let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+            if phase.is_none() || phase.as_deref() == Some("Pending") {
+                let now = Time(k8s_openapi::jiff::Timestamp::now());
+                let status = Pod {
+                    metadata: ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() },
+                    status: Some(PodStatus {
+                        phase: Some("Running".into()),
+                        conditions: Some(vec![PodCondition {
+                            type_: "Ready".into(),
+                            status: "True".into(),
+                            last_transition_time: Some(now),
+                            ..PodCondition::default()
+                        }]),
+                        ..PodStatus::default()
+                    }),
+                    ..Pod::default()
+                };
+                let pp = PatchParams::apply(MANAGER).force();
+                if let Err(e) = api.patch_status(&name, &pp, &Patch::Apply(&status)).await {
+                    tracing::debug!(pod = %name, error = %e, "pod status");
+                }
             }
         }
     }

@@ -34,17 +34,24 @@ pub enum Fault {
     FailNextUpgrade,
     /// This address of the node stops answering (a link or VLAN cut), from the next boot on.
     AddrDown(std::net::IpAddr),
+    /// Its kubelet reports the Node NotReady (`--kube`), while Talos itself stays healthy.
+    KubeletNotReady,
+    /// Its kubelet reports Ready again.
+    KubeletReady,
 }
 
 impl std::str::FromStr for Fault {
     type Err = String;
-    /// `down`, `up`, `slow-reboot MS`, `fail-next-upgrade`, `addr-down ADDR`.
+    /// `down`, `up`, `slow-reboot MS`, `fail-next-upgrade`, `addr-down ADDR`,
+    /// `kubelet-not-ready`, `kubelet-ready`.
     fn from_str(s: &str) -> Result<Self, String> {
         let mut words = s.split_whitespace();
         match (words.next(), words.next()) {
             (Some("down"), None) => Ok(Fault::Down),
             (Some("up"), None) => Ok(Fault::Up),
             (Some("fail-next-upgrade"), None) => Ok(Fault::FailNextUpgrade),
+            (Some("kubelet-not-ready"), None) => Ok(Fault::KubeletNotReady),
+            (Some("kubelet-ready"), None) => Ok(Fault::KubeletReady),
             (Some("slow-reboot"), Some(ms)) => ms
                 .parse()
                 .map(Fault::SlowReboot)
@@ -183,6 +190,8 @@ impl Lab {
             Fault::SlowReboot(ms) => node.faults(|f| f.slow_reboot_ms = Some(ms)),
             Fault::FailNextUpgrade => node.faults(|f| f.fail_next_upgrade = true),
             Fault::AddrDown(ip) => node.faults(|f| f.addrs_down.push(ip)),
+            Fault::KubeletNotReady => node.faults(|f| f.kubelet_not_ready = true),
+            Fault::KubeletReady => node.faults(|f| f.kubelet_not_ready = false),
         }
         self.inner.publish();
         Ok(())

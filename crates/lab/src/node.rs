@@ -48,6 +48,8 @@ pub(crate) struct Faults {
     pub fail_next_upgrade: bool,
     /// Addresses cut off (the node keeps them in its config but nobody reaches them there).
     pub addrs_down: Vec<IpAddr>,
+    /// The kubelet reports NotReady although Talos runs fine (a CNI or runtime problem).
+    pub kubelet_not_ready: bool,
 }
 
 /// Mutable state; never held across an await.
