@@ -444,3 +444,77 @@ impl ActionText for Step {
         after_node.split("  -- ").next().unwrap_or(after_node).to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The interlocks hold whatever the plan says: a crafted plan that resets a node still in
+    //! Git with its role is refused before any call.
+
+    use std::time::Duration;
+
+    use vixen_plan::{ConfigDigest, Desired, DesiredNode, Inventory, InventoryNode, Plan, Risk, Role, Step};
+
+    use super::*;
+    use crate::engine::{FileStore, KubeAccess, Quiet};
+
+    /// Addresses where nothing listens: a call that gets through fails with a transport error.
+    fn node(name: &str, role: Role, n: u8) -> DesiredNode {
+        DesiredNode {
+            name: name.into(),
+            hostname: name.into(),
+            role,
+            maintenance_address: format!("127.254.1.{n}"),
+            management_addresses: vec![format!("127.254.0.{n}")],
+            config: ConfigDigest { whole: name.into(), sections: Default::default() },
+        }
+    }
+
+    fn inventory_entry(d: &DesiredNode, role: Role) -> InventoryNode {
+        InventoryNode { name: d.name.clone(), hostname: d.hostname.clone(), role, maintenance_address: d.maintenance_address.clone(), address: d.management_addresses[0].clone(), config: d.config.clone() }
+    }
+
+    /// Runs a one-step plan resetting `target`; `git` is what Git holds, `inventory` what vixen
+    /// configured (name, role).
+    async fn reset(target: &str, git: &[(&str, Role)], inventory: &[(&str, Role)]) -> Result<(), ExecError> {
+        let desired = Desired {
+            talos_version: "v1.11.6".parse().unwrap(),
+            installer_image: "ghcr.io/siderolabs/installer:v1.11.6".into(),
+            kubernetes_version: "1.34.1".parse().unwrap(),
+            nodes: git.iter().enumerate().map(|(i, (n, r))| node(n, *r, i as u8 + 1)).collect(),
+            stabilization: Duration::ZERO,
+            reset_on_removal: true,
+        };
+        let inv = Inventory { nodes: inventory.iter().enumerate().map(|(i, (n, r))| inventory_entry(&node(n, *r, i as u8 + 1), *r)).collect(), kubernetes_version: None };
+        let bundle = vixen_pki::SecretsBundle::generate().unwrap();
+        let mut conn = Connector::new(vixen_talos::Credentials::from_bundle(&bundle).unwrap()).with_kube(KubeAccess::Off);
+        conn.act = vixen_talos::CallOptions { timeout: Duration::from_secs(1), connect_timeout: Duration::from_millis(200), retries: 0, ..vixen_talos::CallOptions::default() };
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().join("state.json"));
+        let plan = Plan { steps: vec![Step { node: target.into(), action: Action::Reset { graceful: true }, reason: "crafted".into(), risk: Risk { reboot: true, reset: true, etcd: false } }], waiting: vec![] };
+        let mut state = State { inventory: inv, run: Some(Run { revision: "r".into(), plan, done: 0, in_flight: None }) };
+        let configs = Configs::new();
+        let exec = Executor { conn: &conn, configs: &configs, desired: &desired, store: &store, timeouts: Timeouts::default(), decommission: false, progress: &Quiet };
+        exec.run(&mut state).await
+    }
+
+    #[tokio::test]
+    async fn a_node_in_git_with_its_role_is_never_reset_whatever_the_plan_says() {
+        let cases: &[(&str, &[(&str, Role)], &[(&str, Role)], bool)] = &[
+            // (target, Git, inventory, refused by the interlock)
+            ("worker-1", &[("worker-1", Role::Worker)], &[("worker-1", Role::Worker)], true),
+            ("worker-1", &[("worker-1", Role::Worker), ("worker-2", Role::Worker)], &[("worker-1", Role::Worker), ("worker-2", Role::Worker)], true),
+            // It left Git: the reset may go (and fails here only because nothing listens).
+            ("worker-2", &[("worker-1", Role::Worker)], &[("worker-1", Role::Worker), ("worker-2", Role::Worker)], false),
+            // It changes role (worker -> control plane): the reset may go.
+            ("worker-1", &[("worker-1", Role::Controlplane)], &[("worker-1", Role::Worker)], false),
+        ];
+        for (target, git, inventory, refused) in cases {
+            let err = reset(target, git, inventory).await.expect_err("no node answers here: every case fails somehow");
+            let by_interlock = matches!(err.source, StepError::Interlock(_));
+            assert_eq!(by_interlock, *refused, "reset {target} with Git {git:?}, inventory {inventory:?}: {err}");
+            if *refused {
+                assert!(err.to_string().contains("never reset"), "{err}");
+            }
+        }
+    }
+}
