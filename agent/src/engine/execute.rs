@@ -499,7 +499,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_node_in_git_with_its_role_is_never_reset_whatever_the_plan_says() {
-        let cases: &[(&str, &[(&str, Role)], &[(&str, Role)], bool)] = &[
+        type Nodes<'a> = &'a [(&'a str, Role)];
+        let cases: &[(&str, Nodes<'_>, Nodes<'_>, bool)] = &[
             // (target, Git, inventory, refused by the interlock)
             ("worker-1", &[("worker-1", Role::Worker)], &[("worker-1", Role::Worker)], true),
             ("worker-1", &[("worker-1", Role::Worker), ("worker-2", Role::Worker)], &[("worker-1", Role::Worker), ("worker-2", Role::Worker)], true),
