@@ -26,6 +26,7 @@ mod ops;
 pub mod peers;
 mod server;
 mod tls;
+mod validate;
 
 use std::net::IpAddr;
 

@@ -11,20 +11,23 @@ use vixen_talos::ApplyMode;
 use crate::config::{MachineConfig, applies_live, changed_paths, image_tag};
 use crate::etcd;
 use crate::node::{Mode, Node, machine_ca};
-use crate::{Role, tls};
+use crate::{Role, tls, validate};
 
 /// The answer to an apply: the mode used and the human-readable details.
 pub(crate) struct Applied {
     pub mode: ApplyMode,
     pub details: String,
+    /// Talos' validation warnings (empty without the talos-validate peer).
+    pub warnings: Vec<String>,
 }
 
 impl Node {
-    /// ApplyConfiguration in maintenance mode: validate, "install" the installer's version, then
+    /// ApplyConfiguration in maintenance mode: validate (Talos' validator when built, see
+    /// [`validate::check`], then the lab's own checks), "install" the installer's version, then
     /// reboot into configured mode. Up to 1.12 the maintenance server takes AUTO, REBOOT and TRY;
     /// from 1.13 apid serves maintenance mode, takes AUTO, REBOOT and NO_REBOOT, and reports AUTO
     /// as NO_REBOOT (the boot sequence continues into the install on its own).
-    pub(crate) fn apply_maintenance(
+    pub(crate) async fn apply_maintenance(
         self: &Arc<Self>,
         data: &[u8],
         mode: ApplyMode,
@@ -42,6 +45,7 @@ impl Node {
                 )));
             }
         };
+        let warnings = validate::check(data, true).await?;
         let cfg = MachineConfig::parse(data).map_err(|e| {
             Status::invalid_argument(format!("configuration validation failed: {e}"))
         })?;
@@ -53,6 +57,7 @@ impl Node {
                     "Dry run summary:\nNode is in maintenance mode: the config would be applied, \
                      {version} installed and the node rebooted (skipped in dry-run)."
                 ),
+                warnings,
             });
         }
         {
@@ -66,10 +71,13 @@ impl Node {
         Ok(Applied {
             mode: used,
             details: "Applied configuration, installing and rebooting".into(),
+            warnings,
         })
     }
 
-    /// ApplyConfiguration on a configured node. Follows Talos 1.12/1.13: a machine type change is
+    /// ApplyConfiguration on a configured node. Follows Talos 1.12/1.13: the config is loaded and
+    /// validated first (Talos' validator when built, see [`validate::check`], then the lab's own
+    /// checks), dry runs included, before anything changes; a machine type change is
     /// refused; AUTO applies live when every changed path of the v1alpha1 document is live
     /// (see [`applies_live`]), else reboots; NO_REBOOT and TRY are refused when a reboot is
     /// needed; STAGED applies at the next boot; TRY reverts after its timeout (1 minute by
@@ -84,6 +92,7 @@ impl Node {
         let _one = self.apply_lock.try_lock().map_err(|_| {
             Status::failed_precondition("another apply configuration is in progress")
         })?;
+        let warnings = validate::check(data, false).await?;
         let new = MachineConfig::parse(data).map_err(|e| {
             Status::invalid_argument(format!("configuration validation failed: {e}"))
         })?;
@@ -134,6 +143,7 @@ impl Node {
                 details: format!(
                     "Dry run summary:\n{details} (skipped in dry-run).\n\nConfig diff:\n{diff}"
                 ),
+                warnings,
             });
         }
         let new = Arc::new(new);
@@ -166,6 +176,7 @@ impl Node {
         Ok(Applied {
             mode: used,
             details,
+            warnings,
         })
     }
 

@@ -229,7 +229,7 @@ impl MachineService for NodeApi {
                 ADMIN,
                 |n| async move {
                     if maintenance {
-                        n.apply_maintenance(&r.data, mode, r.dry_run)
+                        n.apply_maintenance(&r.data, mode, r.dry_run).await
                     } else {
                         n.apply_configured(&r.data, mode, r.dry_run, try_timeout)
                             .await
@@ -240,7 +240,7 @@ impl MachineService for NodeApi {
         Ok(Response::new(pb::ApplyConfigurationResponse {
             messages: vec![pb::ApplyConfiguration {
                 metadata: meta(&t, p),
-                warnings: vec![],
+                warnings: applied.warnings,
                 mode: applied.mode.wire(),
                 mode_details: applied.details,
             }],
