@@ -50,7 +50,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VIXEN_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIXEN_LOG").unwrap_or_else(|_| "info,kube_client::client::builder=off".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     if cli.log_format == "json" {
         logs.json().flatten_event(true).init();

@@ -20,6 +20,15 @@ pub struct Args {
     /// How long to wait for the node to install and for etcd.
     #[arg(long, default_value = "600", value_name = "SECONDS")]
     pub timeout: u64,
+    /// Then install the in-cluster agent, following this Git URL (once the API answers).
+    #[arg(long, value_name = "URL")]
+    pub install_repo: Option<String>,
+    /// The branch the installed agent follows.
+    #[arg(long, default_value = "main", requires = "install_repo")]
+    pub install_branch: String,
+    /// How long to wait for the Kubernetes API before installing.
+    #[arg(long, default_value = "600", value_name = "SECONDS", requires = "install_repo")]
+    pub api_timeout: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -63,9 +72,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => eprintln!("no kubeconfig: {e}"),
     }
     eprintln!("wrote {}/talosconfig and {}/kubeconfig (mode 0600)", args.out.display(), args.out.display());
+    if let Some(url) = &args.install_repo {
+        let install = super::install::Install { repo_url: url.clone(), branch: args.install_branch.clone(), age_key: args.target.age_key.clone(), timeout: Duration::from_secs(args.api_timeout) };
+        eprintln!("[{:>5.1}s] waiting for the Kubernetes API to install vixen", started.elapsed().as_secs_f64());
+        match rt.block_on(super::install::run(&conn, &address, &install)) {
+            Ok(kubeconfig) => {
+                super::write_private(&args.out.join("kubeconfig"), &kubeconfig, true)?;
+                println!("vixen installed in vixen-system, following {} ({}); from now on every change is a git push", vixen_git::redact_url(url), args.install_branch);
+                println!("create the Secrets vixen-git and vixen-forge (see README) if the repo is private or commit statuses are wanted");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => {
+                eprintln!("install failed: {e:#}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
     let lab = args.target.lab.as_ref().map(|l| format!(" --lab {}", l.display())).unwrap_or_default();
     println!(
-        "no Kubernetes API to install vixen into yet; this command takes over from here:\n  vixen agent --once --repo {}{lab}",
+        "vixen was not installed (--install-repo URL does it once the API answers); until then this command converges the rest:\n  vixen agent --once --repo {}{lab}",
         args.target.repo.display()
     );
     Ok(ExitCode::SUCCESS)

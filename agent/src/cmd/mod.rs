@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod decommission;
 pub mod decrypt;
 pub mod gen_secrets;
+pub mod install;
 pub mod kubeconfig;
 pub mod lab;
 pub mod render;

@@ -30,25 +30,46 @@ pub enum KubeAccess {
 
 /// The resolved client, shared by clones of a [`Connector`].
 #[derive(Clone, Default)]
-pub(crate) struct KubeCache(Arc<Mutex<Option<Nodes>>>);
+pub(crate) struct KubeCache(Arc<Mutex<Option<kube::Client>>>);
+
+impl KubeCache {
+    fn get(&self) -> Option<kube::Client> {
+        self.0.lock().ok()?.clone()
+    }
+
+    async fn keep_if_answers(&self, client: kube::Client) -> Option<kube::Client> {
+        match client.apiserver_version().await {
+            Ok(_) => {
+                *self.0.lock().ok()? = Some(client.clone());
+                Some(client)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the Kubernetes API does not answer (yet)");
+                None
+            }
+        }
+    }
+}
 
 impl Connector {
     /// Node operations, if Kubernetes can be reached; `control_planes` are the addresses asked
     /// for a kubeconfig.
     pub async fn kube_nodes(&self, control_planes: &[String]) -> Option<Nodes> {
+        self.kube_client(control_planes).await.map(Nodes::new)
+    }
+
+    /// A Kubernetes client whose API answered, if there is one. A client is kept only once its
+    /// API answered: before that (a cluster still coming up) every call looks again.
+    pub async fn kube_client(&self, control_planes: &[String]) -> Option<kube::Client> {
         match &self.kube {
             KubeAccess::Off => None,
-            KubeAccess::Client(c) => Some(Nodes::new(c.clone())),
+            KubeAccess::Client(c) => Some(c.clone()),
             KubeAccess::Kubeconfig(path) => {
-                if let Some(n) = self.kube_cache.0.lock().ok()?.clone() {
-                    return Some(n);
+                if let Some(c) = self.kube_cache.get() {
+                    return Some(c);
                 }
                 match kubeconfig_file_client(path).await {
-                    Ok(client) => {
-                        let nodes = Nodes::new(client);
-                        *self.kube_cache.0.lock().ok()? = Some(nodes.clone());
-                        Some(nodes)
-                    }
+                    Ok(client) => self.kube_cache.keep_if_answers(client).await,
                     Err(e) => {
                         tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "unusable kubeconfig: no drain or readiness steps");
                         None
@@ -56,15 +77,15 @@ impl Connector {
                 }
             }
             KubeAccess::FromTalos => {
-                if let Some(n) = self.kube_cache.0.lock().ok()?.clone() {
-                    return Some(n);
+                if let Some(c) = self.kube_cache.get() {
+                    return Some(c);
                 }
                 for address in control_planes {
                     match self.kubeconfig_client(address).await {
                         Ok(client) => {
-                            let nodes = Nodes::new(client);
-                            *self.kube_cache.0.lock().ok()? = Some(nodes.clone());
-                            return Some(nodes);
+                            if let Some(c) = self.kube_cache.keep_if_answers(client).await {
+                                return Some(c);
+                            }
                         }
                         Err(e) => tracing::debug!(%address, error = %e, "no kubeconfig from this control plane"),
                     }

@@ -15,6 +15,7 @@
 
 pub mod cilium;
 pub mod events;
+pub mod install;
 pub mod journal;
 pub mod lease;
 pub mod nodes;
