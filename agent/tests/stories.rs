@@ -239,6 +239,28 @@ fn story_11_second_reconcile_makes_zero_mutating_calls() {
 }
 
 #[test]
+fn story_11b_lost_journal_nodes_running_their_git_config_are_adopted_untouched() {
+    let lab = Lab::full_cluster(51);
+    // vixen's record is gone (a lost volume; a new in-cluster agent whose journal starts empty).
+    std::fs::remove_file(lab.lab.join("vixen/state.json")).unwrap();
+    let mark = lab.mark();
+    let out = lab.converge();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 steps"), "{}", String::from_utf8_lossy(&out.stdout));
+    let calls = lab.mutating_since(mark);
+    assert!(calls.is_empty(), "{calls:#?}");
+    // Each node was asked with a dry run, once.
+    let dry: Vec<String> = lab.calls().into_iter().skip(mark).filter(|c| c.short() == "ApplyConfiguration" && c.detail["dry_run"] == true).map(|c| c.node).collect();
+    assert_eq!(dry.len(), 5, "{dry:?}");
+    // A real change afterwards is planned from the re-learnt record: live, no reboot.
+    lab.edit("nodes/worker-1.yaml", "node.kubernetes.io/pool: general", "node.kubernetes.io/pool: batch");
+    let mark = lab.mark();
+    lab.converge();
+    let calls = lab.mutating_since(mark);
+    assert_eq!(names(&calls), set(&["worker-1"]), "{calls:#?}");
+    assert_eq!(calls[0].detail["mode"], "NO_REBOOT", "{:?}", calls[0].detail);
+}
+
+#[test]
 fn story_09_promote_worker_to_control_plane_resets_that_node_alone() {
     let lab = Lab::full_cluster(42);
     lab.edit("nodes/worker-2.yaml", "role: worker", "role: controlplane");

@@ -108,6 +108,9 @@ pub async fn reconcile(conn: &Connector, desired: &Desired, configs: &desired::C
     }
     for _pass in 0..4 {
         let observed = observe::observe(conn, &desired.nodes, &state.inventory).await;
+        if adopt(conn, desired, configs, &observed, &mut state.inventory).await > 0 {
+            store.save(&state)?;
+        }
         let plan = match vixen_plan::plan(desired, &observed, &state.inventory) {
             Ok(plan) => plan,
             Err(refusal) => return Ok(Outcome::Refused(refusal)),
@@ -133,6 +136,40 @@ pub async fn reconcile(conn: &Connector, desired: &Desired, configs: &desired::C
         }
     }
     Ok(Outcome::Waiting { steps, waiting: vec!["still changing after 4 passes; the next reconcile continues".into()] })
+}
+
+/// Re-learns nodes vixen has no record of (a lost journal; a new in-cluster agent taking over
+/// from `vixen bootstrap` on a laptop): a configured node whose running config is exactly the
+/// rendered one, as a dry-run apply tells (Talos' dry-run summary says "No changes."), is
+/// recorded as applied, so it is not re-applied, let alone rebooted. Returns how many.
+async fn adopt(conn: &Connector, desired: &Desired, configs: &desired::Configs, observed: &vixen_plan::Observed, inventory: &mut vixen_plan::Inventory) -> usize {
+    let mut adopted = 0;
+    for d in &desired.nodes {
+        let known = inventory.nodes.iter().any(|i| i.name == d.name || i.maintenance_address == d.maintenance_address);
+        let Some(o) = observed.node(&d.name).filter(|o| o.state == vixen_plan::NodeState::Configured) else { continue };
+        let Some(config) = configs.get(&d.name) else { continue };
+        if known {
+            continue;
+        }
+        let Ok(client) = conn.node(&o.address) else { continue };
+        match client.apply_configuration(config.as_bytes(), vixen_talos::ApplyMode::Auto, true, None).await {
+            Ok(outcome) if outcome.mode_details.contains("No changes.") => {
+                tracing::info!(node = %d.name, address = %o.address, "no record of this node, but it runs exactly its config from Git: adopted");
+                inventory.nodes.push(vixen_plan::InventoryNode {
+                    name: d.name.clone(),
+                    hostname: d.hostname.clone(),
+                    role: d.role,
+                    maintenance_address: d.maintenance_address.clone(),
+                    address: o.address.clone(),
+                    config: d.config.clone(),
+                });
+                adopted += 1;
+            }
+            Ok(_) => tracing::info!(node = %d.name, "no record of this node and its config differs from Git: it is applied"),
+            Err(e) => tracing::debug!(node = %d.name, error = %e, "dry run for adoption"),
+        }
+    }
+    adopted
 }
 
 /// Resets every node of the cluster to maintenance mode (see [`vixen_plan::plan_decommission`]).

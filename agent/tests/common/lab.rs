@@ -52,8 +52,9 @@ impl Call {
     pub fn short(&self) -> &str {
         self.method.rsplit('/').next().unwrap_or(&self.method)
     }
+    /// Changes something (a dry-run apply does not).
     pub fn mutating(&self) -> bool {
-        MUTATING.contains(&self.short())
+        MUTATING.contains(&self.short()) && self.detail["dry_run"] != true
     }
 }
 
