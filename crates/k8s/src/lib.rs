@@ -7,6 +7,7 @@
 //!                                                         CiliumL2AnnouncementPolicy (+ prune)
 //! status        ──apply status──► VixenCluster "<cluster>" (kubectl get vixenclusters)
 //! Events        ──create──► events.k8s.io/v1 Event, regarding the VixenCluster
+//! PushSignal    ──update (standby) / get (leader)──► ConfigMap "vixen-push" (webhook relay)
 //! ```
 //!
 //! Every write goes through [`kube::Client`], so the unit tests drive it with a `tower_test` mock
@@ -16,12 +17,14 @@ pub mod cilium;
 pub mod events;
 pub mod journal;
 pub mod lease;
+pub mod push;
 pub mod status;
 
 pub use cilium::{ApplyReport, CiliumApi, Conflict, NetworkObjects, PoolVersion};
 pub use events::{EventRecorder, EventType};
 pub use journal::Journal;
 pub use lease::{LeaderElector, LeaseConfig};
+pub use push::{Push, PushSignal};
 pub use status::{Condition, NodeStatus, Phase, StatusApi, VixenCluster, VixenClusterSpec, VixenClusterStatus, render_table};
 
 /// The field manager of every server-side apply vixen makes.
