@@ -13,6 +13,7 @@ use vixen_k8s::{CiliumApi, EventRecorder, EventType, Journal, LeaderElector, Lea
 use super::http::{self, Shared};
 use super::kube_store::KubeStore;
 use super::secrets::{SecretWatch, watch_files};
+use super::steps::{self, Note, StepReporter};
 use super::{Backoff, Config, KubeOptions, Prepare, Prepared, read_forge_secret};
 use crate::engine::{self, FileStore, Outcome, StateStore};
 
@@ -23,8 +24,17 @@ struct Kube {
     store: KubeStore,
     cilium: CiliumApi,
     /// Status object and Events of the cluster named in the repo.
-    named: Option<(String, StatusApi, EventRecorder)>,
+    named: Option<Named>,
     status: VixenClusterStatus,
+}
+
+/// What is about the cluster named in the repo.
+struct Named {
+    cluster: String,
+    api: StatusApi,
+    events: Arc<EventRecorder>,
+    /// Step Events, posted in order by their own task.
+    steps: tokio::sync::mpsc::Sender<Note>,
 }
 
 /// The running agent.
@@ -211,7 +221,7 @@ impl Agent {
     /// Updates the status object and publishes an Event (Kubernetes only; failures are logged).
     async fn report(&mut self, phase: Phase, reason: &str, message: &str, revision: Option<&str>, nodes: Option<(Vec<NodeStatus>, Option<u32>)>) {
         let Some(k) = self.kube.as_mut() else { return };
-        let Some((_, api, events)) = &k.named else { return };
+        let Some(Named { api, events, .. }) = &k.named else { return };
         let st = &mut k.status;
         st.set_phase(phase, reason, message, Timestamp::now());
         if let Some(r) = revision {
@@ -238,7 +248,7 @@ impl Agent {
     async fn name_cluster(&mut self, cluster: &str) {
         let source = self.cfg.source_label.clone();
         let Some(k) = self.kube.as_mut() else { return };
-        if k.named.as_ref().is_some_and(|n| n.0 == cluster) {
+        if k.named.as_ref().is_some_and(|n| n.cluster == cluster) {
             return;
         }
         let api = StatusApi::new(k.client.clone(), &k.opts.namespace, cluster);
@@ -249,8 +259,9 @@ impl Agent {
             k.status = obj.status.unwrap_or_default();
         }
         let regarding = ObjectReference { api_version: Some("vixen.dev/v1alpha1".into()), kind: Some("VixenCluster".into()), name: Some(cluster.into()), namespace: Some(k.opts.namespace.clone()), ..ObjectReference::default() };
-        let events = EventRecorder::new(k.client.clone(), &k.opts.namespace, regarding, &k.opts.identity);
-        k.named = Some((cluster.to_owned(), api, events));
+        let events = Arc::new(EventRecorder::new(k.client.clone(), &k.opts.namespace, regarding, &k.opts.identity));
+        let steps = steps::spawn_poster(events.clone(), self.shared.clone());
+        k.named = Some(Named { cluster: cluster.to_owned(), api, events, steps });
     }
 
     /// Points commit statuses at `vixen/<cluster>`.
@@ -346,7 +357,8 @@ impl Agent {
             Some(k) => &k.store,
             None => &self.file_store,
         };
-        let outcome = engine::reconcile(&p.conn, &p.desired, &p.configs, store, self.cfg.timeouts.clone(), &engine::Quiet).await;
+        let progress = StepReporter::new(&self.shared.metrics, self.kube.as_ref().and_then(|k| k.named.as_ref()).map(|n| n.steps.clone()));
+        let outcome = engine::reconcile(&p.conn, &p.desired, &p.configs, store, self.cfg.timeouts.clone(), &progress).await;
         let inventory = store.load().map(|s| s.inventory).unwrap_or_default();
         let observed = engine::observe::observe(&p.conn, &p.desired.nodes, &inventory).await;
         let (label, phase, state, reason, mut message) = match &outcome {

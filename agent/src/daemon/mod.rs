@@ -13,6 +13,8 @@
 //!               status object, Events, metrics, commit status ◄──────┘
 //! ```
 //!
+//! As the engine goes, each step becomes a metric and a Kubernetes Event (see `steps`).
+//!
 //! Dangerous work runs only while this replica leads: the reconcile is dropped the moment the
 //! Lease is lost, and the journal refuses writes from a replica that does not lead.
 
@@ -22,6 +24,7 @@ pub mod kube_store;
 pub mod metrics;
 pub mod secrets;
 pub mod source;
+pub mod steps;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
