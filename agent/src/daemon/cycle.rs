@@ -8,10 +8,11 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 use vixen_forge::{CommitState, CommitStatus, RetryPolicy, StatusClient};
-use vixen_k8s::{CiliumApi, EventRecorder, EventType, Journal, LeaderElector, LeaseConfig, NetworkObjects, NodeStatus, Phase, StatusApi, VixenClusterSpec, VixenClusterStatus};
+use vixen_k8s::{CiliumApi, EventRecorder, EventType, Journal, LeaderElector, LeaseConfig, NetworkObjects, NodeStatus, Phase, PushSignal, StatusApi, VixenClusterSpec, VixenClusterStatus};
 
 use super::http::{self, Shared};
 use super::kube_store::KubeStore;
+use super::relay::{self, PUSH_CONFIGMAP, Relay};
 use super::secrets::{SecretWatch, watch_files};
 use super::steps::{self, Note, StepReporter};
 use super::{Backoff, Config, KubeOptions, Prepare, Prepared, read_forge_secret};
@@ -87,7 +88,40 @@ impl Agent {
     /// # Errors
     /// See [`super::run`].
     pub async fn start(cfg: Config, prepare: Prepare, shutdown: watch::Receiver<bool>) -> anyhow::Result<Self> {
-        let shared = Arc::new(Shared::new(&cfg.webhook_path));
+        let (leading, kube, always, push) = match &cfg.kube {
+            None => {
+                let (tx, rx) = watch::channel(true);
+                (rx, None, Some(tx), None)
+            }
+            Some(opts) => {
+                let client = kube::Client::try_default().await?;
+                let lease = LeaseConfig::new(&opts.namespace, &opts.lease, &opts.identity).with_duration(opts.lease_duration);
+                let tick = lease.renew_every;
+                let elector = LeaderElector::new(client.clone(), lease);
+                let leading = elector.subscribe();
+                tokio::spawn(elector.run(shutdown.clone()));
+                let journal = Journal::new(client.clone(), &opts.namespace, &opts.journal, Some(leading.clone()));
+                let relay = Relay::new(PushSignal::new(client.clone(), &opts.namespace, PUSH_CONFIGMAP), leading.clone(), &opts.identity);
+                let kube = Kube {
+                    cilium: CiliumApi::new(client.clone(), opts.pool_version, opts.force_conflicts),
+                    store: KubeStore::new(journal),
+                    client: client.clone(),
+                    opts: opts.clone(),
+                    named: None,
+                    status: VixenClusterStatus::default(),
+                };
+                let watcher = PushSignal::new(client, &opts.namespace, PUSH_CONFIGMAP);
+                (leading, Some(kube), None, Some((relay, watcher, tick)))
+            }
+        };
+        let (relay, watcher) = match push {
+            Some((relay, watcher, tick)) => (Some(relay), Some((watcher, tick))),
+            None => (None, None),
+        };
+        let shared = Arc::new(Shared::new(&cfg.webhook_path, relay));
+        if let Some((watcher, tick)) = watcher {
+            tokio::spawn(relay::watch(watcher, leading.clone(), tick, shared.clone(), shutdown.clone()));
+        }
         if let Some(f) = &cfg.webhook_secret_file {
             *shared.webhook_secret.write().await = Some(read_forge_secret(f)?);
         }
@@ -107,28 +141,6 @@ impl Agent {
         let statuses = match &cfg.forge {
             Some(f) => Some(status_client(f, cluster.as_deref().unwrap_or_default())?),
             None => None,
-        };
-        let (leading, kube, always) = match &cfg.kube {
-            None => {
-                let (tx, rx) = watch::channel(true);
-                (rx, None, Some(tx))
-            }
-            Some(opts) => {
-                let client = kube::Client::try_default().await?;
-                let elector = LeaderElector::new(client.clone(), LeaseConfig::new(&opts.namespace, &opts.lease, &opts.identity));
-                let leading = elector.subscribe();
-                tokio::spawn(elector.run(shutdown.clone()));
-                let journal = Journal::new(client.clone(), &opts.namespace, &opts.journal, Some(leading.clone()));
-                let kube = Kube {
-                    cilium: CiliumApi::new(client.clone(), opts.pool_version, opts.force_conflicts),
-                    store: KubeStore::new(journal),
-                    client,
-                    opts: opts.clone(),
-                    named: None,
-                    status: VixenClusterStatus::default(),
-                };
-                (leading, Some(kube), None)
-            }
         };
         let file_store = engine::file_store(&cfg.state_dir);
         let backoff = Backoff::new(std::time::Duration::from_secs(5), cfg.backoff_max);

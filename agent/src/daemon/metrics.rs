@@ -39,6 +39,9 @@ pub struct Metrics {
     pub steps: Family<Labels, Counter>,
     /// Step Events by result (`posted`, `failed`, `dropped` when the queue was full).
     pub events: Family<Labels, Counter>,
+    /// Verified webhooks handed between replicas: `sent` and `failed` on a standby, `received`
+    /// on the leader.
+    pub webhook_relays: Family<Labels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -61,6 +64,7 @@ impl Default for Metrics {
             leader: Gauge::default(),
             steps: Family::default(),
             events: Family::default(),
+            webhook_relays: Family::default(),
         };
         let r = &mut m.registry;
         r.register("reconcile_duration_seconds", "Duration of one reconcile", m.reconcile_duration.clone());
@@ -75,6 +79,7 @@ impl Default for Metrics {
         r.register("leader", "1 while this replica may act on the cluster", m.leader.clone());
         r.register("steps", "Engine steps by action kind and event", m.steps.clone());
         r.register("events", "Step Events by result (dropped: the queue to the API server was full)", m.events.clone());
+        r.register("webhook_relays", "Verified webhooks handed from a standby to the leader", m.webhook_relays.clone());
         m
     }
 }
