@@ -104,12 +104,12 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn copy_dir(from: &Path, to: &Path, files: &mut Vec<(String, String)>, prefix: &str) {
+fn copy_dir(from: &Path, files: &mut Vec<(String, String)>, prefix: &str) {
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
         let name = format!("{prefix}{}", e.file_name().to_string_lossy());
         if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), to, files, &format!("{name}/"));
+            copy_dir(&e.path(), files, &format!("{name}/"));
         } else if !name.ends_with(".agekey") {
             let mut text = std::fs::read_to_string(e.path()).unwrap();
             // Addresses no lab uses: this test must never reach another test's simulated nodes.
@@ -123,7 +123,7 @@ fn copy_dir(from: &Path, to: &Path, files: &mut Vec<(String, String)>, prefix: &
 
 fn example_files() -> Vec<(String, String)> {
     let mut files = Vec::new();
-    copy_dir(&example(), Path::new(""), &mut files, "");
+    copy_dir(&example(), &mut files, "");
     files
 }
 

@@ -103,9 +103,9 @@ const CALLS: &[(&str, &str, &str, &str)] = &[
     ("coordination.k8s.io", "leases", "get", "vixen_k8s::lease::LeaderElector::attempt"),
     ("coordination.k8s.io", "leases", "create", "vixen_k8s::lease::LeaderElector::attempt (no Lease yet)"),
     ("coordination.k8s.io", "leases", "update", "vixen_k8s::lease (renew, take over, release: replace)"),
-    ("", "configmaps", "get", "vixen_k8s::journal::Journal::load"),
-    ("", "configmaps", "create", "vixen_k8s::journal::Journal::save (first write)"),
-    ("", "configmaps", "update", "vixen_k8s::journal::Journal::save (replace)"),
+    ("", "configmaps", "get", "vixen_k8s::journal::Journal::load; vixen_k8s::push::PushSignal::changed (the leader)"),
+    ("", "configmaps", "create", "vixen_k8s::journal::Journal::save (first write); PushSignal::record (first push)"),
+    ("", "configmaps", "update", "vixen_k8s::journal::Journal::save (replace); vixen_k8s::push::PushSignal::record (a standby)"),
     ("vixen.dev", "vixenclusters", "get", "vixen_k8s::status::StatusApi::get"),
     ("vixen.dev", "vixenclusters", "patch", "vixen_k8s::status::StatusApi::ensure (server-side apply)"),
     ("vixen.dev", "vixenclusters", "create", "vixen_k8s::status::StatusApi::ensure (apply creating the object)"),
@@ -155,4 +155,13 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
     // Namespaced objects only in vixen's namespace.
     let cluster_wide: BTreeSet<String> = grants(find(&all, "ClusterRole", "vixen")).into_iter().map(|(_, r, _)| r).collect();
     assert_eq!(cluster_wide, BTreeSet::from(["ciliuml2announcementpolicies".into(), "ciliumloadbalancerippools".into(), "nodes".into(), "pods".into(), "pods/eviction".into()]));
+    // ConfigMaps are read and rewritten only by name: the journal and the push signal, never
+    // vixen's own settings (vixen-config) or anything else in the namespace.
+    let role = find(&all, "Role", "vixen");
+    for rule in role["rules"].as_array().unwrap().iter().filter(|r| r["resources"] == serde_json::json!(["configmaps"])) {
+        let verbs: BTreeSet<&str> = rule["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        if verbs.contains("get") || verbs.contains("update") {
+            assert_eq!(rule["resourceNames"], serde_json::json!(["vixen-state", "vixen-push"]), "{rule}");
+        }
+    }
 }

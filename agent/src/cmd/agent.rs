@@ -186,6 +186,10 @@ pub struct DaemonArgs {
     /// This replica's name in the Lease.
     #[arg(long, env = "POD_NAME", default_value = "vixen")]
     pub pod_name: String,
+    /// How long the Lease lasts without renewal: a standby takes over this long after the
+    /// leader died (renewals, and the leader's look for webhooks a standby received, follow).
+    #[arg(long, default_value = "15", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(3..))]
+    pub lease_duration: u64,
     /// API version of CiliumLoadBalancerIPPool: v2alpha1 (Cilium 1.16+) or v2 (1.18+).
     #[arg(long, default_value = "v2alpha1")]
     pub cilium_pool_version: vixen_k8s::PoolVersion,
@@ -363,6 +367,7 @@ fn run_daemon(args: Args) -> anyhow::Result<ExitCode> {
         journal: "vixen-state".into(),
         pool_version: d.cilium_pool_version,
         force_conflicts: d.cilium_force_conflicts,
+        lease_duration: Duration::from_secs(d.lease_duration),
     });
     let cfg = daemon::Config {
         source,

@@ -8,11 +8,13 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 use vixen_forge::{CommitState, CommitStatus, RetryPolicy, StatusClient};
-use vixen_k8s::{CiliumApi, EventRecorder, EventType, Journal, LeaderElector, LeaseConfig, NetworkObjects, NodeStatus, Phase, StatusApi, VixenClusterSpec, VixenClusterStatus};
+use vixen_k8s::{CiliumApi, EventRecorder, EventType, Journal, LeaderElector, LeaseConfig, NetworkObjects, NodeStatus, Phase, PushSignal, StatusApi, VixenClusterSpec, VixenClusterStatus};
 
 use super::http::{self, Shared};
 use super::kube_store::KubeStore;
+use super::relay::{self, PUSH_CONFIGMAP, Relay};
 use super::secrets::{SecretWatch, watch_files};
+use super::steps::{self, Note, StepReporter};
 use super::{Backoff, Config, KubeOptions, Prepare, Prepared, read_forge_secret};
 use crate::engine::{self, FileStore, Outcome, StateStore};
 
@@ -23,8 +25,17 @@ struct Kube {
     store: KubeStore,
     cilium: CiliumApi,
     /// Status object and Events of the cluster named in the repo.
-    named: Option<(String, StatusApi, EventRecorder)>,
+    named: Option<Named>,
     status: VixenClusterStatus,
+}
+
+/// What is about the cluster named in the repo.
+struct Named {
+    cluster: String,
+    api: StatusApi,
+    events: Arc<EventRecorder>,
+    /// Step Events, posted in order by their own task.
+    steps: tokio::sync::mpsc::Sender<Note>,
 }
 
 /// The running agent.
@@ -77,7 +88,40 @@ impl Agent {
     /// # Errors
     /// See [`super::run`].
     pub async fn start(cfg: Config, prepare: Prepare, shutdown: watch::Receiver<bool>) -> anyhow::Result<Self> {
-        let shared = Arc::new(Shared::new(&cfg.webhook_path));
+        let (leading, kube, always, push) = match &cfg.kube {
+            None => {
+                let (tx, rx) = watch::channel(true);
+                (rx, None, Some(tx), None)
+            }
+            Some(opts) => {
+                let client = kube::Client::try_default().await?;
+                let lease = LeaseConfig::new(&opts.namespace, &opts.lease, &opts.identity).with_duration(opts.lease_duration);
+                let tick = lease.renew_every;
+                let elector = LeaderElector::new(client.clone(), lease);
+                let leading = elector.subscribe();
+                tokio::spawn(elector.run(shutdown.clone()));
+                let journal = Journal::new(client.clone(), &opts.namespace, &opts.journal, Some(leading.clone()));
+                let relay = Relay::new(PushSignal::new(client.clone(), &opts.namespace, PUSH_CONFIGMAP), leading.clone(), &opts.identity);
+                let kube = Kube {
+                    cilium: CiliumApi::new(client.clone(), opts.pool_version, opts.force_conflicts),
+                    store: KubeStore::new(journal),
+                    client: client.clone(),
+                    opts: opts.clone(),
+                    named: None,
+                    status: VixenClusterStatus::default(),
+                };
+                let watcher = PushSignal::new(client, &opts.namespace, PUSH_CONFIGMAP);
+                (leading, Some(kube), None, Some((relay, watcher, tick)))
+            }
+        };
+        let (relay, watcher) = match push {
+            Some((relay, watcher, tick)) => (Some(relay), Some((watcher, tick))),
+            None => (None, None),
+        };
+        let shared = Arc::new(Shared::new(&cfg.webhook_path, relay));
+        if let Some((watcher, tick)) = watcher {
+            tokio::spawn(relay::watch(watcher, leading.clone(), tick, shared.clone(), shutdown.clone()));
+        }
         if let Some(f) = &cfg.webhook_secret_file {
             *shared.webhook_secret.write().await = Some(read_forge_secret(f)?);
         }
@@ -97,28 +141,6 @@ impl Agent {
         let statuses = match &cfg.forge {
             Some(f) => Some(status_client(f, cluster.as_deref().unwrap_or_default())?),
             None => None,
-        };
-        let (leading, kube, always) = match &cfg.kube {
-            None => {
-                let (tx, rx) = watch::channel(true);
-                (rx, None, Some(tx))
-            }
-            Some(opts) => {
-                let client = kube::Client::try_default().await?;
-                let elector = LeaderElector::new(client.clone(), LeaseConfig::new(&opts.namespace, &opts.lease, &opts.identity));
-                let leading = elector.subscribe();
-                tokio::spawn(elector.run(shutdown.clone()));
-                let journal = Journal::new(client.clone(), &opts.namespace, &opts.journal, Some(leading.clone()));
-                let kube = Kube {
-                    cilium: CiliumApi::new(client.clone(), opts.pool_version, opts.force_conflicts),
-                    store: KubeStore::new(journal),
-                    client,
-                    opts: opts.clone(),
-                    named: None,
-                    status: VixenClusterStatus::default(),
-                };
-                (leading, Some(kube), None)
-            }
         };
         let file_store = engine::file_store(&cfg.state_dir);
         let backoff = Backoff::new(std::time::Duration::from_secs(5), cfg.backoff_max);
@@ -211,7 +233,7 @@ impl Agent {
     /// Updates the status object and publishes an Event (Kubernetes only; failures are logged).
     async fn report(&mut self, phase: Phase, reason: &str, message: &str, revision: Option<&str>, nodes: Option<(Vec<NodeStatus>, Option<u32>)>) {
         let Some(k) = self.kube.as_mut() else { return };
-        let Some((_, api, events)) = &k.named else { return };
+        let Some(Named { api, events, .. }) = &k.named else { return };
         let st = &mut k.status;
         st.set_phase(phase, reason, message, Timestamp::now());
         if let Some(r) = revision {
@@ -238,7 +260,7 @@ impl Agent {
     async fn name_cluster(&mut self, cluster: &str) {
         let source = self.cfg.source_label.clone();
         let Some(k) = self.kube.as_mut() else { return };
-        if k.named.as_ref().is_some_and(|n| n.0 == cluster) {
+        if k.named.as_ref().is_some_and(|n| n.cluster == cluster) {
             return;
         }
         let api = StatusApi::new(k.client.clone(), &k.opts.namespace, cluster);
@@ -249,8 +271,9 @@ impl Agent {
             k.status = obj.status.unwrap_or_default();
         }
         let regarding = ObjectReference { api_version: Some("vixen.dev/v1alpha1".into()), kind: Some("VixenCluster".into()), name: Some(cluster.into()), namespace: Some(k.opts.namespace.clone()), ..ObjectReference::default() };
-        let events = EventRecorder::new(k.client.clone(), &k.opts.namespace, regarding, &k.opts.identity);
-        k.named = Some((cluster.to_owned(), api, events));
+        let events = Arc::new(EventRecorder::new(k.client.clone(), &k.opts.namespace, regarding, &k.opts.identity));
+        let steps = steps::spawn_poster(events.clone(), self.shared.clone());
+        k.named = Some(Named { cluster: cluster.to_owned(), api, events, steps });
     }
 
     /// Points commit statuses at `vixen/<cluster>`.
@@ -351,7 +374,8 @@ impl Agent {
             Some(k) => p.conn.clone().with_kube(engine::KubeAccess::Client(k.client.clone())),
             None => p.conn.clone(),
         };
-        let outcome = engine::reconcile(&conn, &p.desired, &p.configs, store, self.cfg.timeouts.clone(), &engine::Quiet).await;
+        let progress = StepReporter::new(&self.shared.metrics, self.kube.as_ref().and_then(|k| k.named.as_ref()).map(|n| n.steps.clone()));
+        let outcome = engine::reconcile(&conn, &p.desired, &p.configs, store, self.cfg.timeouts.clone(), &progress).await;
         let inventory = store.load().map(|s| s.inventory).unwrap_or_default();
         let observed = engine::observe::observe(&conn, &p.desired.nodes, &inventory).await;
         let (label, phase, state, reason, mut message) = match &outcome {

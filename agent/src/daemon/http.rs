@@ -5,7 +5,7 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz` | 200 while the process serves (liveness) |
 //! | `GET /readyz` | 200 once the first reconcile attempt finished (readiness) |
-//! | `POST <webhook path>` | verified push webhook: 202 and an immediate poll, else 401 |
+//! | `POST <webhook path>` | verified push webhook: 202 and an immediate poll (on a standby: the push is recorded for the leader first, 503 if that fails), else 401 |
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, RwLock, watch};
 
 use super::metrics::Metrics;
+use super::relay::Relay;
 
 /// Largest webhook body accepted.
 const MAX_BODY: usize = 5 * 1024 * 1024;
@@ -38,12 +39,14 @@ pub struct Shared {
     pub webhook_secret: RwLock<Option<vixen_forge::Secret>>,
     /// Path the webhook is served on.
     pub webhook_path: String,
+    /// With election: how a standby tells the leader about a push.
+    pub relay: Option<Relay>,
 }
 
 impl Shared {
     /// Fresh state with webhooks on `webhook_path`.
-    pub fn new(webhook_path: &str) -> Self {
-        Self { metrics: Metrics::default(), ready: AtomicBool::new(false), poll_now: Notify::new(), webhook_secret: RwLock::new(None), webhook_path: webhook_path.to_owned() }
+    pub fn new(webhook_path: &str, relay: Option<Relay>) -> Self {
+        Self { metrics: Metrics::default(), ready: AtomicBool::new(false), poll_now: Notify::new(), webhook_secret: RwLock::new(None), webhook_path: webhook_path.to_owned(), relay }
     }
 }
 
@@ -108,8 +111,21 @@ async fn webhook(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes
     let out = vixen_forge::handle_webhook(&parts.headers, &body, &secret);
     let result = if out.event.is_some() { "accepted" } else if out.status == 401 { "rejected" } else { "ignored" };
     shared.metrics.webhooks.get_or_create(&vec![("result", result.into())]).inc();
-    if out.event.is_some() {
-        shared.poll_now.notify_one();
+    if let Some(push) = &out.event {
+        // A standby's own loop does not poll: the leader must hear of it.
+        if let Some(relay) = shared.relay.as_ref().filter(|r| r.standby()) {
+            let relays = |result: &str| {
+                shared.metrics.webhook_relays.get_or_create(&vec![("result", result.into())]).inc();
+            };
+            if let Err(e) = relay.forward(push).await {
+                relays("failed");
+                tracing::warn!(error = %e, "webhook on a standby: the leader could not be told; answering 503 so the forge retries");
+                return text(StatusCode::SERVICE_UNAVAILABLE, "this replica is a standby and could not reach the leader; retry\n", "text/plain");
+            }
+            relays("sent");
+        } else {
+            shared.poll_now.notify_one();
+        }
     }
     text(StatusCode::from_u16(out.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "", "text/plain")
 }

@@ -35,6 +35,13 @@ pub struct Metrics {
     pub statuses: Family<Labels, Counter>,
     /// 1 while this replica holds the Lease (or runs without election).
     pub leader: Gauge,
+    /// Engine steps by action kind and event (`started`, `succeeded`, `resumed`, `failed`).
+    pub steps: Family<Labels, Counter>,
+    /// Step Events by result (`posted`, `failed`, `dropped` when the queue was full).
+    pub events: Family<Labels, Counter>,
+    /// Verified webhooks handed between replicas: `sent` and `failed` on a standby, `received`
+    /// on the leader.
+    pub webhook_relays: Family<Labels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -55,6 +62,9 @@ impl Default for Metrics {
             webhooks: Family::default(),
             statuses: Family::default(),
             leader: Gauge::default(),
+            steps: Family::default(),
+            events: Family::default(),
+            webhook_relays: Family::default(),
         };
         let r = &mut m.registry;
         r.register("reconcile_duration_seconds", "Duration of one reconcile", m.reconcile_duration.clone());
@@ -67,6 +77,9 @@ impl Default for Metrics {
         r.register("webhooks", "Webhook requests by result", m.webhooks.clone());
         r.register("commit_statuses", "Commit statuses by state and result", m.statuses.clone());
         r.register("leader", "1 while this replica may act on the cluster", m.leader.clone());
+        r.register("steps", "Engine steps by action kind and event", m.steps.clone());
+        r.register("events", "Step Events by result (dropped: the queue to the API server was full)", m.events.clone());
+        r.register("webhook_relays", "Verified webhooks handed from a standby to the leader", m.webhook_relays.clone());
         m
     }
 }

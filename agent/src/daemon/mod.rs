@@ -13,6 +13,10 @@
 //!               status object, Events, metrics, commit status ◄──────┘
 //! ```
 //!
+//! As the engine goes, each step becomes a metric and a Kubernetes Event (see `steps`). With two
+//! replicas behind one Service, a webhook may land on the standby: it records the push on a
+//! ConfigMap the leader looks at on every Lease tick (see `relay`).
+//!
 //! Dangerous work runs only while this replica leads: the reconcile is dropped the moment the
 //! Lease is lost, and the journal refuses writes from a replica that does not lead.
 
@@ -20,8 +24,10 @@ pub mod cycle;
 pub mod http;
 pub mod kube_store;
 pub mod metrics;
+pub mod relay;
 pub mod secrets;
 pub mod source;
+pub mod steps;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -90,6 +96,8 @@ pub struct KubeOptions {
     pub pool_version: vixen_k8s::PoolVersion,
     /// Force Cilium fields owned by other managers.
     pub force_conflicts: bool,
+    /// How long the Lease lasts without renewal (renewals and the standby's checks follow).
+    pub lease_duration: Duration,
 }
 
 /// Everything the loop needs.

@@ -47,6 +47,15 @@ impl LeaseConfig {
             renew_every: Duration::from_secs(2),
         }
     }
+
+    /// The same with a Lease of `lease_duration`, the other two in the defaults' proportions
+    /// (deadline 2/3 of it, a renewal every 2/15 of it).
+    pub fn with_duration(mut self, lease_duration: Duration) -> Self {
+        self.lease_duration = lease_duration;
+        self.renew_deadline = lease_duration * 2 / 3;
+        self.renew_every = lease_duration * 2 / 15;
+        self
+    }
 }
 
 /// Holds or waits for the Lease. [`LeaderElector::subscribe`] tells the rest of the agent

@@ -8,6 +8,7 @@
 //! status        ──apply status──► VixenCluster "<cluster>" (kubectl get vixenclusters)
 //! Events        ──create──► events.k8s.io/v1 Event, regarding the VixenCluster
 //! Nodes         ──cordon/evict/uncordon/delete──► Node, pods/eviction (the engine's gates)
+//! PushSignal    ──update (standby) / get (leader)──► ConfigMap "vixen-push" (webhook relay)
 //! ```
 //!
 //! Every write goes through [`kube::Client`], so the unit tests drive it with a `tower_test` mock
@@ -19,6 +20,7 @@ pub mod install;
 pub mod journal;
 pub mod lease;
 pub mod nodes;
+pub mod push;
 pub mod status;
 
 pub use cilium::{ApplyReport, CiliumApi, Conflict, NetworkObjects, PoolVersion};
@@ -26,6 +28,7 @@ pub use events::{EventRecorder, EventType};
 pub use journal::Journal;
 pub use lease::{LeaderElector, LeaseConfig};
 pub use nodes::{CORDONED_BY_VIXEN, DrainReport, NodeView, Nodes};
+pub use push::{Push, PushSignal};
 pub use status::{Condition, NodeStatus, Phase, StatusApi, VixenCluster, VixenClusterSpec, VixenClusterStatus, render_table};
 
 /// The field manager of every server-side apply vixen makes.

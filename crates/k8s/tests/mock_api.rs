@@ -8,7 +8,7 @@ use http::{Request, Response};
 use kube::client::Body;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use vixen_k8s::{CiliumApi, Error, Journal, LeaderElector, LeaseConfig, NetworkObjects, PoolVersion};
+use vixen_k8s::{CiliumApi, Error, Journal, LeaderElector, LeaseConfig, NetworkObjects, PoolVersion, PushSignal};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -202,6 +202,53 @@ async fn journal_absent_is_created_and_never_written_by_a_follower() {
     tx.send(false).unwrap();
     // No request may go out: the mock has no more answers and would time the test out.
     assert!(matches!(j.save("{}").await, Err(Error::NotLeader(_))));
+}
+
+const PUSH: &str = "/api/v1/namespaces/vixen-system/configmaps/vixen-push";
+
+fn push_cm(rv: &str, revision: &str) -> Value {
+    json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "vixen-push", "namespace": "vixen-system", "resourceVersion": rv },
+            "data": { "revision": revision, "ref": "refs/heads/main", "receivedAt": "2026-01-01T00:00:00Z", "receivedBy": "pod-b" } })
+}
+
+#[tokio::test]
+async fn a_standby_records_a_push_unconditionally_creating_it_the_first_time() {
+    let (client, handle) = mock();
+    let signal = PushSignal::new(client, "vixen-system", "vixen-push");
+    let server = tokio::spawn(verify(handle, vec![
+        Call { check: |b| {
+            assert!(b["metadata"]["resourceVersion"].is_null(), "last writer wins: no precondition");
+            assert_eq!(b["data"]["revision"], "c0ffee");
+            assert_eq!(b["data"]["receivedBy"], "pod-b");
+            assert_eq!(b["metadata"]["labels"]["app.kubernetes.io/managed-by"], "vixen");
+        }, ..call("PUT", PUSH, 404, api_status(404, "NotFound", "not found")) },
+        call("POST", "/api/v1/namespaces/vixen-system/configmaps", 201, push_cm("5", "c0ffee")),
+        call("PUT", PUSH, 200, push_cm("6", "beef")),
+    ]));
+    signal.record("c0ffee", "refs/heads/main", "pod-b").await.unwrap();
+    signal.record("beef", "refs/heads/main", "pod-b").await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_leader_sees_a_new_push_once_and_only_after_its_first_look() {
+    let (client, handle) = mock();
+    let mut signal = PushSignal::new(client, "vixen-system", "vixen-push");
+    let server = tokio::spawn(verify(handle, vec![
+        call("GET", PUSH, 200, push_cm("5", "old")),
+        call("GET", PUSH, 200, push_cm("5", "old")),
+        call("GET", PUSH, 200, push_cm("9", "new")),
+        call("GET", PUSH, 200, push_cm("9", "new")),
+        call("GET", PUSH, 200, push_cm("12", "newer")),
+    ]));
+    assert_eq!(signal.changed().await.unwrap(), None, "the first look only remembers");
+    assert_eq!(signal.changed().await.unwrap(), None);
+    let push = signal.changed().await.unwrap().expect("a new push");
+    assert_eq!((push.revision.as_str(), push.received_by.as_str()), ("new", "pod-b"));
+    assert_eq!(signal.changed().await.unwrap(), None, "seen once");
+    signal.forget();
+    assert_eq!(signal.changed().await.unwrap(), None, "a new term starts from what is there");
+    server.await.unwrap();
 }
 
 const POOLS: &str = "/apis/cilium.io/v2alpha1/ciliumloadbalancerippools";

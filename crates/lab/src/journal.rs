@@ -53,6 +53,10 @@ pub struct CallRecord {
     pub detail: serde_json::Value,
     /// `ok`, or `<gRPC code>: <message>`.
     pub result: String,
+    /// The Common Name of the caller's client certificate (absent without one, as in
+    /// maintenance mode): tells apart two clients that share a CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 impl LabStatus {
@@ -123,6 +127,7 @@ impl Journal {
         method: &str,
         detail: serde_json::Value,
         result: String,
+        client: Option<String>,
     ) {
         let rec = CallRecord {
             time: now_rfc3339(),
@@ -130,6 +135,7 @@ impl Journal {
             method: method.to_string(),
             detail,
             result,
+            client,
         };
         let mut line = serde_json::to_string(&rec).unwrap_or_default();
         line.push('\n');

@@ -138,7 +138,9 @@ impl NodeApi {
             Err(s) => format!("{:?}: {}", s.code(), s.message()),
         };
         if let Some(lab) = self.node.lab() {
-            lab.journal.record(&target.spec.name, method, detail, text);
+            let client = peer.and_then(|p| p.client.clone());
+            lab.journal
+                .record(&target.spec.name, method, detail, text, client);
         }
         result.map(|t| (target, proxied, t))
     }

@@ -93,6 +93,8 @@ pub(crate) fn configured_config(
 pub(crate) struct PeerInfo {
     /// Roles from the client certificate's Organization; `None` without a certificate.
     pub roles: Option<Vec<String>>,
+    /// The client certificate's Common Name (who called), if any.
+    pub client: Option<String>,
 }
 
 /// An accepted TLS connection that fails as soon as its node goes down.
@@ -151,14 +153,19 @@ impl tonic::transport::server::Connected for TlsConn {
     }
 }
 
-/// Roles (Organization values) of a DER client certificate.
-fn roles_of(der: &[u8]) -> Vec<String> {
+/// Roles (Organization values) and Common Name of a DER client certificate.
+fn subject_of(der: &[u8]) -> (Vec<String>, Option<String>) {
     x509_parser::parse_x509_certificate(der)
         .map(|(_, cert)| {
-            cert.subject()
+            let subject = cert.subject();
+            let roles = subject
                 .iter_organization()
                 .filter_map(|o| o.as_str().ok().map(str::to_string))
-                .collect()
+                .collect();
+            let name = subject
+                .iter_common_name()
+                .find_map(|n| n.as_str().ok().map(str::to_string));
+            (roles, name)
         })
         .unwrap_or_default()
 }
@@ -200,16 +207,20 @@ pub(crate) async fn listen(
                     };
                     // Handshake failures (no or wrong client certificate) never reach a handler.
                     let Ok(stream) = handshake else { return };
-                    let roles = stream
+                    let subject = stream
                         .get_ref()
                         .1
                         .peer_certificates()
                         .and_then(|c| c.first())
-                        .map(|c| roles_of(c.as_ref()));
+                        .map(|c| subject_of(c.as_ref()));
+                    let (roles, client) = match subject {
+                        Some((roles, client)) => (Some(roles), client),
+                        None => (None, None),
+                    };
                     let conn = TlsConn {
                         stream,
                         cut: Box::pin(cut.cancelled_owned()),
-                        info: PeerInfo { roles },
+                        info: PeerInfo { roles, client },
                     };
                     let _ = tx.send(Ok(conn)).await;
                 });

@@ -242,6 +242,17 @@ async fn single_control_plane_v1_11_full_lifecycle() {
             .any(|r| r.detail["dry_run"] == true && r.result == "ok")
     );
     assert!(calls.iter().all(|r| r.node == "cp1" && !r.time.is_empty()));
+    // Who called: the admin certificate's name; maintenance mode sees no client certificate.
+    assert!(
+        calls
+            .iter()
+            .any(|r| r.method.ends_with("/Upgrade") && r.client.as_deref() == Some("vixen"))
+    );
+    assert!(
+        applies
+            .iter()
+            .any(|r| r.detail["dry_run"] == true && r.client.is_none())
+    );
     assert!(
         !calls
             .iter()
