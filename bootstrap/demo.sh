@@ -44,8 +44,12 @@ git -C "$work/origin" -c user.name=demo -c user.email=demo@vixen.invalid commit 
 git clone -q "$work/origin" "$work/checkout"
 
 "$VIXEN" validate "$work/checkout"
-stamp "starting the lab: 5 nodes in maintenance mode"
-"$VIXEN" lab up --repo "$work/checkout" --dir "$lab" --reboot-ms "$REBOOT_MS"
+# With the kube-apiserver peer built (tests/deps.sh builds it), the lab runs a real Kubernetes API
+# on its etcd, and the rollout drains each Node and waits for it Ready before the next.
+kube=()
+if [ -x "${VIXEN_PEERS_BIN:-/nonexistent}/kube-apiserver" ]; then kube=(--kube); fi
+stamp "starting the lab: 5 nodes in maintenance mode${kube:+, and a kube-apiserver once etcd runs}"
+"$VIXEN" lab up --repo "$work/checkout" --dir "$lab" --reboot-ms "$REBOOT_MS" "${kube[@]}"
 "$VIXEN" lab status --dir "$lab"
 
 stamp "vixen bootstrap: cp-1 from its maintenance address"

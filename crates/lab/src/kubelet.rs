@@ -38,6 +38,9 @@ pub(crate) struct Kubelet {
 
 struct Posted {
     ready: bool,
+    /// The Talos version in the posted OS image: a kubelet starting after an upgrade posts its
+    /// new node info at once, whether or not a NotReady was seen in between.
+    version: String,
     since: Time,
     at: Instant,
 }
@@ -71,7 +74,7 @@ impl Kubelet {
                 continue;
             }
             let due = match self.posted.get(&name) {
-                Some(p) => p.ready != ready || p.at.elapsed() > HEARTBEAT,
+                Some(p) => p.ready != ready || p.version != n.version().to_string() || p.at.elapsed() > HEARTBEAT,
                 None => true,
             };
             if !due {
@@ -87,6 +90,7 @@ impl Kubelet {
                         name,
                         Posted {
                             ready,
+                            version: n.version().to_string(),
                             since,
                             at: Instant::now(),
                         },
