@@ -1,6 +1,5 @@
 //! `vixen validate` and `vixen render` as a user runs them: exit codes, file:line output, bytes.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 mod common;
@@ -14,7 +13,7 @@ fn vixen(args: &[&str]) -> Output {
 fn plaintext_example() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&example(), dir.path());
-    let bundle = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/model/tests/testdata/bundle.yaml");
+    let bundle = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from).join("../crates/model/tests/testdata/bundle.yaml");
     std::fs::copy(bundle, dir.path().join("secrets/talos.sops.yaml")).unwrap();
     dir
 }

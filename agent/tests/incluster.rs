@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::lab::rewrite_all;
 use common::{copy_dir, example};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -194,7 +195,7 @@ where
 async fn install_vixen(admin: &kube::Client) {
     create(&Api::<Namespace>::all(admin.clone()), json!({ "metadata": { "name": NS } })).await;
     create(&Api::<ServiceAccount>::namespaced(admin.clone(), NS), json!({ "metadata": { "name": "vixen" } })).await;
-    let rbac = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/rbac.yaml")).unwrap();
+    let rbac = std::fs::read_to_string(std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from).join("../manifests/rbac.yaml")).unwrap();
     for doc in serde_yaml_ng::Deserializer::from_str(&rbac) {
         let doc: Value = serde::Deserialize::deserialize(doc).unwrap();
         match doc["kind"].as_str().unwrap() {
@@ -249,18 +250,6 @@ fn talosconfig(repo: &Path, name: &str, out: &Path) {
     let minted = vixen_pki::mint(&bundle.certs.os, "certs.os", name, &vixen_pki::Usage::Client { roles: &["os:admin"] }, time::Duration::days(1)).unwrap();
     let creds = vixen_talos::Credentials::from_minted(&bundle.certs.os.crt, &minted).unwrap();
     std::fs::write(out, creds.to_talosconfig(name, &[format!("127.{K}.10.1")])).unwrap();
-}
-
-fn rewrite_all(dir: &Path, from: &str, to: &str) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rewrite_all(&path, from, to);
-        } else if path.extension().is_some_and(|e| e == "yaml") && !path.ends_with("talos.sops.yaml") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            std::fs::write(&path, text.replace(from, to)).unwrap();
-        }
-    }
 }
 
 fn edit(path: &Path, old: &str, new: &str) {

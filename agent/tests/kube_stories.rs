@@ -82,6 +82,20 @@ fn pod(name: &str, node: &str, labels: serde_json::Value, owner: Option<serde_js
     .unwrap()
 }
 
+/// `vixen agent --once` in the background, so the test can watch the rollout as it runs.
+fn spawn_agent(lab: &Lab, ready_timeout: u32) -> std::process::Child {
+    let mut args: Vec<String> = vec!["agent".into(), "--once".into(), "--ready-timeout".into(), ready_timeout.to_string()];
+    args.extend(lab.target());
+    std::process::Command::new(env!("CARGO_BIN_EXE_vixen"))
+        .args(&args)
+        .env("SOPS_AGE_KEY_FILE", common::example().join("demo.agekey"))
+        .env("VIXEN_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Polls until `f` holds (at most `secs`).
 #[track_caller]
 fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
@@ -130,16 +144,7 @@ fn story_14_removed_worker_is_drained_first_its_budget_honoured_then_reset_and_i
 
     std::fs::remove_file(lab.repo.join("nodes/worker-2.yaml")).unwrap();
     let mark = lab.mark();
-    let mut args: Vec<String> = vec!["agent".into(), "--once".into(), "--ready-timeout".into(), "60".into()];
-    args.extend(lab.target());
-    let agent = std::process::Command::new(env!("CARGO_BIN_EXE_vixen"))
-        .args(&args)
-        .env("SOPS_AGE_KEY_FILE", common::example().join("demo.agekey"))
-        .env("VIXEN_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let agent = spawn_agent(&lab, 60);
 
     // vixen cordons worker-2, and the budget holds the eviction back: no reset while it does.
     eventually(60, "worker-2 cordoned", || rt.block_on(nodes.get("worker-2")).is_ok_and(|n| unschedulable(&n)));
@@ -201,16 +206,7 @@ fn story_15_upgrade_waits_for_each_node_ready_one_at_a_time_and_stops_at_one_tha
 
     lab.edit("cluster.yaml", "version: v1.11.6", "version: v1.12.2");
     let mark = lab.mark();
-    let mut args: Vec<String> = vec!["agent".into(), "--once".into(), "--ready-timeout".into(), "20".into()];
-    args.extend(lab.target());
-    let agent = std::process::Command::new(env!("CARGO_BIN_EXE_vixen"))
-        .args(&args)
-        .env("SOPS_AGE_KEY_FILE", common::example().join("demo.agekey"))
-        .env("VIXEN_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let agent = spawn_agent(&lab, 20);
     // worker-1 (the 4th node) comes back with Talos healthy but its kubelet NotReady.
     eventually(120, "worker-1's upgrade", || lab.mutating_since(mark).iter().any(|c| c.node == "worker-1" && c.short() == "Upgrade"));
     lab.fault("worker-1", "kubelet-not-ready");

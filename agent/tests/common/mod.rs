@@ -7,7 +7,7 @@ pub mod lab;
 
 /// The homelab example repo.
 pub fn example() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/homelab")
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from).join("../examples/homelab")
 }
 
 /// Copies a folder tree.

@@ -64,7 +64,7 @@ async fn cluster(dir: &std::path::Path, test: &str) -> Option<(Lab, String)> {
 }
 
 fn manifest_docs(file: &str) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(format!("{}/../../manifests/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let text = std::fs::read_to_string(std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from).join(format!("../../manifests/{file}"))).unwrap();
     serde_yaml_ng::Deserializer::from_str(&text).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect()
 }
 

@@ -10,7 +10,7 @@ use vixen_model::render::render;
 use vixen_pki::SecretsBundle;
 
 fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from)
 }
 
 fn load() -> (Repo, SecretsBundle) {

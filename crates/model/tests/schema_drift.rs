@@ -1,11 +1,10 @@
 //! The checked-in schemas under `schemas/` must match the Rust types.
 //! Regenerate with `UPDATE_SCHEMAS=1 cargo test -p vixen-model --test schema_drift`.
 
-use std::path::PathBuf;
 
 #[test]
 fn checked_in_schemas_match_the_types() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from).join("../../schemas");
     let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
     for (name, text) in vixen_model::schema::schemas() {
         let path = dir.join(name);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use vixen_model::validate::load_and_validate;
 
 fn example() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/homelab")
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from).join("../../examples/homelab")
 }
 
 fn copy_dir(from: &Path, to: &Path) {

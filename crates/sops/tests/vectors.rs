@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use vixen_sops::{Format, Keyring};
 
 fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata")
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from).join("tests/testdata")
 }
 
 fn keyring() -> Keyring {
