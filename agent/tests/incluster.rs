@@ -303,7 +303,7 @@ async fn two_replicas_one_leads_a_webhook_on_the_standby_reaches_it_and_the_stan
 
     // The lab with its kube-apiserver, and the first control plane bootstrapped.
     let lab_dir = dir.join("lab");
-    ok(vixen().args(["lab", "up", "--kube", "--reboot-ms", "200", "--repo"]).arg(&remote.work).arg("--dir").arg(&lab_dir));
+    ok(vixen().args(["lab", "up", "--kube", "--reboot-ms", "200", "--die-with", &std::process::id().to_string(), "--repo"]).arg(&remote.work).arg("--dir").arg(&lab_dir));
     let _lab = Lab(lab_dir.clone());
     ok(vixen().args(["bootstrap", "--timeout", "60", "--repo"]).arg(&remote.work).arg("--lab").arg(&lab_dir).arg("--out").arg(dir.join("out")));
     let admin_kubeconfig = std::fs::read_to_string(dir.join("out/kubeconfig")).unwrap();

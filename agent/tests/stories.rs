@@ -463,3 +463,26 @@ fn bootstrap_refuses_when_another_control_plane_already_runs_etcd() {
     assert!(err.contains("cp-1 already runs etcd"), "{err}");
     assert!(lab.mutating_since(mark).is_empty());
 }
+
+#[test]
+fn a_lab_stops_with_the_process_it_belongs_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    common::copy_dir(&example(), &repo);
+    rewrite_all(&repo, "127.0.", "127.52.");
+    let dir = tmp.path().join("lab");
+    let mut owner = Command::new("sleep").arg("3").spawn().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vixen"))
+        .args(["lab", "up", "--repo", repo.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "--die-with", &owner.id().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listening = || std::net::TcpStream::connect_timeout(&"127.52.10.11:50000".parse().unwrap(), Duration::from_millis(300)).is_ok();
+    assert!(listening(), "cp-1 waits in maintenance mode");
+    owner.wait().unwrap();
+    let until = Instant::now() + Duration::from_secs(15);
+    while listening() || dir.join("ready").exists() {
+        assert!(Instant::now() < until, "the lab outlived the process it belongs to");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

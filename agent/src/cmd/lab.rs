@@ -31,6 +31,9 @@ pub enum Command {
         /// The kube-apiserver binary for --kube (default: the built test peer).
         #[arg(long, requires = "kube")]
         kube_apiserver: Option<PathBuf>,
+        /// Stop the lab when this process exits (tests pass their own PID).
+        #[arg(long, value_name = "PID")]
+        die_with: Option<u32>,
     },
     /// Run the lab in the foreground (what `up` starts in the background).
     #[command(hide = true)]
@@ -41,6 +44,8 @@ pub enum Command {
         reboot_ms: u64,
         #[arg(long)]
         kube_apiserver: Option<PathBuf>,
+        #[arg(long)]
+        die_with: Option<u32>,
     },
     /// Stop the lab and every process it started.
     Down {
@@ -66,7 +71,7 @@ pub enum Command {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up { repo, spec, dir, reboot_ms, kube, kube_apiserver } => {
+        Command::Up { repo, spec, dir, reboot_ms, kube, kube_apiserver, die_with } => {
             let spec = match (repo, spec) {
                 (Some(repo), _) => super::lab_spec_for_repo(&repo)?,
                 (None, Some(file)) => LabSpec::load(&file)?,
@@ -79,12 +84,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     "--kube: kube-apiserver is not built (bash tests/peers/build.sh, or --kube-apiserver PATH)",
                 )?),
             };
-            up(&spec, &dir, reboot_ms, apiserver.as_deref())?;
+            up(&spec, &dir, reboot_ms, apiserver.as_deref(), die_with)?;
             print_status(&dir)?;
         }
-        Command::Serve { dir, reboot_ms, kube_apiserver } => {
+        Command::Serve { dir, reboot_ms, kube_apiserver, die_with } => {
             let kube = kube_apiserver.map(|apiserver| vixen_lab::KubeOptions { apiserver });
-            vixen_lab::serve_blocking(&dir, reboot_ms, kube)?;
+            vixen_lab::serve_blocking(&dir, reboot_ms, kube, die_with)?;
         }
         Command::Down { dir } => down(&dir)?,
         Command::Status { dir } => print_status(&dir)?,
@@ -98,7 +103,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn up(spec: &LabSpec, dir: &Path, reboot_ms: u64, kube_apiserver: Option<&Path>) -> anyhow::Result<()> {
+fn up(spec: &LabSpec, dir: &Path, reboot_ms: u64, kube_apiserver: Option<&Path>, die_with: Option<u32>) -> anyhow::Result<()> {
     spec.validate()?;
     if vixen_lab::control_socket(dir).exists() && vixen_lab::ready_file(dir).exists() {
         bail!("a lab already runs in {} (vixen lab down --dir first)", dir.display());
@@ -115,6 +120,9 @@ fn up(spec: &LabSpec, dir: &Path, reboot_ms: u64, kube_apiserver: Option<&Path>)
         .args(["--reboot-ms", &reboot_ms.to_string()]);
     if let Some(path) = kube_apiserver {
         child.arg("--kube-apiserver").arg(path);
+    }
+    if let Some(pid) = die_with {
+        child.args(["--die-with", &pid.to_string()]);
     }
     child
         .stdin(Stdio::null())

@@ -75,7 +75,9 @@ impl Lab {
         lab.edit("cluster.yaml", "stabilization: 30s", "stabilization: 0s");
         // The lab has a machine for every node of the example; `prepare` may then take nodes
         // out of Git (their machines wait in maintenance mode, as spare hardware does).
-        let mut args = vec!["lab", "up", "--repo", lab.repo.to_str().unwrap(), "--dir", lab.lab.to_str().unwrap(), "--reboot-ms", "200"];
+        // A killed test run takes its lab with it.
+        let pid = std::process::id().to_string();
+        let mut args = vec!["lab", "up", "--repo", lab.repo.to_str().unwrap(), "--dir", lab.lab.to_str().unwrap(), "--reboot-ms", "200", "--die-with", &pid];
         args.extend_from_slice(extra);
         let out = lab.vixen(&args);
         assert!(out.status.success(), "lab up: {}", String::from_utf8_lossy(&out.stderr));

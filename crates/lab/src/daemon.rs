@@ -67,7 +67,15 @@ pub fn send_control(dir: &Path, cmd: &Control) -> Result<ControlReply> {
 ///
 /// # Errors
 /// When the lab cannot start or the control socket cannot be bound.
-pub async fn run_daemon(spec: &LabSpec, opts: LabOptions, ready: impl FnOnce()) -> Result<()> {
+///
+/// With `die_with`, the lab also stops when that process is gone (a test run that was killed
+/// takes its labs with it instead of leaving etcd processes on its addresses).
+pub async fn run_daemon(
+    spec: &LabSpec,
+    opts: LabOptions,
+    die_with: Option<u32>,
+    ready: impl FnOnce(),
+) -> Result<()> {
     let sock = control_socket(&opts.dir);
     let lab = Lab::start(spec, opts).await?;
     let _ = std::fs::remove_file(&sock);
@@ -75,10 +83,18 @@ pub async fn run_daemon(spec: &LabSpec, opts: LabOptions, ready: impl FnOnce()) 
     let mut term = signal(SignalKind::terminate()).map_err(|e| io(&sock, e))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| io(&sock, e))?;
     ready();
+    let mut owner_check = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         let stream = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = owner_check.tick(), if die_with.is_some() => {
+                if die_with.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+                    tracing::warn!(pid = die_with, "the process this lab belongs to is gone: stopping");
+                    break;
+                }
+                continue;
+            }
             r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
         };
         let (read, mut write) = stream.into_split();
@@ -145,7 +161,12 @@ pub fn ready_file(dir: &Path) -> std::path::PathBuf {
 ///
 /// # Errors
 /// When the spec cannot be read or the lab cannot start.
-pub fn serve_blocking(dir: &Path, reboot_ms: u64, kube: Option<crate::KubeOptions>) -> Result<()> {
+pub fn serve_blocking(
+    dir: &Path,
+    reboot_ms: u64,
+    kube: Option<crate::KubeOptions>,
+    die_with: Option<u32>,
+) -> Result<()> {
     let spec = LabSpec::load(&dir.join("spec.json"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -158,7 +179,7 @@ pub fn serve_blocking(dir: &Path, reboot_ms: u64, kube: Option<crate::KubeOption
         reboot_ms,
         kube,
     };
-    let res = rt.block_on(run_daemon(&spec, opts, || {
+    let res = rt.block_on(run_daemon(&spec, opts, die_with, || {
         let _ = std::fs::write(&ready, format!("{}\n", std::process::id()));
     }));
     let _ = std::fs::remove_file(&ready);
