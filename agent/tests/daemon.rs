@@ -3,8 +3,10 @@
 //! (webhook, /metrics, /healthz, /readyz). No Talos node answers, so the planner refuses (not
 //! bootstrapped): that is a `failure` status and an idle agent, which is what is measured.
 //!
-//! Prints the benchmark figures of the README (idle RSS, CPU per poll, webhook -> pending):
-//! `VIXEN_BIN=$CARGO_TARGET_DIR/release/vixen cargo test -p vixen --test daemon -- --nocapture`.
+//! Prints the benchmark figures of the README (idle RSS, CPU per poll, webhook -> pending) for the
+//! binary in `VIXEN_BIN` (default: this test build's):
+//! `VIXEN_BIN=FILE cargo test -p vixen --test daemon -- --nocapture`. `bench/agent-memory.sh`
+//! builds the container image's binary (static musl, release) and runs this test on it.
 
 #[path = "../../crates/git/tests/e2e/fixture.rs"]
 #[allow(dead_code)]
@@ -104,12 +106,12 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn copy_dir(from: &Path, to: &Path, files: &mut Vec<(String, String)>, prefix: &str) {
+fn copy_dir(from: &Path, files: &mut Vec<(String, String)>, prefix: &str) {
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
         let name = format!("{prefix}{}", e.file_name().to_string_lossy());
         if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), to, files, &format!("{name}/"));
+            copy_dir(&e.path(), files, &format!("{name}/"));
         } else if !name.ends_with(".agekey") {
             let mut text = std::fs::read_to_string(e.path()).unwrap();
             // Addresses no lab uses: this test must never reach another test's simulated nodes.
@@ -123,12 +125,18 @@ fn copy_dir(from: &Path, to: &Path, files: &mut Vec<(String, String)>, prefix: &
 
 fn example_files() -> Vec<(String, String)> {
     let mut files = Vec::new();
-    copy_dir(&example(), Path::new(""), &mut files, "");
+    copy_dir(&example(), &mut files, "");
     files
 }
 
 fn example() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/homelab")
+}
+
+/// The binary under test: `VIXEN_BIN` (the README's figures are of a release build), else this
+/// test build's.
+fn agent_bin() -> String {
+    std::env::var("VIXEN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vixen").to_owned())
 }
 
 struct Agent {
@@ -153,9 +161,7 @@ impl Agent {
         std::fs::write(secrets.join("hook"), HOOK_SECRET).unwrap();
         std::fs::write(secrets.join("git-password"), GIT_PASSWORD).unwrap();
         let log = dir.join(format!("agent-{port}.log"));
-        // VIXEN_BIN=target/release/vixen measures the release build (the README's figures).
-        let bin = std::env::var("VIXEN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vixen").to_owned());
-        let child = Command::new(bin)
+        let child = Command::new(agent_bin())
             .args(["--log-format", "json", "agent", "--repo", repo_url, "--git-username", "u"])
             .arg("--git-password-file").arg(secrets.join("git-password"))
             .arg("--state").arg(dir.join(format!("state-{port}")))
@@ -330,6 +336,7 @@ fn agent_follows_git_reports_on_the_commit_and_wakes_on_a_verified_webhook() {
     // Includes the idle process between polls and the /metrics scrapes of this test.
     let cpu_ms_per_poll = (cpu1 - cpu0).as_secs_f64() * 1000.0 / polls;
 
+    println!("BENCH binary: {}", agent_bin());
     println!(
         "BENCH idle agent resident memory (example repo, after a reconcile): {:.1} MiB = {:.1} MiB heap/stacks + {:.1} MiB mapped code and libraries (polling every second: {:.1} MiB)",
         rss_kib as f64 / 1024.0,
