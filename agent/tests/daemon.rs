@@ -3,8 +3,10 @@
 //! (webhook, /metrics, /healthz, /readyz). No Talos node answers, so the planner refuses (not
 //! bootstrapped): that is a `failure` status and an idle agent, which is what is measured.
 //!
-//! Prints the benchmark figures of the README (idle RSS, CPU per poll, webhook -> pending):
-//! `VIXEN_BIN=$CARGO_TARGET_DIR/release/vixen cargo test -p vixen --test daemon -- --nocapture`.
+//! Prints the benchmark figures of the README (idle RSS, CPU per poll, webhook -> pending) for the
+//! binary in `VIXEN_BIN` (default: this test build's):
+//! `VIXEN_BIN=FILE cargo test -p vixen --test daemon -- --nocapture`. `bench/agent-memory.sh`
+//! builds the container image's binary (static musl, release) and runs this test on it.
 
 #[path = "../../crates/git/tests/e2e/fixture.rs"]
 #[allow(dead_code)]
@@ -131,6 +133,12 @@ fn example() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from).join("../examples/homelab")
 }
 
+/// The binary under test: `VIXEN_BIN` (the README's figures are of a release build), else this
+/// test build's.
+fn agent_bin() -> String {
+    std::env::var("VIXEN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vixen").to_owned())
+}
+
 struct Agent {
     child: Child,
     port: u16,
@@ -153,9 +161,7 @@ impl Agent {
         std::fs::write(secrets.join("hook"), HOOK_SECRET).unwrap();
         std::fs::write(secrets.join("git-password"), GIT_PASSWORD).unwrap();
         let log = dir.join(format!("agent-{port}.log"));
-        // VIXEN_BIN=target/release/vixen measures the release build (the README's figures).
-        let bin = std::env::var("VIXEN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vixen").to_owned());
-        let child = Command::new(bin)
+        let child = Command::new(agent_bin())
             .args(["--log-format", "json", "agent", "--repo", repo_url, "--git-username", "u"])
             .arg("--git-password-file").arg(secrets.join("git-password"))
             .arg("--state").arg(dir.join(format!("state-{port}")))
@@ -330,6 +336,7 @@ fn agent_follows_git_reports_on_the_commit_and_wakes_on_a_verified_webhook() {
     // Includes the idle process between polls and the /metrics scrapes of this test.
     let cpu_ms_per_poll = (cpu1 - cpu0).as_secs_f64() * 1000.0 / polls;
 
+    println!("BENCH binary: {}", agent_bin());
     println!(
         "BENCH idle agent resident memory (example repo, after a reconcile): {:.1} MiB = {:.1} MiB heap/stacks + {:.1} MiB mapped code and libraries (polling every second: {:.1} MiB)",
         rss_kib as f64 / 1024.0,
