@@ -15,10 +15,13 @@ mod fixture;
 #[allow(dead_code)]
 mod http_server;
 
+mod common;
+use common::example;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -129,10 +132,6 @@ fn example_files() -> Vec<(String, String)> {
     files
 }
 
-fn example() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from).join("../examples/homelab")
-}
-
 /// The binary under test: `VIXEN_BIN` (the README's figures are of a release build), else this
 /// test build's.
 fn agent_bin() -> String {
@@ -140,16 +139,9 @@ fn agent_bin() -> String {
 }
 
 struct Agent {
-    child: Child,
+    child: common::KillOnDrop,
     port: u16,
     log: PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Agent {
@@ -178,7 +170,7 @@ impl Agent {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let agent = Self { child, port, log };
+        let agent = Self { child: common::KillOnDrop(child), port, log };
         let t = Instant::now();
         while agent.get("/healthz").0 != 200 {
             assert!(t.elapsed() < Duration::from_secs(20), "agent did not start: {}", agent.logs());
@@ -227,14 +219,14 @@ impl Agent {
 
     /// `VmRSS`, `RssAnon` and `RssFile` in KiB.
     fn memory(&self) -> [u64; 3] {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id())).unwrap();
         ["VmRSS:", "RssAnon:", "RssFile:"].map(|k| status.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap())
     }
 
     /// CPU time of all the process's threads (schedstat, nanoseconds).
     fn cpu(&self) -> Duration {
         let mut ns = 0u64;
-        for t in std::fs::read_dir(format!("/proc/{}/task", self.child.id())).unwrap().flatten() {
+        for t in std::fs::read_dir(format!("/proc/{}/task", self.child.0.id())).unwrap().flatten() {
             let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
             ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         }

@@ -22,7 +22,7 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::lab::rewrite_all;
@@ -72,16 +72,9 @@ impl Drop for Lab {
 /// One `vixen agent --kube` replica; killed when dropped.
 struct Replica {
     name: &'static str,
-    child: Child,
+    child: common::KillOnDrop,
     port: u16,
     log: PathBuf,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 struct Setup<'a> {
@@ -112,7 +105,7 @@ impl Replica {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Self { name, child, port, log }
+        Self { name, child: common::KillOnDrop(child), port, log }
     }
 
     fn logs(&self) -> String {
@@ -412,8 +405,8 @@ async fn two_replicas_one_leads_a_webhook_on_the_standby_reaches_it_and_the_stan
     .await;
     assert_eq!(upgrading.client.as_deref(), Some("vixen-a"));
     let mut a = a;
-    a.child.kill().unwrap();
-    a.child.wait().unwrap();
+    a.child.0.kill().unwrap();
+    a.child.0.wait().unwrap();
     let killed_at = calls(&lab_dir).len();
     let why = || tails(&[&a, &b]);
     let took = until("the standby to take the Lease", LEASE_SECONDS * 3, why, || async { holder(&leases).await.filter(|(h, _)| h == "vixen-b") }).await;

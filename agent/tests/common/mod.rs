@@ -1,9 +1,21 @@
 //! Helpers shared by the agent's test binaries.
 
+#![allow(dead_code)] // each test binary uses its own part of these helpers
+
 use std::path::{Path, PathBuf};
 
 #[allow(dead_code)]
 pub mod lab;
+
+/// A child process, killed and reaped when dropped (a failing test leaves nothing running).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// The homelab example repo.
 pub fn example() -> PathBuf {
