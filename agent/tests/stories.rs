@@ -486,3 +486,40 @@ fn a_lab_stops_with_the_process_it_belongs_to() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn story_17_reboot_needing_change_reboots_one_node_at_a_time() {
+    let lab = Lab::full_cluster(53);
+    // machine.env is not among what Talos applies live: every node must reboot.
+    lab.edit("patches/common.yaml", "  time:\n    disabled: false\n", "  time:\n    disabled: false\n  env:\n    TZ: Europe/Paris\n");
+    // Watch the nodes' modes in lab.json while the change rolls out.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (stop, path) = (stop.clone(), lab.lab.join("lab.json"));
+        std::thread::spawn(move || {
+            let mut worst: Vec<String> = Vec::new();
+            let mut rebooted: BTreeSet<String> = BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(v) = std::fs::read(&path).map_err(|_| ()).and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|_| ())) {
+                    let down: Vec<String> = v["nodes"].as_array().unwrap().iter().filter(|n| n["mode"] != "configured").map(|n| n["name"].as_str().unwrap().to_string()).collect();
+                    rebooted.extend(down.iter().cloned());
+                    if down.len() > worst.len() {
+                        worst = down;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (worst, rebooted)
+        })
+    };
+    let mark = lab.mark();
+    lab.converge();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (worst, rebooted) = sampler.join().unwrap();
+    let applies: Vec<Call> = lab.mutating_since(mark).into_iter().filter(|c| c.short() == "ApplyConfiguration").collect();
+    assert_eq!(applies.len(), 5, "{applies:#?}");
+    assert!(applies.iter().all(|c| c.detail["mode"] == "REBOOT"), "{applies:#?}");
+    assert_eq!(rebooted, set(&["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"]), "every node rebooted");
+    assert!(worst.len() <= 1, "two nodes down at once: {worst:?}");
+    assert_eq!(lab.etcd_members(&lab.ip("10.1")), members(&["cp-1", "cp-2", "cp-3"]));
+}

@@ -115,6 +115,9 @@ impl Executor<'_> {
     pub async fn run(&self, state: &mut State) -> Result<(), ExecError> {
         let Some(run) = state.run.clone() else { return Ok(()) };
         let wanted: BTreeSet<&str> = self.desired.nodes.iter().map(|n| n.name.as_str()).collect();
+        // Nodes that Talos said it reboots (the ApplyConfiguration answer names the mode it
+        // used): their next readiness gate must first see them go down.
+        let mut rebooting: BTreeSet<String> = BTreeSet::new();
         for index in run.done..run.plan.steps.len() {
             let step = &run.plan.steps[index];
             let fail = |source: StepError| {
@@ -130,7 +133,7 @@ impl Executor<'_> {
                 tracing::info!(node = %step.node, step = index, action = %step.action_text(), reason = %step.reason, "step started");
                 self.progress.step(index, step, StepEvent::Started);
                 let started = Instant::now();
-                self.act(step).await.map_err(fail)?;
+                self.act(step, &mut rebooting).await.map_err(fail)?;
                 tracing::info!(node = %step.node, step = index, elapsed_ms = started.elapsed().as_millis() as u64, "step done");
                 self.progress.step(index, step, StepEvent::Done { elapsed: started.elapsed() });
             } else {
@@ -222,7 +225,7 @@ impl Executor<'_> {
         None
     }
 
-    async fn act(&self, step: &Step) -> Result<(), StepError> {
+    async fn act(&self, step: &Step, rebooting: &mut BTreeSet<String>) -> Result<(), StepError> {
         let inv = self.store.load().ok().map(|s| s.inventory);
         match &step.action {
             Action::ApplyConfig { mode, address, maintenance } => {
@@ -233,14 +236,27 @@ impl Executor<'_> {
                     ApplyMode::NoReboot => WireMode::NoReboot,
                     ApplyMode::Reboot => WireMode::Reboot,
                 };
-                client.apply_configuration(config.as_bytes(), wire, false, None).await?;
+                let outcome = client.apply_configuration(config.as_bytes(), wire, false, None).await?;
+                // A configured node answers, then reboots: until it has gone down, it still
+                // looks healthy on its old boot. (A node in maintenance mode comes back at
+                // another address, which cannot answer before its reboot.)
+                if !*maintenance && outcome.mode == Some(WireMode::Reboot) {
+                    rebooting.insert(step.node.clone());
+                }
             }
             Action::WaitReady { address, version } => {
                 let want = version.as_deref().and_then(|v| v.parse::<vixen_plan::Version>().ok());
+                let must_go_down = rebooting.remove(&step.node);
                 // A node that went down and came back healthy on another version rolled back
                 // (Talos' A/B boot after a failed upgrade): fail now rather than at the timeout.
                 let seen_down = std::cell::Cell::new(false);
                 let rolled_back = std::cell::Cell::new(None);
+                if must_go_down {
+                    // Looked at often: a short reboot must not slip between two looks.
+                    let what = format!("{} going down for its reboot", step.node);
+                    self.wait_every(self.timeouts.ready, Duration::from_millis(20), &what, || async { probe_configured(self.conn, address).await.is_none() }).await?;
+                    seen_down.set(true);
+                }
                 let result = self
                     .wait(self.timeouts.ready, &format!("{} ready at {address}", step.node), || async {
                         match probe_configured(self.conn, address).await {
@@ -380,7 +396,15 @@ impl Executor<'_> {
         Err(StepError::Gate(format!("no healthy peer to remove {hostname}'s etcd member through")))
     }
 
-    async fn wait<F, Fut>(&self, limit: Duration, what: &str, mut check: F) -> Result<(), StepError>
+    async fn wait<F, Fut>(&self, limit: Duration, what: &str, check: F) -> Result<(), StepError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        self.wait_every(limit, self.timeouts.poll, what, check).await
+    }
+
+    async fn wait_every<F, Fut>(&self, limit: Duration, poll: Duration, what: &str, mut check: F) -> Result<(), StepError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -393,7 +417,7 @@ impl Executor<'_> {
             if Instant::now() >= until {
                 return Err(StepError::Gate(format!("{what} (after {}s)", limit.as_secs())));
             }
-            tokio::time::sleep(self.timeouts.poll).await;
+            tokio::time::sleep(poll).await;
         }
     }
 }
