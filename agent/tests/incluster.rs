@@ -19,8 +19,7 @@ mod fixture;
 mod http_server;
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -113,17 +112,7 @@ impl Replica {
     }
 
     fn request(&self, path: &str, headers: &[(&str, String)], body: &[u8]) -> u16 {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return 0 };
-        let mut req = format!("POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+        common::http(self.port, "POST", path, headers, body).0
     }
 
     /// A GitHub push webhook for `after`, signed with `secret`.
