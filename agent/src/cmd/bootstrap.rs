@@ -63,13 +63,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let endpoints: Vec<String> = desired.nodes.iter().filter(|n| n.role == vixen_plan::Role::Controlplane).map(|n| n.address().to_string()).collect();
     let talosconfig = conn.credentials().to_talosconfig(&args.target.cluster_name()?, &endpoints);
     super::write_private(&args.out.join("talosconfig"), talosconfig.as_bytes(), true)?;
-    // Talos streams the kubeconfig as a .tar.gz holding one file.
-    match rt.block_on(async { conn.node(&address)?.kubeconfig().await }) {
-        Ok(archive) => match vixen::engine::kube::first_file_of_targz(&archive) {
-            Ok(kubeconfig) => super::write_private(&args.out.join("kubeconfig"), &kubeconfig, true)?,
-            Err(e) => eprintln!("no kubeconfig: the node's archive is unreadable: {e}"),
-        },
-        Err(e) => eprintln!("no kubeconfig: {e}"),
+    match rt.block_on(conn.kubeconfig(&address)) {
+        Ok(kubeconfig) => super::write_private(&args.out.join("kubeconfig"), &kubeconfig, true)?,
+        Err(e) => eprintln!("no kubeconfig: {e:#}"),
     }
     eprintln!("wrote {}/talosconfig and {}/kubeconfig (mode 0600)", args.out.display(), args.out.display());
     if let Some(url) = &args.install_repo {

@@ -99,6 +99,5 @@ pub async fn run(conn: &Connector, address: &str, install: &Install) -> anyhow::
     for (id, why) in &report.skipped {
         eprintln!("  skipped {id}: {why}");
     }
-    let archive = conn.node(address)?.kubeconfig().await?;
-    vixen::engine::kube::first_file_of_targz(&archive)
+    conn.kubeconfig(address).await
 }

@@ -25,9 +25,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = super::agent::runtime()?;
     let mut last = None;
     for address in &addresses {
-        match rt.block_on(async { conn.node(address)?.kubeconfig().await }) {
-            Ok(archive) => {
-                let kubeconfig = vixen::engine::kube::first_file_of_targz(&archive).with_context(|| format!("the kubeconfig archive from {address}"))?;
+        match rt.block_on(conn.kubeconfig(address)) {
+            Ok(kubeconfig) => {
                 if args.out.as_os_str() == "-" {
                     use std::io::Write as _;
                     std::io::stdout().write_all(&kubeconfig)?;
@@ -37,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            Err(e) => last = Some(format!("{address}: {e}")),
+            Err(e) => last = Some(format!("{address}: {e:#}")),
         }
     }
     eprintln!("no control plane handed out a kubeconfig ({})", last.unwrap_or_else(|| "the repo has no control plane".into()));

@@ -341,11 +341,11 @@ impl Executor<'_> {
                 }
             }
             Action::Drain { node_name } => {
-                let report = self.kube(state_cps(self.desired, inv.as_ref())).await?.drain(node_name, self.timeouts.drain, self.timeouts.poll.max(Duration::from_secs(1))).await?;
+                let report = self.kube(control_plane_addresses(self.desired, inv.as_ref())).await?.drain(node_name, self.timeouts.drain, self.timeouts.poll.max(Duration::from_secs(1))).await?;
                 tracing::info!(node = %node_name, evicted = report.evicted.len(), ignored = report.ignored.len(), "drained");
             }
             Action::WaitNodeReady { node_name, version } => {
-                let api = self.kube(state_cps(self.desired, inv.as_ref())).await?;
+                let api = self.kube(control_plane_addresses(self.desired, inv.as_ref())).await?;
                 let what = match version {
                     Some(v) => format!("Node {node_name} Ready in Kubernetes on Talos {v}"),
                     None => format!("Node {node_name} Ready in Kubernetes"),
@@ -358,10 +358,10 @@ impl Executor<'_> {
                 .await?;
             }
             Action::Uncordon { node_name } => {
-                self.kube(state_cps(self.desired, inv.as_ref())).await?.uncordon(node_name).await?;
+                self.kube(control_plane_addresses(self.desired, inv.as_ref())).await?.uncordon(node_name).await?;
             }
             Action::DeleteNode { node_name } => {
-                self.kube(state_cps(self.desired, inv.as_ref())).await?.delete(node_name).await?;
+                self.kube(control_plane_addresses(self.desired, inv.as_ref())).await?.delete(node_name).await?;
             }
             Action::Stabilize { millis } => {
                 let address = self.address(&step.node, inv.as_ref());
@@ -385,8 +385,7 @@ impl Executor<'_> {
     /// Removes `node`'s member through another control plane whose etcd answers.
     async fn remove_through_peer(&self, node: &str, node_address: &str, inv: Option<&Inventory>) -> Result<(), StepError> {
         let hostname = inv.and_then(|i| i.node(node)).map(|n| n.hostname.clone()).or_else(|| self.desired.nodes.iter().find(|n| n.name == node).map(|n| n.hostname.clone())).unwrap_or_else(|| node.to_string());
-        let mut peers: Vec<String> = self.desired.nodes.iter().filter(|n| n.role == Role::Controlplane).map(|n| n.address().to_string()).collect();
-        peers.extend(inv.into_iter().flat_map(|i| i.nodes.iter()).filter(|n| n.role == Role::Controlplane).map(|n| n.address.clone()));
+        let peers = control_plane_addresses(self.desired, inv);
         for peer in peers.iter().filter(|p| p.as_str() != node_address) {
             let Some(view) = etcd_view(self.conn, peer).await else { continue };
             let Some(member) = view.member(&hostname) else { return Ok(()) };
@@ -422,8 +421,8 @@ impl Executor<'_> {
     }
 }
 
-/// Control-plane addresses to ask for a kubeconfig.
-fn state_cps(desired: &Desired, inv: Option<&Inventory>) -> Vec<String> {
+/// Control planes' addresses: Git's, then where vixen last reached the ones it configured.
+fn control_plane_addresses(desired: &Desired, inv: Option<&Inventory>) -> Vec<String> {
     let mut out: Vec<String> = desired.nodes.iter().filter(|n| n.role == Role::Controlplane).map(|n| n.address().to_string()).collect();
     out.extend(inv.into_iter().flat_map(|i| i.nodes.iter()).filter(|n| n.role == Role::Controlplane).map(|n| n.address.clone()));
     out

@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use vixen_k8s::Nodes;
 use vixen_plan::{KubeNode, KubeView};
 
@@ -95,9 +96,18 @@ impl Connector {
         }
     }
 
+    /// The admin kubeconfig the control plane at `address` hands out (Talos streams it as a
+    /// `.tar.gz` holding one file).
+    ///
+    /// # Errors
+    /// The node refuses or fails the call; the archive is unreadable.
+    pub async fn kubeconfig(&self, address: &str) -> anyhow::Result<Vec<u8>> {
+        let archive = self.node(address)?.kubeconfig().await?;
+        first_file_of_targz(&archive).context("the node's kubeconfig archive is unreadable")
+    }
+
     async fn kubeconfig_client(&self, address: &str) -> anyhow::Result<kube::Client> {
-        let archive = self.probe(address)?.kubeconfig().await?;
-        let text = first_file_of_targz(&archive)?;
+        let text = self.kubeconfig(address).await?;
         client_from(kube::config::Kubeconfig::from_yaml(std::str::from_utf8(&text)?)?).await
     }
 }
@@ -125,11 +135,8 @@ pub async fn view(nodes: &Nodes) -> Option<KubeView> {
     }
 }
 
-/// The first file of a `.tar.gz` (Talos streams the kubeconfig as one).
-///
-/// # Errors
-/// A broken archive, or one without a file.
-pub fn first_file_of_targz(archive: &[u8]) -> anyhow::Result<Vec<u8>> {
+/// The first file of a `.tar.gz`.
+fn first_file_of_targz(archive: &[u8]) -> anyhow::Result<Vec<u8>> {
     use std::io::Read as _;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
     for entry in tar.entries()? {

@@ -10,7 +10,7 @@
 //! vixen marks a cordon it made with an annotation, and only ever uncordons a node carrying it:
 //! a node an operator cordoned by hand stays cordoned.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -156,7 +156,7 @@ impl Nodes {
         self.cordon(name).await?;
         let until = Instant::now() + limit;
         let all: Api<Pod> = Api::all(self.pods.clone());
-        let mut evicted: BTreeMap<String, ()> = BTreeMap::new();
+        let mut evicted: BTreeSet<String> = BTreeSet::new();
         let mut last_refusal: Option<String> = None;
         loop {
             let pods = all
@@ -180,7 +180,7 @@ impl Nodes {
                 match api.evict(pod.metadata.name.as_deref().unwrap_or_default(), &EvictParams::default()).await {
                     Ok(_) => {
                         tracing::info!(node = name, pod = %id, "evicted");
-                        evicted.insert(id, ());
+                        evicted.insert(id);
                     }
                     Err(e) if api_code(&e) == Some(404) => {}
                     // A PodDisruptionBudget forbids it now: try again on the next round.
@@ -193,7 +193,7 @@ impl Nodes {
             }
             if left.is_empty() {
                 ignored.sort();
-                return Ok(DrainReport { evicted: evicted.into_keys().collect(), ignored });
+                return Ok(DrainReport { evicted: evicted.into_iter().collect(), ignored });
             }
             if Instant::now() >= until {
                 return Err(Error::Drain { node: name.to_string(), pods: left, reason: last_refusal.unwrap_or_else(|| "the pods did not terminate".into()) });
