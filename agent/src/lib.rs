@@ -1,4 +1,4 @@
 //! The `vixen` library: the lifecycle engine that the binary's subcommands drive.
 
-pub mod engine;
 pub mod daemon;
+pub mod engine;

@@ -11,7 +11,12 @@ mod cmd;
 /// The repo describes nodes, versions, network and secrets; vixen validates it, renders Talos
 /// machine configs, and converges the cluster over the Talos API without breaking etcd quorum.
 #[derive(Parser)]
-#[command(name = "vixen", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "vixen",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,13 +55,21 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut filter = tracing_subscriber::EnvFilter::try_from_env("VIXEN_LOG").unwrap_or_else(|_| "info".into());
+    let mut filter =
+        tracing_subscriber::EnvFilter::try_from_env("VIXEN_LOG").unwrap_or_else(|_| "info".into());
     // kube's client logs every failed request as an error, expected ones too (an API that is
     // still coming up, a 404); vixen reports the failures that matter itself.
     if !std::env::var("VIXEN_LOG").is_ok_and(|v| v.contains("kube_client")) {
-        filter = filter.add_directive("kube_client::client::builder=off".parse().expect("a valid directive"));
+        filter = filter.add_directive(
+            "kube_client::client::builder=off"
+                .parse()
+                .expect("a valid directive"),
+        );
     }
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     if cli.log_format == "json" {
         logs.json().flatten_event(true).init();
     } else {

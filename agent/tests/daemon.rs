@@ -99,14 +99,23 @@ fn serve_one(stream: TcpStream, posted: &Mutex<Vec<Posted>>) {
         let mut body = vec![0; len];
         r.read_exact(&mut body).unwrap();
         let at = Instant::now();
-        posted.lock().unwrap().push(Posted { at, path, auth, body: serde_json::from_slice(&body).unwrap_or(Value::Null) });
+        posted.lock().unwrap().push(Posted {
+            at,
+            path,
+            auth,
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        });
         let mut w = &stream;
         let _ = w.write_all(b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}");
     }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn copy_dir(from: &Path, files: &mut Vec<(String, String)>, prefix: &str) {
@@ -119,7 +128,9 @@ fn copy_dir(from: &Path, files: &mut Vec<(String, String)>, prefix: &str) {
             let mut text = std::fs::read_to_string(e.path()).unwrap();
             // Addresses no lab uses: this test must never reach another test's simulated nodes.
             if !name.starts_with("secrets/") {
-                text = text.replace("127.0.10.", "127.0.231.").replace("127.0.20.", "127.0.232.");
+                text = text
+                    .replace("127.0.10.", "127.0.231.")
+                    .replace("127.0.20.", "127.0.232.");
             }
             files.push((name, text));
         }
@@ -154,14 +165,39 @@ impl Agent {
         std::fs::write(secrets.join("git-password"), GIT_PASSWORD).unwrap();
         let log = dir.join(format!("agent-{port}.log"));
         let child = Command::new(agent_bin())
-            .args(["--log-format", "json", "agent", "--repo", repo_url, "--git-username", "u"])
-            .arg("--git-password-file").arg(secrets.join("git-password"))
-            .arg("--state").arg(dir.join(format!("state-{port}")))
-            .args(["--interval", &interval.to_string(), "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--webhook-secret-file").arg(secrets.join("hook"))
-            .args(["--forge", "github", "--forge-url", &format!("http://127.0.0.1:{}", forge.port), "--forge-repo", "o/r"])
-            .arg("--forge-token-file").arg(secrets.join("token"))
-            .arg("--age-key").arg(example().join("demo.agekey"))
+            .args([
+                "--log-format",
+                "json",
+                "agent",
+                "--repo",
+                repo_url,
+                "--git-username",
+                "u",
+            ])
+            .arg("--git-password-file")
+            .arg(secrets.join("git-password"))
+            .arg("--state")
+            .arg(dir.join(format!("state-{port}")))
+            .args([
+                "--interval",
+                &interval.to_string(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--webhook-secret-file")
+            .arg(secrets.join("hook"))
+            .args([
+                "--forge",
+                "github",
+                "--forge-url",
+                &format!("http://127.0.0.1:{}", forge.port),
+                "--forge-repo",
+                "o/r",
+            ])
+            .arg("--forge-token-file")
+            .arg(secrets.join("token"))
+            .arg("--age-key")
+            .arg(example().join("demo.agekey"))
             .args(["--ready-timeout", "2"])
             .env("VIXEN_LOG", "info")
             .env_remove("SOPS_AGE_KEY")
@@ -170,10 +206,18 @@ impl Agent {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let agent = Self { child: common::KillOnDrop(child), port, log };
+        let agent = Self {
+            child: common::KillOnDrop(child),
+            port,
+            log,
+        };
         let t = Instant::now();
         while agent.get("/healthz").0 != 200 {
-            assert!(t.elapsed() < Duration::from_secs(20), "agent did not start: {}", agent.logs());
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "agent did not start: {}",
+                agent.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         agent
@@ -183,7 +227,13 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn request(&self, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> (u16, String) {
         common::http(self.port, method, path, headers, body)
     }
 
@@ -193,7 +243,11 @@ impl Agent {
 
     fn metric(&self, name_and_labels: &str) -> f64 {
         let (_, body) = self.get("/metrics");
-        body.lines().find(|l| l.starts_with(name_and_labels)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        body.lines()
+            .find(|l| l.starts_with(name_and_labels))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     fn github_push(&self, after: &str, secret: &str) -> u16 {
@@ -202,21 +256,47 @@ impl Agent {
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(body.as_bytes());
         let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        self.request("POST", "/hook", &[("x-github-event", "push".into()), ("x-hub-signature-256", sig), ("content-type", "application/json".into())], body.as_bytes()).0
+        self.request(
+            "POST",
+            "/hook",
+            &[
+                ("x-github-event", "push".into()),
+                ("x-hub-signature-256", sig),
+                ("content-type", "application/json".into()),
+            ],
+            body.as_bytes(),
+        )
+        .0
     }
 
     /// `VmRSS`, `RssAnon` and `RssFile` in KiB.
     fn memory(&self) -> [u64; 3] {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id())).unwrap();
-        ["VmRSS:", "RssAnon:", "RssFile:"].map(|k| status.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap())
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id())).unwrap();
+        ["VmRSS:", "RssAnon:", "RssFile:"].map(|k| {
+            status
+                .lines()
+                .find(|l| l.starts_with(k))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
     }
 
     /// CPU time of all the process's threads (schedstat, nanoseconds).
     fn cpu(&self) -> Duration {
         let mut ns = 0u64;
-        for t in std::fs::read_dir(format!("/proc/{}/task", self.child.0.id())).unwrap().flatten() {
+        for t in std::fs::read_dir(format!("/proc/{}/task", self.child.0.id()))
+            .unwrap()
+            .flatten()
+        {
             let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-            ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            ns += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
         }
         Duration::from_nanos(ns)
     }
@@ -230,20 +310,34 @@ fn statuses_for<'a>(posted: &'a [Posted], sha: &str) -> Vec<&'a Posted> {
 fn agent_follows_git_reports_on_the_commit_and_wakes_on_a_verified_webhook() {
     let remote = fixture::Remote::new();
     let files = example_files();
-    let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     let first = remote.commit(&refs, "homelab", None);
-    let server = http_server::GitHttpServer::start(remote.bare.parent().unwrap(), "u", GIT_PASSWORD);
+    let server =
+        http_server::GitHttpServer::start(remote.bare.parent().unwrap(), "u", GIT_PASSWORD);
     let forge = Forge::start();
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(dir.path(), &server.url("repo.git"), &forge, 3600);
 
     // First commit: pending, then failure (no node answers: the planner refuses), on
     // /repos/o/r/statuses/<sha> with the token and the context vixen/homelab.
-    let pending = forge.wait_for(|p| p.path.ends_with(&first) && p.body["state"] == "pending", Duration::from_secs(30)).unwrap_or_else(|| panic!("no pending status: {}", agent.logs()));
+    let pending = forge
+        .wait_for(
+            |p| p.path.ends_with(&first) && p.body["state"] == "pending",
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|| panic!("no pending status: {}", agent.logs()));
     assert_eq!(pending.path, format!("/repos/o/r/statuses/{first}"));
     assert_eq!(pending.auth, format!("Bearer {TOKEN}"));
     assert_eq!(pending.body["context"], "vixen/homelab");
-    let last = forge.wait_for(|p| p.path.ends_with(&first) && p.body["state"] != "pending", Duration::from_secs(60)).unwrap_or_else(|| panic!("no final status: {}", agent.logs()));
+    let last = forge
+        .wait_for(
+            |p| p.path.ends_with(&first) && p.body["state"] != "pending",
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|| panic!("no final status: {}", agent.logs()));
     assert_eq!(last.body["state"], "failure", "{:?}", last.body);
     let desc = last.body["description"].as_str().unwrap();
     assert!(desc.contains("refused") && desc.len() <= 140, "{desc}");
@@ -261,17 +355,39 @@ fn agent_follows_git_reports_on_the_commit_and_wakes_on_a_verified_webhook() {
     let second = remote.commit(&[("README.md", "second\n")], "second", None);
     assert_eq!(agent.github_push(&second, "wrong-secret"), 401);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(statuses_for(&forge.posted.lock().unwrap(), &second).is_empty(), "a forged webhook triggered a poll");
+    assert!(
+        statuses_for(&forge.posted.lock().unwrap(), &second).is_empty(),
+        "a forged webhook triggered a poll"
+    );
     let sent = Instant::now();
     assert_eq!(agent.github_push(&second, HOOK_SECRET), 202);
-    let pending2 = forge.wait_for(|p| p.path.ends_with(&second) && p.body["state"] == "pending", Duration::from_secs(10)).unwrap_or_else(|| panic!("webhook did not trigger: {}", agent.logs()));
+    let pending2 = forge
+        .wait_for(
+            |p| p.path.ends_with(&second) && p.body["state"] == "pending",
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("webhook did not trigger: {}", agent.logs()));
     let webhook_to_pending = pending2.at - sent;
-    forge.wait_for(|p| p.path.ends_with(&second) && p.body["state"] != "pending", Duration::from_secs(60)).expect("final status of the second commit");
+    forge
+        .wait_for(
+            |p| p.path.ends_with(&second) && p.body["state"] != "pending",
+            Duration::from_secs(60),
+        )
+        .expect("final status of the second commit");
 
     // Metrics and health.
     let (code, metrics) = agent.get("/metrics");
     assert_eq!(code, 200);
-    for name in ["vixen_reconcile_duration_seconds_bucket", "vixen_reconcile_failures_total{reason=\"refused\"}", "vixen_git_polls_total", "vixen_webhooks_total{result=\"rejected\"} 1", "vixen_webhooks_total{result=\"accepted\"} 1", "vixen_nodes{", "vixen_etcd_members", "vixen_leader 1"] {
+    for name in [
+        "vixen_reconcile_duration_seconds_bucket",
+        "vixen_reconcile_failures_total{reason=\"refused\"}",
+        "vixen_git_polls_total",
+        "vixen_webhooks_total{result=\"rejected\"} 1",
+        "vixen_webhooks_total{result=\"accepted\"} 1",
+        "vixen_nodes{",
+        "vixen_etcd_members",
+        "vixen_leader 1",
+    ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
     assert_eq!(agent.get("/nothing").0, 404);
@@ -279,7 +395,10 @@ fn agent_follows_git_reports_on_the_commit_and_wakes_on_a_verified_webhook() {
     // No secret anywhere it could leak.
     let logs = agent.logs();
     for secret in [TOKEN, HOOK_SECRET, GIT_PASSWORD] {
-        assert!(!logs.contains(secret) && !metrics.contains(secret), "{secret} leaked");
+        assert!(
+            !logs.contains(secret) && !metrics.contains(secret),
+            "{secret} leaked"
+        );
         for p in forge.posted.lock().unwrap().iter() {
             assert!(!p.body.to_string().contains(secret));
         }
@@ -294,15 +413,26 @@ fn agent_follows_git_reports_on_the_commit_and_wakes_on_a_verified_webhook() {
     std::thread::sleep(Duration::from_millis(500));
     let third = remote.commit(&[("README.md", "third\n")], "third", None);
     assert_eq!(agent.github_push(&third, HOOK_SECRET), 202);
-    let p3 = forge.wait_for(|p| p.path.ends_with(&third), Duration::from_secs(10)).expect("third commit");
+    let p3 = forge
+        .wait_for(|p| p.path.ends_with(&third), Duration::from_secs(10))
+        .expect("third commit");
     assert_eq!(p3.auth, "Bearer rotated-token");
     drop(agent);
 
     // CPU per poll with no new commit: a second agent polling every second.
     let agent = Agent::start(dir.path(), &server.url("repo.git"), &forge, 1);
-    forge.wait_for(|p| p.path.ends_with(&third) && p.body["state"] != "pending" && p.auth == "Bearer rotated-token", Duration::from_secs(60));
+    forge.wait_for(
+        |p| {
+            p.path.ends_with(&third)
+                && p.body["state"] != "pending"
+                && p.auth == "Bearer rotated-token"
+        },
+        Duration::from_secs(60),
+    );
     let t = Instant::now();
-    while agent.metric("vixen_git_polls_total{result=\"unchanged\"}") < 1.0 && t.elapsed() < Duration::from_secs(30) {
+    while agent.metric("vixen_git_polls_total{result=\"unchanged\"}") < 1.0
+        && t.elapsed() < Duration::from_secs(30)
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     let polls0 = agent.metric("vixen_git_polls_total{result=\"unchanged\"}");
@@ -312,7 +442,11 @@ fn agent_follows_git_reports_on_the_commit_and_wakes_on_a_verified_webhook() {
     let cpu1 = agent.cpu();
     let [rss2, ..] = agent.memory();
     let polls = polls1 - polls0;
-    assert!(polls >= 10.0, "only {polls} polls in 20 s: {}", agent.logs());
+    assert!(
+        polls >= 10.0,
+        "only {polls} polls in 20 s: {}",
+        agent.logs()
+    );
     // Includes the idle process between polls and the /metrics scrapes of this test.
     let cpu_ms_per_poll = (cpu1 - cpu0).as_secs_f64() * 1000.0 / polls;
 
@@ -324,7 +458,15 @@ fn agent_follows_git_reports_on_the_commit_and_wakes_on_a_verified_webhook() {
         file_kib as f64 / 1024.0,
         rss2 as f64 / 1024.0
     );
-    println!("BENCH CPU per poll with no new commit: {cpu_ms_per_poll:.2} ms ({polls} polls over 20 s, all threads' schedstat time)");
-    println!("BENCH webhook received -> pending status sent: {:.1} ms", webhook_to_pending.as_secs_f64() * 1000.0);
-    assert!(webhook_to_pending < Duration::from_secs(1), "webhook -> pending took {webhook_to_pending:?}");
+    println!(
+        "BENCH CPU per poll with no new commit: {cpu_ms_per_poll:.2} ms ({polls} polls over 20 s, all threads' schedstat time)"
+    );
+    println!(
+        "BENCH webhook received -> pending status sent: {:.1} ms",
+        webhook_to_pending.as_secs_f64() * 1000.0
+    );
+    assert!(
+        webhook_to_pending < Duration::from_secs(1),
+        "webhook -> pending took {webhook_to_pending:?}"
+    );
 }

@@ -25,7 +25,11 @@ fn kube_lab(k: u8, test: &str) -> Option<Lab> {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// An admin client from `vixen kubeconfig` (a control plane's Kubeconfig RPC), once the API
@@ -42,14 +46,24 @@ fn client(lab: &Lab, rt: &tokio::runtime::Runtime, nodes: usize) -> kube::Client
         if out.status.success() {
             let client = rt.block_on(async {
                 let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
-                let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+                let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .unwrap();
                 cfg.connect_timeout = Some(Duration::from_secs(2));
                 cfg.read_timeout = Some(Duration::from_secs(10));
                 kube::Client::try_from(cfg).unwrap()
             });
             match rt.block_on(Api::<Node>::all(client.clone()).list(&ListParams::default())) {
-                Ok(list) if list.items.len() == nodes && list.items.iter().all(ready) => return client,
-                Ok(list) => last = format!("{} nodes, {} ready", list.items.len(), list.items.iter().filter(|n| ready(n)).count()),
+                Ok(list) if list.items.len() == nodes && list.items.iter().all(ready) => {
+                    return client;
+                }
+                Ok(list) => {
+                    last = format!(
+                        "{} nodes, {} ready",
+                        list.items.len(),
+                        list.items.iter().filter(|n| ready(n)).count()
+                    )
+                }
                 Err(e) => last = e.to_string(),
             }
         } else {
@@ -61,11 +75,18 @@ fn client(lab: &Lab, rt: &tokio::runtime::Runtime, nodes: usize) -> kube::Client
 }
 
 fn ready(n: &Node) -> bool {
-    n.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready")).is_some_and(|c| c.status == "True")
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
 }
 
 fn unschedulable(n: &Node) -> bool {
-    n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
+    n.spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false)
 }
 
 fn pod(name: &str, node: &str, labels: serde_json::Value, owner: Option<serde_json::Value>) -> Pod {
@@ -84,7 +105,12 @@ fn pod(name: &str, node: &str, labels: serde_json::Value, owner: Option<serde_js
 
 /// `vixen agent --once` in the background, so the test can watch the rollout as it runs.
 fn spawn_agent(lab: &Lab, ready_timeout: u32) -> std::process::Child {
-    let mut args: Vec<String> = vec!["agent".into(), "--once".into(), "--ready-timeout".into(), ready_timeout.to_string()];
+    let mut args: Vec<String> = vec![
+        "agent".into(),
+        "--once".into(),
+        "--ready-timeout".into(),
+        ready_timeout.to_string(),
+    ];
     args.extend(lab.target());
     std::process::Command::new(env!("CARGO_BIN_EXE_vixen"))
         .args(&args)
@@ -108,7 +134,9 @@ fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn story_14_removed_worker_is_drained_first_its_budget_honoured_then_reset_and_its_node_deleted() {
-    let Some(lab) = kube_lab(61, "story_14") else { return };
+    let Some(lab) = kube_lab(61, "story_14") else {
+        return;
+    };
     lab.bootstrap();
     lab.converge();
     let rt = runtime();
@@ -140,44 +168,78 @@ fn story_14_removed_worker_is_drained_first_its_budget_honoured_then_reset_and_i
     });
 
     // Its kubelet runs it (a Pending pod may be evicted whatever its budget says).
-    eventually(30, "web Running", || rt.block_on(pods.get("web")).is_ok_and(|p| p.status.and_then(|s| s.phase).as_deref() == Some("Running")));
+    eventually(30, "web Running", || {
+        rt.block_on(pods.get("web"))
+            .is_ok_and(|p| p.status.and_then(|s| s.phase).as_deref() == Some("Running"))
+    });
 
     std::fs::remove_file(lab.repo.join("nodes/worker-2.yaml")).unwrap();
     let mark = lab.mark();
     let agent = spawn_agent(&lab, 60);
 
     // vixen cordons worker-2, and the budget holds the eviction back: no reset while it does.
-    eventually(60, "worker-2 cordoned", || rt.block_on(nodes.get("worker-2")).is_ok_and(|n| unschedulable(&n)));
+    eventually(60, "worker-2 cordoned", || {
+        rt.block_on(nodes.get("worker-2"))
+            .is_ok_and(|n| unschedulable(&n))
+    });
     std::thread::sleep(Duration::from_secs(3));
-    assert!(lab.mutating_since(mark).iter().all(|c| c.short() != "Reset"), "reset while the budget forbids the eviction");
-    let web = rt.block_on(pods.get("web")).expect("the guarded pod is still there");
+    assert!(
+        lab.mutating_since(mark)
+            .iter()
+            .all(|c| c.short() != "Reset"),
+        "reset while the budget forbids the eviction"
+    );
+    let web = rt
+        .block_on(pods.get("web"))
+        .expect("the guarded pod is still there");
     assert!(web.metadata.deletion_timestamp.is_none());
     assert_eq!(lab.node_status("worker-2")["mode"], "configured");
 
     // The budget allows one disruption now: the drain finishes and the reset follows.
     let status = serde_json::json!({"status": {"disruptionsAllowed": 1, "currentHealthy": 2, "desiredHealthy": 1, "expectedPods": 2}});
-    rt.block_on(pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(&status))).unwrap();
+    rt.block_on(pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(&status)))
+        .unwrap();
     let out = agent.wait_with_output().unwrap();
-    assert!(out.status.success(), "agent: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "agent: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let calls = lab.mutating_since(mark);
     assert_eq!(names(&calls), set(&["worker-2"]), "{calls:#?}");
     assert_eq!(calls.iter().map(Call::short).collect::<Vec<_>>(), ["Reset"]);
     assert_eq!(lab.node_status("worker-2")["mode"], "maintenance");
     rt.block_on(async {
-        assert!(pods.get_opt("web").await.unwrap().is_none(), "the workload pod was evicted");
+        assert!(
+            pods.get_opt("web").await.unwrap().is_none(),
+            "the workload pod was evicted"
+        );
         let ds_pod = pods.get("node-agent-x1").await.unwrap();
-        assert!(ds_pod.metadata.deletion_timestamp.is_none(), "a DaemonSet pod is not evicted");
-        assert!(nodes.get_opt("worker-2").await.unwrap().is_none(), "the Node of the reset machine is deleted");
+        assert!(
+            ds_pod.metadata.deletion_timestamp.is_none(),
+            "a DaemonSet pod is not evicted"
+        );
+        assert!(
+            nodes.get_opt("worker-2").await.unwrap().is_none(),
+            "the Node of the reset machine is deleted"
+        );
         for n in nodes.list(&ListParams::default()).await.unwrap().items {
-            assert!(!unschedulable(&n), "{} was left cordoned", n.metadata.name.unwrap_or_default());
+            assert!(
+                !unschedulable(&n),
+                "{} was left cordoned",
+                n.metadata.name.unwrap_or_default()
+            );
         }
     });
 }
 
 #[test]
 fn story_15_upgrade_waits_for_each_node_ready_one_at_a_time_and_stops_at_one_that_is_not() {
-    let Some(lab) = kube_lab(62, "story_15") else { return };
+    let Some(lab) = kube_lab(62, "story_15") else {
+        return;
+    };
     lab.bootstrap();
     lab.converge();
     let rt = runtime();
@@ -196,7 +258,12 @@ fn story_15_upgrade_waits_for_each_node_ready_one_at_a_time_and_stops_at_one_tha
         rt.spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Ok(list) = nodes.list(&ListParams::default()).await {
-                    let down: Vec<String> = list.items.iter().filter(|n| !ready(n)).filter_map(|n| n.metadata.name.clone()).collect();
+                    let down: Vec<String> = list
+                        .items
+                        .iter()
+                        .filter(|n| !ready(n))
+                        .filter_map(|n| n.metadata.name.clone())
+                        .collect();
                     seen.lock().unwrap().push(down);
                 }
                 tokio::time::sleep(Duration::from_millis(150)).await;
@@ -208,7 +275,11 @@ fn story_15_upgrade_waits_for_each_node_ready_one_at_a_time_and_stops_at_one_tha
     let mark = lab.mark();
     let agent = spawn_agent(&lab, 20);
     // worker-1 (the 4th node) comes back with Talos healthy but its kubelet NotReady.
-    eventually(120, "worker-1's upgrade", || lab.mutating_since(mark).iter().any(|c| c.node == "worker-1" && c.short() == "Upgrade"));
+    eventually(120, "worker-1's upgrade", || {
+        lab.mutating_since(mark)
+            .iter()
+            .any(|c| c.node == "worker-1" && c.short() == "Upgrade")
+    });
     lab.fault("worker-1", "kubelet-not-ready");
     let out = agent.wait_with_output().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -217,16 +288,28 @@ fn story_15_upgrade_waits_for_each_node_ready_one_at_a_time_and_stops_at_one_tha
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("Node worker-1 Ready"), "{stderr}");
 
-    let upgrades: Vec<String> = lab.mutating_since(mark).iter().filter(|c| c.short() == "Upgrade").map(|c| c.node.clone()).collect();
+    let upgrades: Vec<String> = lab
+        .mutating_since(mark)
+        .iter()
+        .filter(|c| c.short() == "Upgrade")
+        .map(|c| c.node.clone())
+        .collect();
     assert_eq!(upgrades.len(), 4, "{upgrades:?}");
     assert_eq!(upgrades[3], "worker-1");
-    assert!(!upgrades.contains(&"worker-2".to_string()), "the rollout went past a node Kubernetes does not see Ready");
+    assert!(
+        !upgrades.contains(&"worker-2".to_string()),
+        "the rollout went past a node Kubernetes does not see Ready"
+    );
 
     // One node down at a time, and each upgraded control plane was seen NotReady (the gate
     // had something to wait for).
     let samples = not_ready_at_once.lock().unwrap().clone();
     let worst = samples.iter().map(Vec::len).max().unwrap_or(0);
-    assert!(worst <= 1, "two nodes NotReady at once: {:?}", samples.iter().find(|s| s.len() > 1));
+    assert!(
+        worst <= 1,
+        "two nodes NotReady at once: {:?}",
+        samples.iter().find(|s| s.len() > 1)
+    );
     let mut seen_down: BTreeMap<String, usize> = BTreeMap::new();
     for s in &samples {
         for n in s {
@@ -234,16 +317,30 @@ fn story_15_upgrade_waits_for_each_node_ready_one_at_a_time_and_stops_at_one_tha
         }
     }
     for cp in ["cp-1", "cp-2", "cp-3"] {
-        assert!(seen_down.contains_key(cp), "{cp} never NotReady during its upgrade: {seen_down:?}");
+        assert!(
+            seen_down.contains_key(cp),
+            "{cp} never NotReady during its upgrade: {seen_down:?}"
+        );
     }
 
     rt.block_on(async {
         let w1 = nodes.get("worker-1").await.unwrap();
-        assert!(unschedulable(&w1), "a node that is not Ready stays cordoned");
+        assert!(
+            unschedulable(&w1),
+            "a node that is not Ready stays cordoned"
+        );
         for cp in ["cp-1", "cp-2", "cp-3"] {
             let n = nodes.get(cp).await.unwrap();
             assert!(!unschedulable(&n) && ready(&n), "{cp} uncordoned and Ready");
-            assert!(n.status.unwrap().node_info.unwrap().os_image.contains("v1.12.2"), "{cp} on the new version");
+            assert!(
+                n.status
+                    .unwrap()
+                    .node_info
+                    .unwrap()
+                    .os_image
+                    .contains("v1.12.2"),
+                "{cp} on the new version"
+            );
         }
     });
 
@@ -252,29 +349,71 @@ fn story_15_upgrade_waits_for_each_node_ready_one_at_a_time_and_stops_at_one_tha
     lab.fault("worker-1", "kubelet-ready");
     let mark2 = lab.mark();
     lab.converge();
-    let upgrades: Vec<String> = lab.mutating_since(mark2).iter().filter(|c| c.short() == "Upgrade").map(|c| c.node.clone()).collect();
+    let upgrades: Vec<String> = lab
+        .mutating_since(mark2)
+        .iter()
+        .filter(|c| c.short() == "Upgrade")
+        .map(|c| c.node.clone())
+        .collect();
     assert_eq!(upgrades, ["worker-2"]);
     rt.block_on(async {
         for n in nodes.list(&ListParams::default()).await.unwrap().items {
             let name = n.metadata.name.clone().unwrap_or_default();
-            assert!(ready(&n) && !unschedulable(&n), "{name} Ready and schedulable");
-            assert!(n.status.unwrap().node_info.unwrap().os_image.contains("v1.12.2"), "{name} on the new version");
+            assert!(
+                ready(&n) && !unschedulable(&n),
+                "{name} Ready and schedulable"
+            );
+            assert!(
+                n.status
+                    .unwrap()
+                    .node_info
+                    .unwrap()
+                    .os_image
+                    .contains("v1.12.2"),
+                "{name} on the new version"
+            );
         }
     });
 }
 
 #[test]
 fn story_16_bootstrap_installs_vixen_once_the_api_answers_and_never_prints_the_age_key() {
-    let Some(lab) = kube_lab(63, "story_16") else { return };
+    let Some(lab) = kube_lab(63, "story_16") else {
+        return;
+    };
     let out_dir = lab.lab.join("out");
-    let out = lab.run(&["bootstrap", "--out", out_dir.to_str().unwrap(), "--timeout", "60", "--install-repo", "https://git.example/homelab.git", "--install-branch", "prod", "--api-timeout", "120"]);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = lab.run(&[
+        "bootstrap",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--timeout",
+        "60",
+        "--install-repo",
+        "https://git.example/homelab.git",
+        "--install-branch",
+        "prod",
+        "--api-timeout",
+        "120",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "bootstrap: {stdout}{stderr}");
     let age_key = std::fs::read_to_string(common::example().join("demo.agekey")).unwrap();
-    let secret_line = age_key.lines().find(|l| l.starts_with("AGE-SECRET-KEY-")).unwrap();
-    assert!(!stdout.contains(secret_line) && !stderr.contains(secret_line), "the age key was printed");
+    let secret_line = age_key
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap();
+    assert!(
+        !stdout.contains(secret_line) && !stderr.contains(secret_line),
+        "the age key was printed"
+    );
     // The talos.dev kind exists only once Talos' Kubernetes API access is on: reported, not fatal.
-    assert!(stderr.contains("skipped ServiceAccount vixen-system/vixen-talos"), "{stderr}");
+    assert!(
+        stderr.contains("skipped ServiceAccount vixen-system/vixen-talos"),
+        "{stderr}"
+    );
 
     // What the API server holds, read with the kubeconfig bootstrap wrote.
     let rt = runtime();
@@ -300,7 +439,24 @@ fn story_16_bootstrap_installs_vixen_once_the_api_answers_and_never_prints_the_a
 
     // Running it again changes nothing on the node and applies the same objects again.
     let mark = lab.mark();
-    let out = lab.run(&["bootstrap", "--out", out_dir.to_str().unwrap(), "--timeout", "60", "--install-repo", "https://git.example/homelab.git", "--api-timeout", "60"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(lab.mutating_since(mark).is_empty(), "a second bootstrap touched a node");
+    let out = lab.run(&[
+        "bootstrap",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--timeout",
+        "60",
+        "--install-repo",
+        "https://git.example/homelab.git",
+        "--api-timeout",
+        "60",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        lab.mutating_since(mark).is_empty(),
+        "a second bootstrap touched a node"
+    );
 }

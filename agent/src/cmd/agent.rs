@@ -47,7 +47,11 @@ impl Target {
     }
 
     pub fn cluster_name(&self) -> anyhow::Result<String> {
-        Ok(vixen_model::Repo::load(&self.repo).map_err(|d| anyhow::anyhow!("{d}"))?.cluster.value.name)
+        Ok(vixen_model::Repo::load(&self.repo)
+            .map_err(|d| anyhow::anyhow!("{d}"))?
+            .cluster
+            .value
+            .name)
     }
 
     /// Loads, validates, decrypts and renders the repo checked out in `dir`, saying which stage
@@ -63,13 +67,23 @@ impl Target {
         let bundle = super::load_bundle(&repo, self.age_key.as_ref()).map_err(at("decrypt"))?;
         let (desired, configs) = engine::desired::desired(&repo, &bundle).map_err(at("render"))?;
         let creds = match &self.talosconfig {
-            Some(path) => Talosconfig::load(path).and_then(|t| t.credentials(None)).map_err(|e| at("credentials")(e.into()))?,
+            Some(path) => Talosconfig::load(path)
+                .and_then(|t| t.credentials(None))
+                .map_err(|e| at("credentials")(e.into()))?,
             None => Credentials::from_bundle(&bundle).map_err(|e| at("credentials")(e.into()))?,
         };
-        Ok(Prepared { desired, configs, conn: Connector::new(creds).with_kube(self.kube_access()), network: repo.network.value.clone(), cluster: repo.cluster.value.name.clone() })
+        Ok(Prepared {
+            desired,
+            configs,
+            conn: Connector::new(creds).with_kube(self.kube_access()),
+            network: repo.network.value.clone(),
+            cluster: repo.cluster.value.name.clone(),
+        })
     }
 
-    pub fn prepare(&self) -> anyhow::Result<(vixen_plan::Desired, engine::desired::Configs, Connector)> {
+    pub fn prepare(
+        &self,
+    ) -> anyhow::Result<(vixen_plan::Desired, engine::desired::Configs, Connector)> {
         let repo = super::load_valid_repo(&self.repo)?;
         let bundle = super::load_bundle(&repo, self.age_key.as_ref())?;
         let (desired, configs) = engine::desired::desired(&repo, &bundle)?;
@@ -77,7 +91,11 @@ impl Target {
             Some(path) => Talosconfig::load(path)?.credentials(None)?,
             None => Credentials::from_bundle(&bundle)?,
         };
-        Ok((desired, configs, Connector::new(creds).with_kube(self.kube_access())))
+        Ok((
+            desired,
+            configs,
+            Connector::new(creds).with_kube(self.kube_access()),
+        ))
     }
 
     fn kube_access(&self) -> engine::KubeAccess {
@@ -211,7 +229,6 @@ pub struct StatusArgs {
     pub output: String,
 }
 
-
 #[derive(clap::Args)]
 pub struct PlanArgs {
     #[command(flatten)]
@@ -222,7 +239,10 @@ pub struct PlanArgs {
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -235,7 +255,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let (desired, configs, conn) = args.target.prepare()?;
     let store = engine::file_store(&args.target.state_dir());
-    let outcome = runtime()?.block_on(engine::reconcile(&conn, &desired, &configs, &store, timeouts(&args), &engine::Quiet)).context("reconcile")?;
+    let outcome = runtime()?
+        .block_on(engine::reconcile(
+            &conn,
+            &desired,
+            &configs,
+            &store,
+            timeouts(&args),
+            &engine::Quiet,
+        ))
+        .context("reconcile")?;
     Ok(report(&outcome))
 }
 
@@ -293,7 +322,13 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 
 fn timeouts(args: &Args) -> Timeouts {
     let t = Duration::from_secs(args.ready_timeout);
-    Timeouts { ready: t, member: t, maintenance: t, drain: Duration::from_secs(args.drain_timeout), ..Timeouts::default() }
+    Timeouts {
+        ready: t,
+        member: t,
+        maintenance: t,
+        drain: Duration::from_secs(args.drain_timeout),
+        ..Timeouts::default()
+    }
 }
 
 fn git_options(args: &Args, url: &str) -> GitOptions {
@@ -307,7 +342,10 @@ fn git_options(args: &Args, url: &str) -> GitOptions {
         url: url.to_owned(),
         reference,
         sub_path: d.git_path.clone(),
-        cache_dir: d.cache_dir.clone().unwrap_or_else(|| args.target.state_dir().join("git")),
+        cache_dir: d
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| args.target.state_dir().join("git")),
         token_file: d.git_token_file.clone(),
         username: d.git_username.clone(),
         password_file: d.git_password_file.clone(),
@@ -322,17 +360,31 @@ fn run_once_remote(args: Args) -> anyhow::Result<ExitCode> {
     let url = args.target.repo.to_string_lossy().into_owned();
     let mut source = vixen_git::GitSource::new(&git_options(&args, &url).config()?)?;
     let checkout = source.fetch()?;
-    eprintln!("fetched {} ({} objects)", checkout.commit, checkout.received_objects);
+    eprintln!(
+        "fetched {} ({} objects)",
+        checkout.commit, checkout.received_objects
+    );
     let mut target = args.target.clone();
     target.repo = checkout.path.clone();
     let (desired, configs, conn) = target.prepare()?;
     let store = engine::file_store(&args.target.state_dir());
-    let outcome = runtime()?.block_on(engine::reconcile(&conn, &desired, &configs, &store, timeouts(&args), &engine::Quiet)).context("reconcile")?;
+    let outcome = runtime()?
+        .block_on(engine::reconcile(
+            &conn,
+            &desired,
+            &configs,
+            &store,
+            timeouts(&args),
+            &engine::Quiet,
+        ))
+        .context("reconcile")?;
     Ok(report(&outcome))
 }
 
 fn forge_options(d: &DaemonArgs) -> anyhow::Result<Option<ForgeOptions>> {
-    let Some(name) = &d.forge else { return Ok(None) };
+    let Some(name) = &d.forge else {
+        return Ok(None);
+    };
     let forge = match name.as_str() {
         "github" => vixen_forge::Forge::GitHub,
         "gitea" => vixen_forge::Forge::Gitea,
@@ -356,9 +408,15 @@ fn run_daemon(args: Args) -> anyhow::Result<ExitCode> {
     let _guard = rt.enter();
     let remote = daemon::source::is_remote(&repo);
     let (source, source_label) = if remote {
-        (Source::git(git_options(&args, &repo))?, vixen_git::redact_url(&repo))
+        (
+            Source::git(git_options(&args, &repo))?,
+            vixen_git::redact_url(&repo),
+        )
     } else {
-        (Source::Local(args.target.repo.clone()), args.target.repo.display().to_string())
+        (
+            Source::Local(args.target.repo.clone()),
+            args.target.repo.display().to_string(),
+        )
     };
     let kube = d.kube.then(|| KubeOptions {
         namespace: d.namespace.clone(),
@@ -381,15 +439,23 @@ fn run_daemon(args: Args) -> anyhow::Result<ExitCode> {
         forge: forge_options(&d)?,
         kube,
         state_dir: args.target.state_dir(),
-        watch_files: [args.target.age_key.clone(), args.target.talosconfig.clone()].into_iter().flatten().collect(),
+        watch_files: [args.target.age_key.clone(), args.target.talosconfig.clone()]
+            .into_iter()
+            .flatten()
+            .collect(),
         source_label,
-        cluster: if remote { None } else { args.target.cluster_name().ok() },
+        cluster: if remote {
+            None
+        } else {
+            args.target.cluster_name().ok()
+        },
     };
     let target = args.target.clone();
     let prepare: daemon::Prepare = Arc::new(move |dir: &Path| target.prepare_dir(dir));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     rt.spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let sigterm = async {
             match term.as_mut() {
                 Some(t) => {
@@ -414,14 +480,29 @@ fn run_daemon(args: Args) -> anyhow::Result<ExitCode> {
 /// `vixen status`: the VixenCluster objects as tables (or JSON).
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let client = kube::Client::try_default().await.context("no Kubernetes client (KUBECONFIG or in-cluster)")?;
-        let api: kube::Api<vixen_k8s::VixenCluster> = kube::Api::namespaced(client, &args.namespace);
+        let client = kube::Client::try_default()
+            .await
+            .context("no Kubernetes client (KUBECONFIG or in-cluster)")?;
+        let api: kube::Api<vixen_k8s::VixenCluster> =
+            kube::Api::namespaced(client, &args.namespace);
         let objs = match &args.name {
-            Some(n) => vec![api.get(n).await.with_context(|| format!("vixencluster {}/{n}", args.namespace))?],
-            None => api.list(&Default::default()).await.context("listing vixenclusters")?.items,
+            Some(n) => vec![
+                api.get(n)
+                    .await
+                    .with_context(|| format!("vixencluster {}/{n}", args.namespace))?,
+            ],
+            None => {
+                api.list(&Default::default())
+                    .await
+                    .context("listing vixenclusters")?
+                    .items
+            }
         };
         if objs.is_empty() {
-            eprintln!("no VixenCluster in namespace {} (is the agent running?)", args.namespace);
+            eprintln!(
+                "no VixenCluster in namespace {} (is the agent running?)",
+                args.namespace
+            );
             return Ok(ExitCode::FAILURE);
         }
         for (i, o) in objs.iter().enumerate() {
@@ -434,7 +515,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             }
             print!("{}", vixen_k8s::render_table(o));
         }
-        let ready = objs.iter().all(|o| o.status.as_ref().is_some_and(|s| s.phase == "Ready"));
-        Ok(if ready { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        let ready = objs
+            .iter()
+            .all(|o| o.status.as_ref().is_some_and(|s| s.phase == "Ready"));
+        Ok(if ready {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     })
 }

@@ -27,7 +27,12 @@ pub struct Args {
     #[arg(long, default_value = "main", requires = "install_repo")]
     pub install_branch: String,
     /// How long to wait for the Kubernetes API before installing.
-    #[arg(long, default_value = "600", value_name = "SECONDS", requires = "install_repo")]
+    #[arg(
+        long,
+        default_value = "600",
+        value_name = "SECONDS",
+        requires = "install_repo"
+    )]
     pub api_timeout: u64,
 }
 
@@ -36,18 +41,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (desired, configs, conn) = args.target.prepare()?;
     let node = match &args.node {
         Some(n) => n.clone(),
-        None => desired.nodes.iter().find(|n| n.role == vixen_plan::Role::Controlplane).map(|n| n.name.clone()).context("the repo has no control plane")?,
+        None => desired
+            .nodes
+            .iter()
+            .find(|n| n.role == vixen_plan::Role::Controlplane)
+            .map(|n| n.name.clone())
+            .context("the repo has no control plane")?,
     };
-    eprintln!("[  0.0s] repo valid, secrets decrypted, {} configs rendered", configs.len());
+    eprintln!(
+        "[  0.0s] repo valid, secrets decrypted, {} configs rendered",
+        configs.len()
+    );
     let store = engine::file_store(&args.target.state_dir());
     let rt = super::agent::runtime()?;
     let mut progress = |what: &str, took: Duration| {
-        eprintln!("[{:>5.1}s] {what} (took {:.1}s)", started.elapsed().as_secs_f64(), took.as_secs_f64());
+        eprintln!(
+            "[{:>5.1}s] {what} (took {:.1}s)",
+            started.elapsed().as_secs_f64(),
+            took.as_secs_f64()
+        );
     };
-    let done = rt.block_on(engine::bootstrap::bootstrap(&conn, &desired, &configs, &node, &store, Duration::from_secs(args.timeout), &mut progress));
+    let done = rt.block_on(engine::bootstrap::bootstrap(
+        &conn,
+        &desired,
+        &configs,
+        &node,
+        &store,
+        Duration::from_secs(args.timeout),
+        &mut progress,
+    ));
     let address = match done {
         Ok(Done::AlreadyBootstrapped { address }) => {
-            println!("{node} is already bootstrapped (etcd answers at {address}); nothing was changed");
+            println!(
+                "{node} is already bootstrapped (etcd answers at {address}); nothing was changed"
+            );
             address
         }
         Ok(Done::Bootstrapped { address }) => {
@@ -60,22 +87,47 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     std::fs::create_dir_all(&args.out)?;
-    let endpoints: Vec<String> = desired.nodes.iter().filter(|n| n.role == vixen_plan::Role::Controlplane).map(|n| n.address().to_string()).collect();
-    let talosconfig = conn.credentials().to_talosconfig(&args.target.cluster_name()?, &endpoints);
+    let endpoints: Vec<String> = desired
+        .nodes
+        .iter()
+        .filter(|n| n.role == vixen_plan::Role::Controlplane)
+        .map(|n| n.address().to_string())
+        .collect();
+    let talosconfig = conn
+        .credentials()
+        .to_talosconfig(&args.target.cluster_name()?, &endpoints);
     super::write_private(&args.out.join("talosconfig"), talosconfig.as_bytes(), true)?;
     match rt.block_on(conn.kubeconfig(&address)) {
         Ok(kubeconfig) => super::write_private(&args.out.join("kubeconfig"), &kubeconfig, true)?,
         Err(e) => eprintln!("no kubeconfig: {e:#}"),
     }
-    eprintln!("wrote {}/talosconfig and {}/kubeconfig (mode 0600)", args.out.display(), args.out.display());
+    eprintln!(
+        "wrote {}/talosconfig and {}/kubeconfig (mode 0600)",
+        args.out.display(),
+        args.out.display()
+    );
     if let Some(url) = &args.install_repo {
-        let install = super::install::Install { repo_url: url.clone(), branch: args.install_branch.clone(), age_key: args.target.age_key.clone(), timeout: Duration::from_secs(args.api_timeout) };
-        eprintln!("[{:>5.1}s] waiting for the Kubernetes API to install vixen", started.elapsed().as_secs_f64());
+        let install = super::install::Install {
+            repo_url: url.clone(),
+            branch: args.install_branch.clone(),
+            age_key: args.target.age_key.clone(),
+            timeout: Duration::from_secs(args.api_timeout),
+        };
+        eprintln!(
+            "[{:>5.1}s] waiting for the Kubernetes API to install vixen",
+            started.elapsed().as_secs_f64()
+        );
         match rt.block_on(super::install::run(&conn, &address, &install)) {
             Ok(kubeconfig) => {
                 super::write_private(&args.out.join("kubeconfig"), &kubeconfig, true)?;
-                println!("vixen installed in vixen-system, following {} ({}); from now on every change is a git push", vixen_git::redact_url(url), args.install_branch);
-                println!("create the Secrets vixen-git and vixen-forge (see README) if the repo is private or commit statuses are wanted");
+                println!(
+                    "vixen installed in vixen-system, following {} ({}); from now on every change is a git push",
+                    vixen_git::redact_url(url),
+                    args.install_branch
+                );
+                println!(
+                    "create the Secrets vixen-git and vixen-forge (see README) if the repo is private or commit statuses are wanted"
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             Err(e) => {
@@ -84,7 +136,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let lab = args.target.lab.as_ref().map(|l| format!(" --lab {}", l.display())).unwrap_or_default();
+    let lab = args
+        .target
+        .lab
+        .as_ref()
+        .map(|l| format!(" --lab {}", l.display()))
+        .unwrap_or_default();
     println!(
         "vixen was not installed (--install-repo URL does it once the API answers); until then this command converges the rest:\n  vixen agent --once --repo {}{lab}",
         args.target.repo.display()

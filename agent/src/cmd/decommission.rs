@@ -27,11 +27,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (desired, configs, conn) = args.target.prepare()?;
     let store = engine::file_store(&args.target.state_dir());
     let t = Duration::from_secs(args.timeout);
-    let timeouts = Timeouts { ready: t, member: t, maintenance: t, ..Timeouts::default() };
-    let outcome = super::agent::runtime()?.block_on(engine::decommission(&conn, &desired, &configs, &store, timeouts, &engine::Quiet))?;
+    let timeouts = Timeouts {
+        ready: t,
+        member: t,
+        maintenance: t,
+        ..Timeouts::default()
+    };
+    let outcome = super::agent::runtime()?.block_on(engine::decommission(
+        &conn,
+        &desired,
+        &configs,
+        &store,
+        timeouts,
+        &engine::Quiet,
+    ))?;
     match outcome {
         Outcome::Converged { steps } => {
-            println!("decommissioned {name}: every node is back in maintenance mode ({steps} steps)");
+            println!(
+                "decommissioned {name}: every node is back in maintenance mode ({steps} steps)"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Refused(r) => {

@@ -22,6 +22,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::write_private(&args.output, text.as_bytes(), args.force)
         .with_context(|| format!("writing {}", args.output.display()))?;
     let mut err = std::io::stderr();
-    writeln!(err, "wrote {}; encrypt it before committing: sops encrypt -i --age <recipient> {}", args.output.display(), args.output.display())?;
+    writeln!(
+        err,
+        "wrote {}; encrypt it before committing: sops encrypt -i --age <recipient> {}",
+        args.output.display(),
+        args.output.display()
+    )?;
     Ok(ExitCode::SUCCESS)
 }

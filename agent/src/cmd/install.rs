@@ -14,15 +14,33 @@ use zeroize::Zeroizing;
 
 /// `manifests/`, in its kustomization's order.
 const MANIFESTS: &[(&str, &str)] = &[
-    ("namespace.yaml", include_str!("../../../manifests/namespace.yaml")),
+    (
+        "namespace.yaml",
+        include_str!("../../../manifests/namespace.yaml"),
+    ),
     ("crd.yaml", include_str!("../../../manifests/crd.yaml")),
-    ("serviceaccount.yaml", include_str!("../../../manifests/serviceaccount.yaml")),
+    (
+        "serviceaccount.yaml",
+        include_str!("../../../manifests/serviceaccount.yaml"),
+    ),
     ("rbac.yaml", include_str!("../../../manifests/rbac.yaml")),
-    ("talos-serviceaccount.yaml", include_str!("../../../manifests/talos-serviceaccount.yaml")),
-    ("configmap.yaml", include_str!("../../../manifests/configmap.yaml")),
-    ("deployment.yaml", include_str!("../../../manifests/deployment.yaml")),
+    (
+        "talos-serviceaccount.yaml",
+        include_str!("../../../manifests/talos-serviceaccount.yaml"),
+    ),
+    (
+        "configmap.yaml",
+        include_str!("../../../manifests/configmap.yaml"),
+    ),
+    (
+        "deployment.yaml",
+        include_str!("../../../manifests/deployment.yaml"),
+    ),
     ("pdb.yaml", include_str!("../../../manifests/pdb.yaml")),
-    ("service.yaml", include_str!("../../../manifests/service.yaml")),
+    (
+        "service.yaml",
+        include_str!("../../../manifests/service.yaml"),
+    ),
 ];
 
 /// What to install.
@@ -43,7 +61,8 @@ fn documents(install: &Install) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut docs = Vec::new();
     for (file, text) in MANIFESTS {
         for de in serde_yaml_ng::Deserializer::from_str(text) {
-            let mut doc = serde_json::Value::deserialize(de).with_context(|| format!("built-in manifests/{file}"))?;
+            let mut doc = serde_json::Value::deserialize(de)
+                .with_context(|| format!("built-in manifests/{file}"))?;
             if doc.is_null() {
                 continue;
             }
@@ -73,7 +92,9 @@ fn documents(install: &Install) -> anyhow::Result<Vec<serde_json::Value>> {
 
 /// The age identity text the repo was decrypted with.
 fn age_identity(path: Option<&PathBuf>) -> anyhow::Result<Zeroizing<String>> {
-    let path = path.cloned().or_else(|| std::env::var_os("SOPS_AGE_KEY_FILE").map(PathBuf::from));
+    let path = path
+        .cloned()
+        .or_else(|| std::env::var_os("SOPS_AGE_KEY_FILE").map(PathBuf::from));
     match path {
         Some(p) => Ok(Zeroizing::new(std::fs::read_to_string(&p).with_context(|| format!("reading the age key {}", p.display()))?)),
         None => std::env::var("SOPS_AGE_KEY").map(Zeroizing::new).map_err(|_| anyhow::anyhow!("--install-repo needs the age key as a file (--age-key or SOPS_AGE_KEY_FILE) or SOPS_AGE_KEY")),
@@ -89,10 +110,16 @@ pub async fn run(conn: &Connector, address: &str, install: &Install) -> anyhow::
         if let Some(c) = conn.kube_client(&[address.to_string()]).await {
             break c;
         }
-        anyhow::ensure!(Instant::now() < until, "the Kubernetes API did not answer within {}s (the cluster's endpoint from {address}'s kubeconfig)", install.timeout.as_secs());
+        anyhow::ensure!(
+            Instant::now() < until,
+            "the Kubernetes API did not answer within {}s (the cluster's endpoint from {address}'s kubeconfig)",
+            install.timeout.as_secs()
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    let report = vixen_k8s::install::apply(&client, &docs).await.context("installing vixen")?;
+    let report = vixen_k8s::install::apply(&client, &docs)
+        .await
+        .context("installing vixen")?;
     for id in &report.applied {
         eprintln!("  applied {id}");
     }

@@ -21,7 +21,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (desired, _configs, conn) = args.target.prepare()?;
-    let addresses: Vec<String> = desired.nodes.iter().filter(|n| n.role == Role::Controlplane).map(|n| n.address().to_string()).collect();
+    let addresses: Vec<String> = desired
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Controlplane)
+        .map(|n| n.address().to_string())
+        .collect();
     let rt = super::agent::runtime()?;
     let mut last = None;
     for address in &addresses {
@@ -31,7 +36,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     use std::io::Write as _;
                     std::io::stdout().write_all(&kubeconfig)?;
                 } else {
-                    super::write_private(&args.out, &kubeconfig, args.force).with_context(|| format!("writing {} (--force replaces it)", args.out.display()))?;
+                    super::write_private(&args.out, &kubeconfig, args.force).with_context(
+                        || format!("writing {} (--force replaces it)", args.out.display()),
+                    )?;
                     eprintln!("wrote {} (mode 0600) from {address}", args.out.display());
                 }
                 return Ok(ExitCode::SUCCESS);
@@ -39,6 +46,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(e) => last = Some(format!("{address}: {e:#}")),
         }
     }
-    eprintln!("no control plane handed out a kubeconfig ({})", last.unwrap_or_else(|| "the repo has no control plane".into()));
+    eprintln!(
+        "no control plane handed out a kubeconfig ({})",
+        last.unwrap_or_else(|| "the repo has no control plane".into())
+    );
     Ok(ExitCode::FAILURE)
 }

@@ -71,7 +71,15 @@ pub enum Command {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up { repo, spec, dir, reboot_ms, kube, kube_apiserver, die_with } => {
+        Command::Up {
+            repo,
+            spec,
+            dir,
+            reboot_ms,
+            kube,
+            kube_apiserver,
+            die_with,
+        } => {
             let spec = match (repo, spec) {
                 (Some(repo), _) => super::lab_spec_for_repo(&repo)?,
                 (None, Some(file)) => LabSpec::load(&file)?,
@@ -87,14 +95,25 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             up(&spec, &dir, reboot_ms, apiserver.as_deref(), die_with)?;
             print_status(&dir)?;
         }
-        Command::Serve { dir, reboot_ms, kube_apiserver, die_with } => {
+        Command::Serve {
+            dir,
+            reboot_ms,
+            kube_apiserver,
+            die_with,
+        } => {
             let kube = kube_apiserver.map(|apiserver| vixen_lab::KubeOptions { apiserver });
             vixen_lab::serve_blocking(&dir, reboot_ms, kube, die_with)?;
         }
         Command::Down { dir } => down(&dir)?,
         Command::Status { dir } => print_status(&dir)?,
         Command::Fault { dir, node, fault } => {
-            let reply = vixen_lab::send_control(&dir, &Control::Fault { node, fault: fault.join(" ") })?;
+            let reply = vixen_lab::send_control(
+                &dir,
+                &Control::Fault {
+                    node,
+                    fault: fault.join(" "),
+                },
+            )?;
             if !reply.ok {
                 bail!("{}", reply.error.unwrap_or_default());
             }
@@ -103,10 +122,19 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn up(spec: &LabSpec, dir: &Path, reboot_ms: u64, kube_apiserver: Option<&Path>, die_with: Option<u32>) -> anyhow::Result<()> {
+fn up(
+    spec: &LabSpec,
+    dir: &Path,
+    reboot_ms: u64,
+    kube_apiserver: Option<&Path>,
+    die_with: Option<u32>,
+) -> anyhow::Result<()> {
     spec.validate()?;
     if vixen_lab::control_socket(dir).exists() && vixen_lab::ready_file(dir).exists() {
-        bail!("a lab already runs in {} (vixen lab down --dir first)", dir.display());
+        bail!(
+            "a lab already runs in {} (vixen lab down --dir first)",
+            dir.display()
+        );
     }
     std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     let dir = dir.canonicalize()?;
@@ -138,7 +166,10 @@ fn up(spec: &LabSpec, dir: &Path, reboot_ms: u64, kube_apiserver: Option<&Path>,
             bail!("the lab exited ({status}):\n{log}");
         }
         if Instant::now() > deadline {
-            bail!("the lab did not start within 60 s (see {}/lab.log)", dir.display());
+            bail!(
+                "the lab did not start within 60 s (see {}/lab.log)",
+                dir.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }

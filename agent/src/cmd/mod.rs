@@ -43,7 +43,10 @@ pub fn write_private(path: &Path, bytes: &[u8], overwrite: bool) -> std::io::Res
 /// Every problem of the repo.
 pub fn load_valid_repo(root: &Path) -> anyhow::Result<Repo> {
     vixen_model::validate::load_and_validate(root).map_err(|diags| {
-        anyhow::anyhow!("the repo at {} is not valid; nothing was changed:\n{diags}", root.display())
+        anyhow::anyhow!(
+            "the repo at {} is not valid; nothing was changed:\n{diags}",
+            root.display()
+        )
     })
 }
 
@@ -53,18 +56,28 @@ pub fn load_valid_repo(root: &Path) -> anyhow::Result<Repo> {
 /// When the file cannot be read, decrypted or parsed. Messages never include secret values.
 pub fn load_bundle(repo: &Repo, age_key: Option<&PathBuf>) -> anyhow::Result<SecretsBundle> {
     let rel = &repo.cluster.value.secrets;
-    let raw = std::fs::read(repo.root.join(rel)).with_context(|| format!("reading secrets bundle {rel}"))?;
+    let raw = std::fs::read(repo.root.join(rel))
+        .with_context(|| format!("reading secrets bundle {rel}"))?;
     let plain = decrypt_if_sops(&raw, rel, age_key)?;
     let text = std::str::from_utf8(&plain).with_context(|| format!("{rel} is not UTF-8"))?;
     // serde_yaml_ng errors show the offending value only for type errors of scalars we
     // deserialize as strings; map them to a fixed message so no secret can leak.
     serde_yaml_ng::from_str::<SecretsBundle>(text).map_err(|e| {
-        let at = e.location().map(|l| format!(" at line {}", l.line())).unwrap_or_default();
-        anyhow::anyhow!("{rel}: not a Talos secrets bundle{at} (expected the `talosctl gen secrets` layout)")
+        let at = e
+            .location()
+            .map(|l| format!(" at line {}", l.line()))
+            .unwrap_or_default();
+        anyhow::anyhow!(
+            "{rel}: not a Talos secrets bundle{at} (expected the `talosctl gen secrets` layout)"
+        )
     })
 }
 
-fn decrypt_if_sops(raw: &[u8], rel: &str, age_key: Option<&PathBuf>) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
+fn decrypt_if_sops(
+    raw: &[u8],
+    rel: &str,
+    age_key: Option<&PathBuf>,
+) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
     use vixen_sops::{Format, Keyring};
     if !vixen_sops::is_sops_file(raw, Format::Yaml) {
         // A plaintext bundle (tests, or a repo that keeps secrets elsewhere).
@@ -74,7 +87,8 @@ fn decrypt_if_sops(raw: &[u8], rel: &str, age_key: Option<&PathBuf>) -> anyhow::
         Some(path) => Keyring::from_file(path)?,
         None => Keyring::from_env()?,
     };
-    let plain = vixen_sops::decrypt(raw, Format::Yaml, &keys).with_context(|| format!("cannot decrypt {rel}"))?;
+    let plain = vixen_sops::decrypt(raw, Format::Yaml, &keys)
+        .with_context(|| format!("cannot decrypt {rel}"))?;
     Ok(plain.into_inner())
 }
 

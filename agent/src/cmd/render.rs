@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use serde_json::json;
-use vixen_model::render::{management_addresses, render};
 use vixen_model::Role;
+use vixen_model::render::{management_addresses, render};
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["node", "all", "talosconfig"])))]
@@ -52,7 +52,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         for (name, yaml) in rendered {
             let path = out.join(format!("{name}.yaml"));
-            super::write_private(&path, yaml.as_bytes(), true).with_context(|| format!("writing {}", path.display()))?;
+            super::write_private(&path, yaml.as_bytes(), true)
+                .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("wrote {}", path.display());
         }
     } else {

@@ -15,7 +15,11 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match load_and_validate(&args.repo) {
         Ok(repo) => {
-            let cps = repo.nodes.iter().filter(|n| n.value.role == vixen_model::Role::Controlplane).count();
+            let cps = repo
+                .nodes
+                .iter()
+                .filter(|n| n.value.role == vixen_model::Role::Controlplane)
+                .count();
             println!(
                 "{}: valid ({} nodes: {} control planes, {} workers)",
                 args.repo.display(),

@@ -8,7 +8,10 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 use vixen_forge::{CommitState, CommitStatus, RetryPolicy, StatusClient};
-use vixen_k8s::{CiliumApi, EventRecorder, EventType, Journal, LeaderElector, LeaseConfig, NetworkObjects, NodeStatus, Phase, PushSignal, StatusApi, VixenClusterSpec, VixenClusterStatus};
+use vixen_k8s::{
+    CiliumApi, EventRecorder, EventType, Journal, LeaderElector, LeaseConfig, NetworkObjects,
+    NodeStatus, Phase, PushSignal, StatusApi, VixenClusterSpec, VixenClusterStatus,
+};
 
 use super::http::{self, Shared};
 use super::kube_store::KubeStore;
@@ -79,7 +82,13 @@ fn short(rev: &str) -> &str {
 /// The first line of an error chain, cut (commit descriptions are short).
 fn first_line(e: &dyn std::fmt::Display) -> String {
     let s = e.to_string();
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().chars().take(200).collect()
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(200)
+        .collect()
 }
 
 impl Agent {
@@ -87,7 +96,11 @@ impl Agent {
     ///
     /// # Errors
     /// See [`super::run`].
-    pub async fn start(cfg: Config, prepare: Prepare, shutdown: watch::Receiver<bool>) -> anyhow::Result<Self> {
+    pub async fn start(
+        cfg: Config,
+        prepare: Prepare,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
         let (leading, kube, always, push) = match &cfg.kube {
             None => {
                 let (tx, rx) = watch::channel(true);
@@ -95,13 +108,23 @@ impl Agent {
             }
             Some(opts) => {
                 let client = kube::Client::try_default().await?;
-                let lease = LeaseConfig::new(&opts.namespace, &opts.lease, &opts.identity).with_duration(opts.lease_duration);
+                let lease = LeaseConfig::new(&opts.namespace, &opts.lease, &opts.identity)
+                    .with_duration(opts.lease_duration);
                 let tick = lease.renew_every;
                 let elector = LeaderElector::new(client.clone(), lease);
                 let leading = elector.subscribe();
                 tokio::spawn(elector.run(shutdown.clone()));
-                let journal = Journal::new(client.clone(), &opts.namespace, &opts.journal, Some(leading.clone()));
-                let relay = Relay::new(PushSignal::new(client.clone(), &opts.namespace, PUSH_CONFIGMAP), leading.clone(), &opts.identity);
+                let journal = Journal::new(
+                    client.clone(),
+                    &opts.namespace,
+                    &opts.journal,
+                    Some(leading.clone()),
+                );
+                let relay = Relay::new(
+                    PushSignal::new(client.clone(), &opts.namespace, PUSH_CONFIGMAP),
+                    leading.clone(),
+                    &opts.identity,
+                );
                 let kube = Kube {
                     cilium: CiliumApi::new(client.clone(), opts.pool_version, opts.force_conflicts),
                     store: KubeStore::new(journal),
@@ -120,7 +143,13 @@ impl Agent {
         };
         let shared = Arc::new(Shared::new(&cfg.webhook_path, relay));
         if let Some((watcher, tick)) = watcher {
-            tokio::spawn(relay::watch(watcher, leading.clone(), tick, shared.clone(), shutdown.clone()));
+            tokio::spawn(relay::watch(
+                watcher,
+                leading.clone(),
+                tick,
+                shared.clone(),
+                shutdown.clone(),
+            ));
         }
         if let Some(f) = &cfg.webhook_secret_file {
             *shared.webhook_secret.write().await = Some(read_forge_secret(f)?);
@@ -144,7 +173,22 @@ impl Agent {
         };
         let file_store = engine::file_store(&cfg.state_dir);
         let backoff = Backoff::new(std::time::Duration::from_secs(5), cfg.backoff_max);
-        Ok(Self { cfg, prepare, shutdown, shared, leading, statuses, kube, secrets, file_store, applied: None, rejected: None, backoff, cluster, _always: always })
+        Ok(Self {
+            cfg,
+            prepare,
+            shutdown,
+            shared,
+            leading,
+            statuses,
+            kube,
+            secrets,
+            file_store,
+            applied: None,
+            rejected: None,
+            backoff,
+            cluster,
+            _always: always,
+        })
     }
 
     /// The loop; returns when `shutdown` turns true.
@@ -174,7 +218,9 @@ impl Agent {
                         self.cfg.interval
                     }
                     None => {
-                        tracing::warn!("lost the lease: the reconcile in progress was stopped; the new leader resumes from the journal");
+                        tracing::warn!(
+                            "lost the lease: the reconcile in progress was stopped; the new leader resumes from the journal"
+                        );
                         self.shared.metrics.fail("lease_lost");
                         self.cfg.interval
                     }
@@ -219,21 +265,51 @@ impl Agent {
     }
 
     async fn post(&self, sha: Option<&str>, state: CommitState, description: String) {
-        let (Some(client), Some(sha)) = (&self.statuses, sha) else { return };
+        let (Some(client), Some(sha)) = (&self.statuses, sha) else {
+            return;
+        };
         let label = format!("{state:?}").to_lowercase();
-        match client.post(sha, &CommitStatus { state, description, target_url: self.cfg.forge.as_ref().and_then(|f| f.target_url.clone()) }).await {
-            Ok(_) => self.shared.metrics.statuses.get_or_create(&vec![("state", label), ("result", "sent".into())]).inc(),
+        match client
+            .post(
+                sha,
+                &CommitStatus {
+                    state,
+                    description,
+                    target_url: self.cfg.forge.as_ref().and_then(|f| f.target_url.clone()),
+                },
+            )
+            .await
+        {
+            Ok(_) => self
+                .shared
+                .metrics
+                .statuses
+                .get_or_create(&vec![("state", label), ("result", "sent".into())])
+                .inc(),
             Err(e) => {
                 tracing::warn!(error = %e, "commit status not posted");
-                self.shared.metrics.statuses.get_or_create(&vec![("state", label), ("result", "failed".into())]).inc()
+                self.shared
+                    .metrics
+                    .statuses
+                    .get_or_create(&vec![("state", label), ("result", "failed".into())])
+                    .inc()
             }
         };
     }
 
     /// Updates the status object and publishes an Event (Kubernetes only; failures are logged).
-    async fn report(&mut self, phase: Phase, reason: &str, message: &str, revision: Option<&str>, nodes: Option<(Vec<NodeStatus>, Option<u32>)>) {
+    async fn report(
+        &mut self,
+        phase: Phase,
+        reason: &str,
+        message: &str,
+        revision: Option<&str>,
+        nodes: Option<(Vec<NodeStatus>, Option<u32>)>,
+    ) {
         let Some(k) = self.kube.as_mut() else { return };
-        let Some(Named { api, events, .. }) = &k.named else { return };
+        let Some(Named { api, events, .. }) = &k.named else {
+            return;
+        };
         let st = &mut k.status;
         st.set_phase(phase, reason, message, Timestamp::now());
         if let Some(r) = revision {
@@ -251,7 +327,11 @@ impl Agent {
         if let Err(e) = api.write(st).await {
             tracing::warn!(error = %e, "status object not written");
         }
-        let kind = if matches!(phase, Phase::Failed | Phase::Refused | Phase::Error) { EventType::Warning } else { EventType::Normal };
+        let kind = if matches!(phase, Phase::Failed | Phase::Refused | Phase::Error) {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
         if let Err(e) = events.publish(kind, reason, "Reconcile", message).await {
             tracing::debug!(error = %e, "event not published");
         }
@@ -264,16 +344,38 @@ impl Agent {
             return;
         }
         let api = StatusApi::new(k.client.clone(), &k.opts.namespace, cluster);
-        if let Err(e) = api.ensure(&VixenClusterSpec { source, cluster: cluster.to_owned() }).await {
+        if let Err(e) = api
+            .ensure(&VixenClusterSpec {
+                source,
+                cluster: cluster.to_owned(),
+            })
+            .await
+        {
             tracing::warn!(error = %e, "status object not created");
         }
         if let Ok(Some(obj)) = api.get().await {
             k.status = obj.status.unwrap_or_default();
         }
-        let regarding = ObjectReference { api_version: Some("vixen.dev/v1alpha1".into()), kind: Some("VixenCluster".into()), name: Some(cluster.into()), namespace: Some(k.opts.namespace.clone()), ..ObjectReference::default() };
-        let events = Arc::new(EventRecorder::new(k.client.clone(), &k.opts.namespace, regarding, &k.opts.identity));
+        let regarding = ObjectReference {
+            api_version: Some("vixen.dev/v1alpha1".into()),
+            kind: Some("VixenCluster".into()),
+            name: Some(cluster.into()),
+            namespace: Some(k.opts.namespace.clone()),
+            ..ObjectReference::default()
+        };
+        let events = Arc::new(EventRecorder::new(
+            k.client.clone(),
+            &k.opts.namespace,
+            regarding,
+            &k.opts.identity,
+        ));
         let steps = steps::spawn_poster(events.clone(), self.shared.clone());
-        k.named = Some(Named { cluster: cluster.to_owned(), api, events, steps });
+        k.named = Some(Named {
+            cluster: cluster.to_owned(),
+            api,
+            events,
+            steps,
+        });
     }
 
     /// Points commit statuses at `vixen/<cluster>`.
@@ -285,7 +387,9 @@ impl Agent {
         if let Some(f) = &self.cfg.forge {
             match status_client(f, cluster) {
                 Ok(c) => self.statuses = Some(c),
-                Err(e) => tracing::warn!(error = %first_line(&e), "commit status client not rebuilt"),
+                Err(e) => {
+                    tracing::warn!(error = %first_line(&e), "commit status client not rebuilt")
+                }
             }
         }
     }
@@ -295,18 +399,33 @@ impl Agent {
         let head = match self.cfg.source.poll().await {
             Ok(h) => h,
             Err(e) => {
-                self.shared.metrics.polls.get_or_create(&vec![("result", "error".into())]).inc();
+                self.shared
+                    .metrics
+                    .polls
+                    .get_or_create(&vec![("result", "error".into())])
+                    .inc();
                 self.shared.metrics.fail(e.category);
                 tracing::warn!(error = %e.message, category = e.category, "poll failed");
                 return Ended::Failed;
             }
         };
-        let settled = |s: &Option<(String, Instant)>| s.as_ref().is_some_and(|(rev, at)| *rev == head && at.elapsed() < self.cfg.resync);
+        let settled = |s: &Option<(String, Instant)>| {
+            s.as_ref()
+                .is_some_and(|(rev, at)| *rev == head && at.elapsed() < self.cfg.resync)
+        };
         if settled(&self.applied) || settled(&self.rejected) {
-            self.shared.metrics.polls.get_or_create(&vec![("result", "unchanged".into())]).inc();
+            self.shared
+                .metrics
+                .polls
+                .get_or_create(&vec![("result", "unchanged".into())])
+                .inc();
             return Ended::Ok;
         }
-        self.shared.metrics.polls.get_or_create(&vec![("result", "changed".into())]).inc();
+        self.shared
+            .metrics
+            .polls
+            .get_or_create(&vec![("result", "changed".into())])
+            .inc();
         let head_sha = (head.len() == 40).then_some(head.clone());
         let resync = self.applied.as_ref().is_some_and(|(r, _)| *r == head);
         let started = Instant::now();
@@ -315,9 +434,19 @@ impl Agent {
             Err(e) => {
                 self.shared.metrics.fail(e.category);
                 tracing::warn!(error = %e.message, category = e.category, "fetch failed");
-                let state = if e.commit_at_fault { CommitState::Failure } else { CommitState::Error };
-                self.post(head_sha.as_deref(), state, format!("not applied: {}", e.message)).await;
-                self.report(Phase::Error, "FetchFailed", &e.message, Some(&head), None).await;
+                let state = if e.commit_at_fault {
+                    CommitState::Failure
+                } else {
+                    CommitState::Error
+                };
+                self.post(
+                    head_sha.as_deref(),
+                    state,
+                    format!("not applied: {}", e.message),
+                )
+                .await;
+                self.report(Phase::Error, "FetchFailed", &e.message, Some(&head), None)
+                    .await;
                 if e.commit_at_fault {
                     self.rejected = Some((head, Instant::now()));
                     return Ended::Rejected;
@@ -328,11 +457,17 @@ impl Agent {
         let sha = fetched.commit.clone();
         // The status context names the cluster: read it before saying anything about the commit.
         let checkout = fetched.path.clone();
-        if let Ok(Ok(cluster)) = tokio::task::spawn_blocking(move || cluster_name(&checkout)).await {
+        if let Ok(Ok(cluster)) = tokio::task::spawn_blocking(move || cluster_name(&checkout)).await
+        {
             self.use_cluster(&cluster);
         }
         if !resync {
-            self.post(sha.as_deref(), CommitState::Pending, format!("vixen started on {}", short(&fetched.revision))).await;
+            self.post(
+                sha.as_deref(),
+                CommitState::Pending,
+                format!("vixen started on {}", short(&fetched.revision)),
+            )
+            .await;
         }
         let prepare = self.prepare.clone();
         let path = fetched.path.clone();
@@ -342,8 +477,16 @@ impl Agent {
                 self.shared.metrics.fail(pe.stage);
                 let msg = format!("{} failed: {}", pe.stage, first_line(&pe.error));
                 tracing::warn!(error = %format!("{:#}", pe.error), stage = pe.stage, revision = %fetched.revision, "commit not applied");
-                self.post(sha.as_deref(), CommitState::Failure, msg.clone()).await;
-                self.report(Phase::Failed, "InvalidRepo", &msg, Some(&fetched.revision), None).await;
+                self.post(sha.as_deref(), CommitState::Failure, msg.clone())
+                    .await;
+                self.report(
+                    Phase::Failed,
+                    "InvalidRepo",
+                    &msg,
+                    Some(&fetched.revision),
+                    None,
+                )
+                .await;
                 self.rejected = Some((head, Instant::now()));
                 return Ended::Rejected;
             }
@@ -354,8 +497,17 @@ impl Agent {
             }
         };
         self.name_cluster(&prepared.cluster).await;
-        self.report(Phase::Reconciling, "Progressing", &format!("applying {}", short(&fetched.revision)), Some(&fetched.revision), None).await;
-        let ended = self.reconcile(&prepared, &fetched.revision, sha.as_deref(), started).await;
+        self.report(
+            Phase::Reconciling,
+            "Progressing",
+            &format!("applying {}", short(&fetched.revision)),
+            Some(&fetched.revision),
+            None,
+        )
+        .await;
+        let ended = self
+            .reconcile(&prepared, &fetched.revision, sha.as_deref(), started)
+            .await;
         match ended {
             Ended::Ok => self.applied = Some((head, Instant::now())),
             Ended::Rejected => self.rejected = Some((head, Instant::now())),
@@ -364,43 +516,111 @@ impl Agent {
         ended
     }
 
-    async fn reconcile(&mut self, p: &Prepared, revision: &str, sha: Option<&str>, started: Instant) -> Ended {
+    async fn reconcile(
+        &mut self,
+        p: &Prepared,
+        revision: &str,
+        sha: Option<&str>,
+        started: Instant,
+    ) -> Ended {
         let store: &dyn StateStore = match &self.kube {
             Some(k) => &k.store,
             None => &self.file_store,
         };
         // In the cluster, drains and readiness gates go through the agent's own client.
         let conn = match &self.kube {
-            Some(k) => p.conn.clone().with_kube(engine::KubeAccess::Client(k.client.clone())),
+            Some(k) => p
+                .conn
+                .clone()
+                .with_kube(engine::KubeAccess::Client(k.client.clone())),
             None => p.conn.clone(),
         };
-        let progress = StepReporter::new(&self.shared.metrics, self.kube.as_ref().and_then(|k| k.named.as_ref()).map(|n| n.steps.clone()));
-        let outcome = engine::reconcile(&conn, &p.desired, &p.configs, store, self.cfg.timeouts.clone(), &progress).await;
+        let progress = StepReporter::new(
+            &self.shared.metrics,
+            self.kube
+                .as_ref()
+                .and_then(|k| k.named.as_ref())
+                .map(|n| n.steps.clone()),
+        );
+        let outcome = engine::reconcile(
+            &conn,
+            &p.desired,
+            &p.configs,
+            store,
+            self.cfg.timeouts.clone(),
+            &progress,
+        )
+        .await;
         let inventory = store.load().map(|s| s.inventory).unwrap_or_default();
         let observed = engine::observe::observe(&conn, &p.desired.nodes, &inventory).await;
         let (label, phase, state, reason, mut message) = match &outcome {
-            Ok(Outcome::Converged { steps }) => ("converged", Phase::Ready, CommitState::Success, "Applied", format!("applied in {steps} steps; the cluster matches {}", short(revision))),
-            Ok(Outcome::Waiting { steps, waiting }) => ("waiting", Phase::Waiting, CommitState::Pending, "Waiting", format!("{steps} steps done; waiting on {}", waiting.first().map(String::as_str).unwrap_or("nodes"))),
+            Ok(Outcome::Converged { steps }) => (
+                "converged",
+                Phase::Ready,
+                CommitState::Success,
+                "Applied",
+                format!(
+                    "applied in {steps} steps; the cluster matches {}",
+                    short(revision)
+                ),
+            ),
+            Ok(Outcome::Waiting { steps, waiting }) => (
+                "waiting",
+                Phase::Waiting,
+                CommitState::Pending,
+                "Waiting",
+                format!(
+                    "{steps} steps done; waiting on {}",
+                    waiting.first().map(String::as_str).unwrap_or("nodes")
+                ),
+            ),
             Ok(Outcome::Refused(r)) => {
                 self.shared.metrics.fail("refused");
-                ("refused", Phase::Refused, CommitState::Failure, "Refused", format!("refused, nothing changed: {r}"))
+                (
+                    "refused",
+                    Phase::Refused,
+                    CommitState::Failure,
+                    "Refused",
+                    format!("refused, nothing changed: {r}"),
+                )
             }
             Ok(Outcome::Failed { steps, error }) => {
                 self.shared.metrics.fail(error.source.category());
-                ("failed", Phase::Failed, CommitState::Failure, "StepFailed", format!("failed after {steps} steps: {error}"))
+                (
+                    "failed",
+                    Phase::Failed,
+                    CommitState::Failure,
+                    "StepFailed",
+                    format!("failed after {steps} steps: {error}"),
+                )
             }
             Err(e) => {
                 self.shared.metrics.fail("store");
-                ("error", Phase::Error, CommitState::Error, "StateStoreError", format!("vixen state store: {}", first_line(e)))
+                (
+                    "error",
+                    Phase::Error,
+                    CommitState::Error,
+                    "StateStoreError",
+                    format!("vixen state store: {}", first_line(e)),
+                )
             }
         };
         let mut state = state;
         let mut phase = phase;
         let mut rejected = matches!(outcome, Ok(Outcome::Refused(_)));
-        if matches!(outcome, Ok(Outcome::Converged { .. } | Outcome::Waiting { .. }))
-            && let Some(k) = &self.kube
+        if matches!(
+            outcome,
+            Ok(Outcome::Converged { .. } | Outcome::Waiting { .. })
+        ) && let Some(k) = &self.kube
         {
-            match k.cilium.apply(&NetworkObjects::from_network(&p.network, k.opts.pool_version)).await {
+            match k
+                .cilium
+                .apply(&NetworkObjects::from_network(
+                    &p.network,
+                    k.opts.pool_version,
+                ))
+                .await
+            {
                 Ok(r) => {
                     message.push_str(&format!("; {}", r.summary()));
                     if !r.conflicts.is_empty() {
@@ -418,7 +638,11 @@ impl Agent {
                 }
             }
         }
-        self.shared.metrics.reconcile_duration.get_or_create(&vec![("outcome", label.into())]).observe(started.elapsed().as_secs_f64());
+        self.shared
+            .metrics
+            .reconcile_duration
+            .get_or_create(&vec![("outcome", label.into())])
+            .observe(started.elapsed().as_secs_f64());
         let nodes: Vec<NodeStatus> = p
             .desired
             .nodes
@@ -431,12 +655,30 @@ impl Agent {
                     Some((vixen_plan::NodeState::Maintenance, _)) => "maintenance",
                     _ => "unreachable",
                 };
-                NodeStatus { name: d.name.clone(), role: d.role.to_string(), version: o.and_then(|o| o.talos_version.as_ref().map(ToString::to_string)), state: st.into() }
+                NodeStatus {
+                    name: d.name.clone(),
+                    role: d.role.to_string(),
+                    version: o.and_then(|o| o.talos_version.as_ref().map(ToString::to_string)),
+                    state: st.into(),
+                }
             })
             .collect();
-        self.shared.metrics.set_nodes(&nodes.iter().map(|n| (n.state.clone(), n.version.clone().unwrap_or_else(|| "unknown".into()))).collect::<Vec<_>>());
+        self.shared.metrics.set_nodes(
+            &nodes
+                .iter()
+                .map(|n| {
+                    (
+                        n.state.clone(),
+                        n.version.clone().unwrap_or_else(|| "unknown".into()),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
         let etcd = observed.etcd.as_ref().map(|e| e.members.len() as u32);
-        self.shared.metrics.etcd_members.set(i64::from(etcd.unwrap_or(0)));
+        self.shared
+            .metrics
+            .etcd_members
+            .set(i64::from(etcd.unwrap_or(0)));
         if phase == Phase::Ready {
             self.shared.metrics.applied(revision);
             tracing::info!(%revision, %message, "cluster matches Git");
@@ -444,7 +686,8 @@ impl Agent {
             tracing::warn!(%revision, %message, outcome = label, "reconcile did not converge");
         }
         self.post(sha, state, message.clone()).await;
-        self.report(phase, reason, &message, Some(revision), Some((nodes, etcd))).await;
+        self.report(phase, reason, &message, Some(revision), Some((nodes, etcd)))
+            .await;
         if phase == Phase::Ready {
             Ended::Ok
         } else if rejected {
@@ -457,8 +700,19 @@ impl Agent {
 
 fn status_client(f: &super::ForgeOptions, cluster: &str) -> anyhow::Result<StatusClient> {
     let token = read_forge_secret(&f.token_file)?;
-    let context = vixen_forge::context_for(if cluster.is_empty() { "cluster" } else { cluster });
-    Ok(StatusClient::new(f.forge, &f.base_url, &f.repo, token, context, RetryPolicy::default())?)
+    let context = vixen_forge::context_for(if cluster.is_empty() {
+        "cluster"
+    } else {
+        cluster
+    });
+    Ok(StatusClient::new(
+        f.forge,
+        &f.base_url,
+        &f.repo,
+        token,
+        context,
+        RetryPolicy::default(),
+    )?)
 }
 
 /// The cluster name of a checkout (`cluster.yaml`), without validating the rest.

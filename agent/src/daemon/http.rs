@@ -46,7 +46,14 @@ pub struct Shared {
 impl Shared {
     /// Fresh state with webhooks on `webhook_path`.
     pub fn new(webhook_path: &str, relay: Option<Relay>) -> Self {
-        Self { metrics: Metrics::default(), ready: AtomicBool::new(false), poll_now: Notify::new(), webhook_secret: RwLock::new(None), webhook_path: webhook_path.to_owned(), relay }
+        Self {
+            metrics: Metrics::default(),
+            ready: AtomicBool::new(false),
+            poll_now: Notify::new(),
+            webhook_secret: RwLock::new(None),
+            webhook_path: webhook_path.to_owned(),
+            relay,
+        }
     }
 }
 
@@ -54,7 +61,11 @@ impl Shared {
 ///
 /// # Errors
 /// Only an error of `accept` ends the server early.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
@@ -66,17 +77,27 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: wat
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(respond(req, &shared).await) }
             });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(error = %e, "http connection ended with an error");
             }
         });
     }
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response<Full<Bytes>> {
+fn text(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
     r
 }
 
@@ -88,10 +109,18 @@ async fn respond(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes
             if shared.ready.load(Ordering::Relaxed) {
                 text(StatusCode::OK, "ready\n", plain)
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "first reconcile not finished\n", plain)
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "first reconcile not finished\n",
+                    plain,
+                )
             }
         }
-        (&Method::GET, "/metrics") => text(StatusCode::OK, shared.metrics.encode(), "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            shared.metrics.encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
         (&Method::POST, p) if p == shared.webhook_path => webhook(req, shared).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n", plain),
     }
@@ -105,27 +134,57 @@ async fn webhook(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes
     };
     let secret = shared.webhook_secret.read().await.clone();
     let Some(secret) = secret else {
-        shared.metrics.webhooks.get_or_create(&vec![("result", "disabled".into())]).inc();
-        return text(StatusCode::NOT_FOUND, "webhooks are not configured\n", "text/plain");
+        shared
+            .metrics
+            .webhooks
+            .get_or_create(&vec![("result", "disabled".into())])
+            .inc();
+        return text(
+            StatusCode::NOT_FOUND,
+            "webhooks are not configured\n",
+            "text/plain",
+        );
     };
     let out = vixen_forge::handle_webhook(&parts.headers, &body, &secret);
-    let result = if out.event.is_some() { "accepted" } else if out.status == 401 { "rejected" } else { "ignored" };
-    shared.metrics.webhooks.get_or_create(&vec![("result", result.into())]).inc();
+    let result = if out.event.is_some() {
+        "accepted"
+    } else if out.status == 401 {
+        "rejected"
+    } else {
+        "ignored"
+    };
+    shared
+        .metrics
+        .webhooks
+        .get_or_create(&vec![("result", result.into())])
+        .inc();
     if let Some(push) = &out.event {
         // A standby's own loop does not poll: the leader must hear of it.
         if let Some(relay) = shared.relay.as_ref().filter(|r| r.standby()) {
             let relays = |result: &str| {
-                shared.metrics.webhook_relays.get_or_create(&vec![("result", result.into())]).inc();
+                shared
+                    .metrics
+                    .webhook_relays
+                    .get_or_create(&vec![("result", result.into())])
+                    .inc();
             };
             if let Err(e) = relay.forward(push).await {
                 relays("failed");
                 tracing::warn!(error = %e, "webhook on a standby: the leader could not be told; answering 503 so the forge retries");
-                return text(StatusCode::SERVICE_UNAVAILABLE, "this replica is a standby and could not reach the leader; retry\n", "text/plain");
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this replica is a standby and could not reach the leader; retry\n",
+                    "text/plain",
+                );
             }
             relays("sent");
         } else {
             shared.poll_now.notify_one();
         }
     }
-    text(StatusCode::from_u16(out.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "", "text/plain")
+    text(
+        StatusCode::from_u16(out.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        "",
+        "text/plain",
+    )
 }

@@ -17,7 +17,10 @@ pub struct KubeStore {
 impl KubeStore {
     /// Wraps `journal`; must be created inside the multi-threaded runtime that will use it.
     pub fn new(journal: Journal) -> Self {
-        Self { journal, handle: tokio::runtime::Handle::current() }
+        Self {
+            journal,
+            handle: tokio::runtime::Handle::current(),
+        }
     }
 }
 

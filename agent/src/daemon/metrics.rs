@@ -67,19 +67,59 @@ impl Default for Metrics {
             webhook_relays: Family::default(),
         };
         let r = &mut m.registry;
-        r.register("reconcile_duration_seconds", "Duration of one reconcile", m.reconcile_duration.clone());
-        r.register("last_applied_revision", "The last Git revision the cluster fully matched (value 1)", m.last_applied.clone());
-        r.register("last_applied_timestamp_seconds", "When the last revision was applied", m.last_applied_time.clone());
+        r.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile",
+            m.reconcile_duration.clone(),
+        );
+        r.register(
+            "last_applied_revision",
+            "The last Git revision the cluster fully matched (value 1)",
+            m.last_applied.clone(),
+        );
+        r.register(
+            "last_applied_timestamp_seconds",
+            "When the last revision was applied",
+            m.last_applied_time.clone(),
+        );
         r.register("nodes", "Nodes by state and Talos version", m.nodes.clone());
-        r.register("etcd_members", "etcd members seen at the last reconcile", m.etcd_members.clone());
-        r.register("reconcile_failures", "Failures by category", m.failures.clone());
+        r.register(
+            "etcd_members",
+            "etcd members seen at the last reconcile",
+            m.etcd_members.clone(),
+        );
+        r.register(
+            "reconcile_failures",
+            "Failures by category",
+            m.failures.clone(),
+        );
         r.register("git_polls", "Git polls by result", m.polls.clone());
         r.register("webhooks", "Webhook requests by result", m.webhooks.clone());
-        r.register("commit_statuses", "Commit statuses by state and result", m.statuses.clone());
-        r.register("leader", "1 while this replica may act on the cluster", m.leader.clone());
-        r.register("steps", "Engine steps by action kind and event", m.steps.clone());
-        r.register("events", "Step Events by result (dropped: the queue to the API server was full)", m.events.clone());
-        r.register("webhook_relays", "Verified webhooks handed from a standby to the leader", m.webhook_relays.clone());
+        r.register(
+            "commit_statuses",
+            "Commit statuses by state and result",
+            m.statuses.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this replica may act on the cluster",
+            m.leader.clone(),
+        );
+        r.register(
+            "steps",
+            "Engine steps by action kind and event",
+            m.steps.clone(),
+        );
+        r.register(
+            "events",
+            "Step Events by result (dropped: the queue to the API server was full)",
+            m.events.clone(),
+        );
+        r.register(
+            "webhook_relays",
+            "Verified webhooks handed from a standby to the leader",
+            m.webhook_relays.clone(),
+        );
         m
     }
 }
@@ -94,14 +134,21 @@ impl Metrics {
 
     /// Counts one failure under a fixed category.
     pub fn fail(&self, category: &'static str) {
-        self.failures.get_or_create(&vec![("reason", category.to_owned())]).inc();
+        self.failures
+            .get_or_create(&vec![("reason", category.to_owned())])
+            .inc();
     }
 
     /// Records the last applied revision (only one series is kept).
     pub fn applied(&self, revision: &str) {
         self.last_applied.clear();
-        self.last_applied.get_or_create(&vec![("revision", revision.to_owned())]).set(1);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        self.last_applied
+            .get_or_create(&vec![("revision", revision.to_owned())])
+            .set(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         self.last_applied_time.set(now);
     }
 
@@ -109,7 +156,12 @@ impl Metrics {
     pub fn set_nodes(&self, nodes: &[(String, String)]) {
         self.nodes.clear();
         for (state, version) in nodes {
-            self.nodes.get_or_create(&vec![("state", state.clone()), ("version", version.clone())]).inc();
+            self.nodes
+                .get_or_create(&vec![
+                    ("state", state.clone()),
+                    ("version", version.clone()),
+                ])
+                .inc();
         }
     }
 }

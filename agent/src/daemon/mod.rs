@@ -143,11 +143,18 @@ pub struct Backoff {
 impl Backoff {
     /// Starts at `base`, never above `max`.
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, failures: 0 }
+        Self {
+            base,
+            max,
+            failures: 0,
+        }
     }
     /// The wait after one more failure.
     pub fn fail(&mut self) -> Duration {
-        let d = self.base.saturating_mul(1u32 << self.failures.min(16)).min(self.max);
+        let d = self
+            .base
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(self.max);
         self.failures += 1;
         d
     }
@@ -162,14 +169,23 @@ impl Backoff {
 /// # Errors
 /// Setup errors only (bad listen address, no Kubernetes client, unreadable token): once the loop
 /// runs, failures are reported, counted and retried with backoff.
-pub async fn run(cfg: Config, prepare: Prepare, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    cycle::Agent::start(cfg, prepare, shutdown).await?.run().await
+pub async fn run(
+    cfg: Config,
+    prepare: Prepare,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    cycle::Agent::start(cfg, prepare, shutdown)
+        .await?
+        .run()
+        .await
 }
 
 /// Reads a token file into a forge secret.
 fn read_forge_secret(path: &Path) -> anyhow::Result<vixen_forge::Secret> {
     use anyhow::Context as _;
-    Ok(vixen_forge::Secret::new(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?))
+    Ok(vixen_forge::Secret::new(
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    ))
 }
 
 #[cfg(test)]

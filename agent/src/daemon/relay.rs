@@ -35,7 +35,11 @@ pub struct Relay {
 impl Relay {
     /// Records into `signal` as `identity`, unless `leading` says this replica leads.
     pub fn new(signal: PushSignal, leading: watch::Receiver<bool>, identity: &str) -> Self {
-        Self { signal, leading, identity: identity.to_owned() }
+        Self {
+            signal,
+            leading,
+            identity: identity.to_owned(),
+        }
     }
 
     /// Whether the leader must be told (this replica does not lead).
@@ -48,9 +52,15 @@ impl Relay {
     /// # Errors
     /// The API error, or a timeout: the leader was not told, and the forge should retry.
     pub async fn forward(&self, push: &PushEvent) -> anyhow::Result<()> {
-        tokio::time::timeout(FORWARD_TIMEOUT, self.signal.record(&push.after, &push.reference, &self.identity))
-            .await
-            .map_err(|_| anyhow::anyhow!("the API server did not answer within {FORWARD_TIMEOUT:?}"))??;
+        tokio::time::timeout(
+            FORWARD_TIMEOUT,
+            self.signal
+                .record(&push.after, &push.reference, &self.identity),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("the API server did not answer within {FORWARD_TIMEOUT:?}")
+        })??;
         tracing::info!(revision = %push.after, "webhook on a standby: recorded for the leader on configmap {PUSH_CONFIGMAP}");
         Ok(())
     }
@@ -58,13 +68,23 @@ impl Relay {
 
 /// The leader side: every `every`, while leading, looks at `signal` and wakes the loop when a
 /// standby recorded a push. Returns when `shutdown` turns true.
-pub async fn watch(mut signal: PushSignal, leading: watch::Receiver<bool>, every: Duration, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn watch(
+    mut signal: PushSignal,
+    leading: watch::Receiver<bool>,
+    every: Duration,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         if *leading.borrow() {
             match signal.changed().await {
                 Ok(Some(push)) => {
                     tracing::info!(revision = %push.revision, from = %push.received_by, received_at = %push.received_at, "a standby received a push webhook: polling now");
-                    shared.metrics.webhook_relays.get_or_create(&vec![("result", "received".into())]).inc();
+                    shared
+                        .metrics
+                        .webhook_relays
+                        .get_or_create(&vec![("result", "received".into())])
+                        .inc();
                     shared.poll_now.notify_one();
                 }
                 Ok(None) => {}

@@ -34,7 +34,10 @@ pub struct SecretWatch {
 pub fn watch_files(files: Vec<PathBuf>) -> anyhow::Result<SecretWatch> {
     let (tx, rx) = watch::channel(0u64);
     if files.is_empty() {
-        return Ok(SecretWatch { _watcher: None, changed: rx });
+        return Ok(SecretWatch {
+            _watcher: None,
+            changed: rx,
+        });
     }
     let mut last = digest(&files);
     let watched = files.clone();
@@ -52,7 +55,18 @@ pub fn watch_files(files: Vec<PathBuf>) -> anyhow::Result<SecretWatch> {
             tracing::info!("mounted secret files changed; reloading credentials");
         }
     })?;
-    let mut dirs: Vec<PathBuf> = files.iter().filter_map(|f| f.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() })).collect();
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| {
+            f.parent().map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p.to_path_buf()
+                }
+            })
+        })
+        .collect();
     dirs.sort();
     dirs.dedup();
     for d in dirs {
@@ -60,5 +74,8 @@ pub fn watch_files(files: Vec<PathBuf>) -> anyhow::Result<SecretWatch> {
             tracing::warn!(dir = %d.display(), error = %e, "cannot watch folder; changes there are picked up on restart only");
         }
     }
-    Ok(SecretWatch { _watcher: Some(watcher), changed: rx })
+    Ok(SecretWatch {
+        _watcher: Some(watcher),
+        changed: rx,
+    })
 }

@@ -36,11 +36,22 @@ pub struct GitOptions {
 impl GitOptions {
     /// The files whose change calls for a reload.
     pub fn secret_files(&self) -> Vec<PathBuf> {
-        [&self.token_file, &self.password_file, &self.ssh_key_file, &self.known_hosts, &self.allowed_signers].into_iter().flatten().cloned().collect()
+        [
+            &self.token_file,
+            &self.password_file,
+            &self.ssh_key_file,
+            &self.known_hosts,
+            &self.allowed_signers,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
     }
 
     fn read_secret(path: &Path) -> anyhow::Result<Secret> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Ok(Secret::new(text.trim().to_owned()))
     }
 
@@ -51,14 +62,21 @@ impl GitOptions {
     pub fn config(&self) -> anyhow::Result<GitSourceConfig> {
         let auth = match (&self.token_file, &self.password_file, &self.ssh_key_file) {
             (Some(t), None, None) => Auth::Token(Self::read_secret(t)?),
-            (None, Some(p), None) => Auth::Basic { username: self.username.clone().unwrap_or_else(|| "git".into()), password: Self::read_secret(p)? },
+            (None, Some(p), None) => Auth::Basic {
+                username: self.username.clone().unwrap_or_else(|| "git".into()),
+                password: Self::read_secret(p)?,
+            },
             (None, None, Some(k)) => Auth::SshKey {
                 private_key: k.clone(),
                 passphrase: None,
-                known_hosts: self.known_hosts.clone().context("an SSH deploy key needs --git-known-hosts (host keys are always checked)")?,
+                known_hosts: self.known_hosts.clone().context(
+                    "an SSH deploy key needs --git-known-hosts (host keys are always checked)",
+                )?,
             },
             (None, None, None) => Auth::None,
-            _ => anyhow::bail!("give at most one of --git-token-file, --git-password-file, --git-ssh-key-file"),
+            _ => anyhow::bail!(
+                "give at most one of --git-token-file, --git-password-file, --git-ssh-key-file"
+            ),
         };
         Ok(GitSourceConfig {
             url: self.url.clone(),
@@ -66,7 +84,10 @@ impl GitOptions {
             sub_path: self.sub_path.clone(),
             auth,
             cache_dir: self.cache_dir.clone(),
-            signatures: self.allowed_signers.clone().map(|allowed_signers| SignaturePolicy { allowed_signers }),
+            signatures: self
+                .allowed_signers
+                .clone()
+                .map(|allowed_signers| SignaturePolicy { allowed_signers }),
         })
     }
 }
@@ -110,7 +131,11 @@ pub struct FetchError {
 impl From<vixen_git::Error> for FetchError {
     fn from(e: vixen_git::Error) -> Self {
         let category = e.category();
-        Self { category, commit_at_fault: matches!(category, "signature" | "unsafe_content" | "not_found"), message: e.to_string() }
+        Self {
+            category,
+            commit_at_fault: matches!(category, "signature" | "unsafe_content" | "not_found"),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -121,7 +146,10 @@ impl Source {
     /// Unreadable credentials, invalid configuration, or an unusable cache directory.
     pub fn git(options: GitOptions) -> anyhow::Result<Self> {
         let source = GitSource::new(&options.config()?)?;
-        Ok(Self::Git { options: Box::new(options), source: Arc::new(Mutex::new(source)) })
+        Ok(Self::Git {
+            options: Box::new(options),
+            source: Arc::new(Mutex::new(source)),
+        })
     }
 
     /// Re-reads credentials (after their files changed).
@@ -145,15 +173,23 @@ impl Source {
         match self {
             Self::Local(path) => {
                 let path = path.clone();
-                Ok(tokio::task::spawn_blocking(move || local_digest(&path)).await.unwrap_or_default())
+                Ok(tokio::task::spawn_blocking(move || local_digest(&path))
+                    .await
+                    .unwrap_or_default())
             }
             Self::Git { source, .. } => {
                 let source = source.clone();
-                tokio::task::spawn_blocking(move || source.lock().unwrap_or_else(|e| e.into_inner()).poll())
-                    .await
-                    .map_err(|e| FetchError { category: "internal", commit_at_fault: false, message: e.to_string() })?
-                    .map(|r| r.commit)
-                    .map_err(FetchError::from)
+                tokio::task::spawn_blocking(move || {
+                    source.lock().unwrap_or_else(|e| e.into_inner()).poll()
+                })
+                .await
+                .map_err(|e| FetchError {
+                    category: "internal",
+                    commit_at_fault: false,
+                    message: e.to_string(),
+                })?
+                .map(|r| r.commit)
+                .map_err(FetchError::from)
             }
         }
     }
@@ -164,13 +200,27 @@ impl Source {
     /// [`FetchError`]; an unsigned or untrusted head is never checked out.
     pub async fn fetch(&self) -> Result<Fetched, FetchError> {
         match self {
-            Self::Local(path) => Ok(Fetched { commit: None, revision: format!("local:{}", self.poll().await?), path: path.clone() }),
+            Self::Local(path) => Ok(Fetched {
+                commit: None,
+                revision: format!("local:{}", self.poll().await?),
+                path: path.clone(),
+            }),
             Self::Git { source, .. } => {
                 let source = source.clone();
-                let co = tokio::task::spawn_blocking(move || source.lock().unwrap_or_else(|e| e.into_inner()).fetch())
-                    .await
-                    .map_err(|e| FetchError { category: "internal", commit_at_fault: false, message: e.to_string() })??;
-                Ok(Fetched { revision: co.commit.clone(), commit: Some(co.commit), path: co.path })
+                let co = tokio::task::spawn_blocking(move || {
+                    source.lock().unwrap_or_else(|e| e.into_inner()).fetch()
+                })
+                .await
+                .map_err(|e| FetchError {
+                    category: "internal",
+                    commit_at_fault: false,
+                    message: e.to_string(),
+                })??;
+                Ok(Fetched {
+                    revision: co.commit.clone(),
+                    commit: Some(co.commit),
+                    path: co.path,
+                })
             }
         }
     }
@@ -183,10 +233,14 @@ fn local_digest(root: &Path) -> String {
     let mut stack = vec![root.to_path_buf()];
     let mut entries = Vec::new();
     while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
-            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
                 continue;
             }
             match e.metadata() {

@@ -44,7 +44,10 @@ pub struct Note {
 /// The kind of a step's action as the plan serializes it (`apply_config`, `upgrade`...): a
 /// fixed set, fit for a metric label.
 pub fn action_kind(step: &Step) -> String {
-    serde_json::to_value(&step.action).ok().and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned)).unwrap_or_else(|| "unknown".into())
+    serde_json::to_value(&step.action)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn camel(snake: &str) -> String {
@@ -52,14 +55,19 @@ fn camel(snake: &str) -> String {
         .split('_')
         .map(|w| {
             let mut c = w.chars();
-            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
         })
         .collect()
 }
 
 /// The step as one line: `cp-1 upgrade to ... [REBOOT] -- why` (the plan pads the node name).
 fn one_line(step: &Step) -> String {
-    step.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    step.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The Event for `event` of step `index`.
@@ -67,15 +75,36 @@ pub fn note(index: usize, step: &Step, event: &StepEvent<'_>) -> Note {
     let what = format!("step {}: {}", index + 1, one_line(step));
     let (kind, reason, note) = match event {
         StepEvent::Started => (EventType::Normal, "StepStarted", what),
-        StepEvent::Done { elapsed } => (EventType::Normal, "StepSucceeded", format!("{what} (took {:.1}s)", elapsed.as_secs_f64())),
-        StepEvent::Resumed => (EventType::Normal, "StepResumed", format!("{what} (was in flight when the previous leader stopped; not sent again)")),
+        StepEvent::Done { elapsed } => (
+            EventType::Normal,
+            "StepSucceeded",
+            format!("{what} (took {:.1}s)", elapsed.as_secs_f64()),
+        ),
+        StepEvent::Resumed => (
+            EventType::Normal,
+            "StepResumed",
+            format!("{what} (was in flight when the previous leader stopped; not sent again)"),
+        ),
         StepEvent::Failed { error } => {
             let error = error.to_string();
-            let first = error.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-            (EventType::Warning, "StepFailed", format!("{what} failed: {first}"))
+            let first = error
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim();
+            (
+                EventType::Warning,
+                "StepFailed",
+                format!("{what} failed: {first}"),
+            )
         }
     };
-    Note { kind, reason, action: camel(&action_kind(step)), note }
+    Note {
+        kind,
+        reason,
+        action: camel(&action_kind(step)),
+        note,
+    }
 }
 
 fn event_label(event: &StepEvent<'_>) -> &'static str {
@@ -88,11 +117,19 @@ fn event_label(event: &StepEvent<'_>) -> &'static str {
 }
 
 /// Posts queued Events in order until every sender is gone.
-pub fn spawn_poster(recorder: Arc<EventRecorder>, shared: Arc<super::http::Shared>) -> mpsc::Sender<Note> {
+pub fn spawn_poster(
+    recorder: Arc<EventRecorder>,
+    shared: Arc<super::http::Shared>,
+) -> mpsc::Sender<Note> {
     let (tx, mut rx) = mpsc::channel::<Note>(QUEUE);
     tokio::spawn(async move {
         while let Some(n) = rx.recv().await {
-            let result = match tokio::time::timeout(POST_TIMEOUT, recorder.publish(n.kind, n.reason, &n.action, &n.note)).await {
+            let result = match tokio::time::timeout(
+                POST_TIMEOUT,
+                recorder.publish(n.kind, n.reason, &n.action, &n.note),
+            )
+            .await
+            {
                 Ok(Ok(())) => "posted",
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, reason = n.reason, "step event not published");
@@ -100,7 +137,11 @@ pub fn spawn_poster(recorder: Arc<EventRecorder>, shared: Arc<super::http::Share
                 }
                 Err(_) => "failed",
             };
-            shared.metrics.events.get_or_create(&vec![("result", result.into())]).inc();
+            shared
+                .metrics
+                .events
+                .get_or_create(&vec![("result", result.into())])
+                .inc();
         }
     });
     tx
@@ -121,11 +162,24 @@ impl<'a> StepReporter<'a> {
 
 impl Progress for StepReporter<'_> {
     fn step(&self, index: usize, step: &Step, event: StepEvent<'_>) {
-        self.metrics.steps.get_or_create(&vec![("action", action_kind(step)), ("event", event_label(&event).into())]).inc();
+        self.metrics
+            .steps
+            .get_or_create(&vec![
+                ("action", action_kind(step)),
+                ("event", event_label(&event).into()),
+            ])
+            .inc();
         let Some(tx) = &self.events else { return };
         if let Err(e) = tx.try_send(note(index, step, &event)) {
-            self.metrics.events.get_or_create(&vec![("result", "dropped".into())]).inc();
-            let why = if matches!(e, mpsc::error::TrySendError::Full(_)) { "the API server is slow (queue full)" } else { "the event poster stopped" };
+            self.metrics
+                .events
+                .get_or_create(&vec![("result", "dropped".into())])
+                .inc();
+            let why = if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                "the API server is slow (queue full)"
+            } else {
+                "the event poster stopped"
+            };
             tracing::warn!(node = %step.node, step = index, why, "step event dropped");
         }
     }
@@ -138,23 +192,56 @@ mod tests {
     use vixen_plan::{Action, Risk};
 
     fn upgrade() -> Step {
-        Step { node: "cp-1".into(), action: Action::Upgrade { image: "ghcr.io/siderolabs/installer:v1.12.2".into(), lifecycle: false }, reason: "Talos v1.11.6 -> v1.12.2".into(), risk: Risk { reboot: true, ..Risk::default() } }
+        Step {
+            node: "cp-1".into(),
+            action: Action::Upgrade {
+                image: "ghcr.io/siderolabs/installer:v1.12.2".into(),
+                lifecycle: false,
+            },
+            reason: "Talos v1.11.6 -> v1.12.2".into(),
+            risk: Risk {
+                reboot: true,
+                ..Risk::default()
+            },
+        }
     }
 
     #[test]
     fn each_step_event_becomes_an_event_naming_node_and_action() {
         let s = upgrade();
         let started = note(2, &s, &StepEvent::Started);
-        assert_eq!((started.kind, started.reason, started.action.as_str()), (EventType::Normal, "StepStarted", "Upgrade"));
-        assert_eq!(started.note, "step 3: cp-1 upgrade to ghcr.io/siderolabs/installer:v1.12.2 [REBOOT] -- Talos v1.11.6 -> v1.12.2");
-        let done = note(2, &s, &StepEvent::Done { elapsed: Duration::from_millis(1500) });
+        assert_eq!(
+            (started.kind, started.reason, started.action.as_str()),
+            (EventType::Normal, "StepStarted", "Upgrade")
+        );
+        assert_eq!(
+            started.note,
+            "step 3: cp-1 upgrade to ghcr.io/siderolabs/installer:v1.12.2 [REBOOT] -- Talos v1.11.6 -> v1.12.2"
+        );
+        let done = note(
+            2,
+            &s,
+            &StepEvent::Done {
+                elapsed: Duration::from_millis(1500),
+            },
+        );
         assert_eq!(done.reason, "StepSucceeded");
         assert!(done.note.ends_with("(took 1.5s)"), "{}", done.note);
         assert_eq!(note(2, &s, &StepEvent::Resumed).reason, "StepResumed");
         let error = StepError::Gate("cp-1 did not come back at 127.0.10.1 within 600s".into());
         let failed = note(2, &s, &StepEvent::Failed { error: &error });
-        assert_eq!((failed.kind, failed.reason), (EventType::Warning, "StepFailed"));
-        assert!(failed.note.contains("cp-1 upgrade") && failed.note.contains("gave up waiting: cp-1 did not come back"), "{}", failed.note);
+        assert_eq!(
+            (failed.kind, failed.reason),
+            (EventType::Warning, "StepFailed")
+        );
+        assert!(
+            failed.note.contains("cp-1 upgrade")
+                && failed
+                    .note
+                    .contains("gave up waiting: cp-1 did not come back"),
+            "{}",
+            failed.note
+        );
     }
 
     #[test]
@@ -166,8 +253,23 @@ mod tests {
         for _ in 0..5 {
             reporter.step(0, &s, StepEvent::Started);
         }
-        assert_eq!(metrics.events.get_or_create(&vec![("result", "dropped".into())]).get(), 3);
-        assert_eq!(metrics.steps.get_or_create(&vec![("action", "upgrade".into()), ("event", "started".into())]).get(), 5);
+        assert_eq!(
+            metrics
+                .events
+                .get_or_create(&vec![("result", "dropped".into())])
+                .get(),
+            3
+        );
+        assert_eq!(
+            metrics
+                .steps
+                .get_or_create(&vec![
+                    ("action", "upgrade".into()),
+                    ("event", "started".into())
+                ])
+                .get(),
+            5
+        );
         assert!(rx.try_recv().is_ok() && rx.try_recv().is_ok() && rx.try_recv().is_err());
     }
 }

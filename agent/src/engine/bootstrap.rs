@@ -36,7 +36,9 @@ pub enum BootstrapError {
     #[error("{0}")]
     NotAControlPlane(String),
     /// The node answers neither configured nor in maintenance mode.
-    #[error("{node} does not answer at {tried}: check that it is powered on and booted from the Talos ISO, and that this machine can reach it")]
+    #[error(
+        "{node} does not answer at {tried}: check that it is powered on and booted from the Talos ISO, and that this machine can reach it"
+    )]
     Unreachable {
         /// Node.
         node: String,
@@ -90,12 +92,22 @@ pub async fn bootstrap(
     timeout: Duration,
     progress: &mut dyn FnMut(&str, Duration),
 ) -> Result<Done, BootstrapError> {
-    let d = desired.nodes.iter().find(|n| n.name == node).ok_or_else(|| BootstrapError::NotAControlPlane(format!("no node `{node}` in the repo")))?;
+    let d = desired
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .ok_or_else(|| BootstrapError::NotAControlPlane(format!("no node `{node}` in the repo")))?;
     if d.role != Role::Controlplane {
-        return Err(BootstrapError::NotAControlPlane(format!("{node} is a worker: bootstrap a control plane")));
+        return Err(BootstrapError::NotAControlPlane(format!(
+            "{node} is a worker: bootstrap a control plane"
+        )));
     }
     // Already bootstrapped anywhere? Then touch nothing.
-    for cp in desired.nodes.iter().filter(|n| n.role == Role::Controlplane) {
+    for cp in desired
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Controlplane)
+    {
         for a in &cp.management_addresses {
             if let Some(view) = etcd_view(conn, a).await
                 && !view.members.is_empty()
@@ -104,7 +116,10 @@ pub async fn bootstrap(
                     record(store, d);
                     return Ok(Done::AlreadyBootstrapped { address: a.clone() });
                 }
-                return Err(BootstrapError::OtherBootstrapped(cp.name.clone(), node.to_string()));
+                return Err(BootstrapError::OtherBootstrapped(
+                    cp.name.clone(),
+                    node.to_string(),
+                ));
             }
         }
     }
@@ -116,28 +131,74 @@ pub async fn bootstrap(
             if !probe_maintenance(conn, &d.maintenance_address).await {
                 let mut tried = d.management_addresses.clone();
                 tried.push(d.maintenance_address.clone());
-                return Err(BootstrapError::Unreachable { node: node.into(), tried: tried.join(", ") });
+                return Err(BootstrapError::Unreachable {
+                    node: node.into(),
+                    tried: tried.join(", "),
+                });
             }
-            progress(&format!("{node} is in maintenance mode at {}", d.maintenance_address), t.elapsed());
+            progress(
+                &format!("{node} is in maintenance mode at {}", d.maintenance_address),
+                t.elapsed(),
+            );
             let t = Instant::now();
-            let config = configs.get(node).expect("desired and configs come from the same repo");
-            let client = conn.maintenance(&d.maintenance_address, &conn.act).map_err(|source| BootstrapError::Talos { stage: "connect", source })?;
-            client.apply_configuration(config.as_bytes(), ApplyMode::Auto, false, None).await.map_err(|source| BootstrapError::Talos { stage: "apply config in maintenance mode", source })?;
+            let config = configs
+                .get(node)
+                .expect("desired and configs come from the same repo");
+            let client = conn
+                .maintenance(&d.maintenance_address, &conn.act)
+                .map_err(|source| BootstrapError::Talos {
+                    stage: "connect",
+                    source,
+                })?;
+            client
+                .apply_configuration(config.as_bytes(), ApplyMode::Auto, false, None)
+                .await
+                .map_err(|source| BootstrapError::Talos {
+                    stage: "apply config in maintenance mode",
+                    source,
+                })?;
             progress("config applied; the node installs and reboots", t.elapsed());
             let t = Instant::now();
             // Follow the node: management addresses in order (interfaces, then VLANs), then
             // the maintenance address again.
             let found = wait_for(timeout, || first_configured(conn, &d.management_addresses)).await;
-            let a = found.ok_or_else(|| BootstrapError::Timeout(format!("{node} did not come back configured at {} within {}s", d.management_addresses.join(", "), timeout.as_secs())))?;
+            let a = found.ok_or_else(|| {
+                BootstrapError::Timeout(format!(
+                    "{node} did not come back configured at {} within {}s",
+                    d.management_addresses.join(", "),
+                    timeout.as_secs()
+                ))
+            })?;
             progress(&format!("{node} answers configured at {a}"), t.elapsed());
             a
         }
     };
     let t = Instant::now();
-    let client = conn.node(&address).map_err(|source| BootstrapError::Talos { stage: "connect", source })?;
-    client.bootstrap().await.map_err(|source| BootstrapError::Talos { stage: "bootstrap etcd", source })?;
-    let up = wait_for(timeout, || async { etcd_view(conn, &address).await.filter(|v| v.members.len() == 1 && v.members[0].started) }).await;
-    up.ok_or_else(|| BootstrapError::Timeout(format!("etcd on {node} did not become healthy within {}s", timeout.as_secs())))?;
+    let client = conn
+        .node(&address)
+        .map_err(|source| BootstrapError::Talos {
+            stage: "connect",
+            source,
+        })?;
+    client
+        .bootstrap()
+        .await
+        .map_err(|source| BootstrapError::Talos {
+            stage: "bootstrap etcd",
+            source,
+        })?;
+    let up = wait_for(timeout, || async {
+        etcd_view(conn, &address)
+            .await
+            .filter(|v| v.members.len() == 1 && v.members[0].started)
+    })
+    .await;
+    up.ok_or_else(|| {
+        BootstrapError::Timeout(format!(
+            "etcd on {node} did not become healthy within {}s",
+            timeout.as_secs()
+        ))
+    })?;
     progress("etcd bootstrapped: one healthy member", t.elapsed());
     record(store, d);
     Ok(Done::Bootstrapped { address })

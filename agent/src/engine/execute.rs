@@ -36,7 +36,13 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { ready: Duration::from_secs(600), member: Duration::from_secs(300), maintenance: Duration::from_secs(600), drain: Duration::from_secs(600), poll: Duration::from_millis(250) }
+        Self {
+            ready: Duration::from_secs(600),
+            member: Duration::from_secs(300),
+            maintenance: Duration::from_secs(600),
+            drain: Duration::from_secs(600),
+            poll: Duration::from_millis(250),
+        }
     }
 }
 
@@ -113,7 +119,9 @@ impl Executor<'_> {
     /// # Errors
     /// [`ExecError`] for the first step that fails; nothing after it runs.
     pub async fn run(&self, state: &mut State) -> Result<(), ExecError> {
-        let Some(run) = state.run.clone() else { return Ok(()) };
+        let Some(run) = state.run.clone() else {
+            return Ok(());
+        };
         let wanted: BTreeSet<&str> = self.desired.nodes.iter().map(|n| n.name.as_str()).collect();
         // Nodes that Talos said it reboots (the ApplyConfiguration answer names the mode it
         // used): their next readiness gate must first see them go down.
@@ -121,21 +129,36 @@ impl Executor<'_> {
         for index in run.done..run.plan.steps.len() {
             let step = &run.plan.steps[index];
             let fail = |source: StepError| {
-                self.progress.step(index, step, StepEvent::Failed { error: &source });
-                ExecError { index, node: step.node.clone(), action: step.action_text(), source }
+                self.progress
+                    .step(index, step, StepEvent::Failed { error: &source });
+                ExecError {
+                    index,
+                    node: step.node.clone(),
+                    action: step.action_text(),
+                    source,
+                }
             };
             // A fire-once step that was in flight when the agent died is not sent again: its
             // gate (the next step) finds out whether it took.
             let resumed = run.in_flight == Some(index) && fire_once(&step.action);
             if !resumed {
-                self.interlocks(step, &run.plan, &wanted, state).await.map_err(fail)?;
-                self.journal(state, |r| r.in_flight = Some(index)).map_err(fail)?;
+                self.interlocks(step, &run.plan, &wanted, state)
+                    .await
+                    .map_err(fail)?;
+                self.journal(state, |r| r.in_flight = Some(index))
+                    .map_err(fail)?;
                 tracing::info!(node = %step.node, step = index, action = %step.action_text(), reason = %step.reason, "step started");
                 self.progress.step(index, step, StepEvent::Started);
                 let started = Instant::now();
                 self.act(step, &mut rebooting).await.map_err(fail)?;
                 tracing::info!(node = %step.node, step = index, elapsed_ms = started.elapsed().as_millis() as u64, "step done");
-                self.progress.step(index, step, StepEvent::Done { elapsed: started.elapsed() });
+                self.progress.step(
+                    index,
+                    step,
+                    StepEvent::Done {
+                        elapsed: started.elapsed(),
+                    },
+                );
             } else {
                 tracing::warn!(node = %step.node, step = index, "resuming after a crash: not sending this step again");
                 self.progress.step(index, step, StepEvent::Resumed);
@@ -154,10 +177,18 @@ impl Executor<'_> {
         if let Some(run) = state.run.as_mut() {
             f(run);
         }
-        self.store.save(state).map_err(|e| StepError::Store(e.to_string()))
+        self.store
+            .save(state)
+            .map_err(|e| StepError::Store(e.to_string()))
     }
 
-    async fn interlocks(&self, step: &Step, plan: &Plan, wanted: &BTreeSet<&str>, state: &State) -> Result<(), StepError> {
+    async fn interlocks(
+        &self,
+        step: &Step,
+        plan: &Plan,
+        wanted: &BTreeSet<&str>,
+        state: &State,
+    ) -> Result<(), StepError> {
         let role_change = |name: &str| {
             let inv = state.inventory.node(name);
             let want = self.desired.nodes.iter().find(|n| n.name == name);
@@ -168,33 +199,61 @@ impl Executor<'_> {
             && !role_change(&step.node)
             && !self.decommission
         {
-            return Err(StepError::Interlock(format!("{} is in Git with the same role: it is never reset", step.node)));
+            return Err(StepError::Interlock(format!(
+                "{} is in Git with the same role: it is never reset",
+                step.node
+            )));
         }
         let disrupts_cp = match &step.action {
-            Action::Upgrade { .. } | Action::Reset { .. } => self.is_control_plane(&step.node, state),
-            Action::ApplyConfig { mode: ApplyMode::Reboot, .. } => self.is_control_plane(&step.node, state),
+            Action::Upgrade { .. } | Action::Reset { .. } => {
+                self.is_control_plane(&step.node, state)
+            }
+            Action::ApplyConfig {
+                mode: ApplyMode::Reboot,
+                ..
+            } => self.is_control_plane(&step.node, state),
             _ => false,
         };
         if disrupts_cp {
-            let view = self.any_etcd(plan, state).await.ok_or_else(|| StepError::Interlock("no control plane answers with an etcd member list".into()))?;
+            let view = self.any_etcd(plan, state).await.ok_or_else(|| {
+                StepError::Interlock("no control plane answers with an etcd member list".into())
+            })?;
             let voters: Vec<_> = view.voters().collect();
             let leaving_member = matches!(step.action, Action::Reset { .. });
             if !leaving_member {
                 if voters.len() == 2 {
-                    return Err(StepError::Interlock("etcd has exactly 2 members: taking one down would lose quorum".into()));
+                    return Err(StepError::Interlock(
+                        "etcd has exactly 2 members: taking one down would lose quorum".into(),
+                    ));
                 }
                 if let Some(m) = view.members.iter().find(|m| !m.started || m.is_learner) {
-                    return Err(StepError::Interlock(format!("etcd member {} is not started or still a learner", m.name)));
+                    return Err(StepError::Interlock(format!(
+                        "etcd member {} is not started or still a learner",
+                        m.name
+                    )));
                 }
-            } else if voters.iter().any(|m| m.name == self.hostname(&step.node, state)) && !(self.decommission && voters.len() == 1) {
-                return Err(StepError::Interlock(format!("{} is still an etcd member: it must leave etcd before it is reset", step.node)));
+            } else if voters
+                .iter()
+                .any(|m| m.name == self.hostname(&step.node, state))
+                && !(self.decommission && voters.len() == 1)
+            {
+                return Err(StepError::Interlock(format!(
+                    "{} is still an etcd member: it must leave etcd before it is reset",
+                    step.node
+                )));
             }
         }
         Ok(())
     }
 
     fn is_control_plane(&self, node: &str, state: &State) -> bool {
-        state.inventory.node(node).map(|n| n.role).or_else(|| self.desired.nodes.iter().find(|n| n.name == node).map(|n| n.role)) == Some(Role::Controlplane)
+        state.inventory.node(node).map(|n| n.role).or_else(|| {
+            self.desired
+                .nodes
+                .iter()
+                .find(|n| n.name == node)
+                .map(|n| n.role)
+        }) == Some(Role::Controlplane)
     }
 
     fn hostname(&self, node: &str, state: &State) -> String {
@@ -202,7 +261,13 @@ impl Executor<'_> {
             .inventory
             .node(node)
             .map(|n| n.hostname.clone())
-            .or_else(|| self.desired.nodes.iter().find(|n| n.name == node).map(|n| n.hostname.clone()))
+            .or_else(|| {
+                self.desired
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == node)
+                    .map(|n| n.hostname.clone())
+            })
             .unwrap_or_else(|| node.to_string())
     }
 
@@ -211,12 +276,27 @@ impl Executor<'_> {
         if let Some(d) = self.desired.nodes.iter().find(|n| n.name == node) {
             return d.address().to_string();
         }
-        state_inventory.and_then(|i| i.node(node)).map_or_else(|| node.to_string(), |n| n.address.clone())
+        state_inventory
+            .and_then(|i| i.node(node))
+            .map_or_else(|| node.to_string(), |n| n.address.clone())
     }
 
     async fn any_etcd(&self, _plan: &Plan, state: &State) -> Option<vixen_plan::EtcdView> {
-        let mut candidates: Vec<String> = self.desired.nodes.iter().filter(|n| n.role == Role::Controlplane).flat_map(|n| n.management_addresses.clone()).collect();
-        candidates.extend(state.inventory.nodes.iter().filter(|n| n.role == Role::Controlplane).map(|n| n.address.clone()));
+        let mut candidates: Vec<String> = self
+            .desired
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Controlplane)
+            .flat_map(|n| n.management_addresses.clone())
+            .collect();
+        candidates.extend(
+            state
+                .inventory
+                .nodes
+                .iter()
+                .filter(|n| n.role == Role::Controlplane)
+                .map(|n| n.address.clone()),
+        );
         for a in candidates {
             if let Some(v) = etcd_view(self.conn, &a).await {
                 return Some(v);
@@ -228,15 +308,27 @@ impl Executor<'_> {
     async fn act(&self, step: &Step, rebooting: &mut BTreeSet<String>) -> Result<(), StepError> {
         let inv = self.store.load().ok().map(|s| s.inventory);
         match &step.action {
-            Action::ApplyConfig { mode, address, maintenance } => {
-                let config = self.configs.get(&step.node).ok_or_else(|| StepError::Interlock(format!("no rendered config for {}", step.node)))?;
-                let client = if *maintenance { self.conn.maintenance(address, &self.conn.act)? } else { self.conn.node(address)? };
+            Action::ApplyConfig {
+                mode,
+                address,
+                maintenance,
+            } => {
+                let config = self.configs.get(&step.node).ok_or_else(|| {
+                    StepError::Interlock(format!("no rendered config for {}", step.node))
+                })?;
+                let client = if *maintenance {
+                    self.conn.maintenance(address, &self.conn.act)?
+                } else {
+                    self.conn.node(address)?
+                };
                 let wire = match mode {
                     ApplyMode::Auto => WireMode::Auto,
                     ApplyMode::NoReboot => WireMode::NoReboot,
                     ApplyMode::Reboot => WireMode::Reboot,
                 };
-                let outcome = client.apply_configuration(config.as_bytes(), wire, false, None).await?;
+                let outcome = client
+                    .apply_configuration(config.as_bytes(), wire, false, None)
+                    .await?;
                 // A configured node answers, then reboots: until it has gone down, it still
                 // looks healthy on its old boot. (A node in maintenance mode comes back at
                 // another address, which cannot answer before its reboot.)
@@ -245,7 +337,9 @@ impl Executor<'_> {
                 }
             }
             Action::WaitReady { address, version } => {
-                let want = version.as_deref().and_then(|v| v.parse::<vixen_plan::Version>().ok());
+                let want = version
+                    .as_deref()
+                    .and_then(|v| v.parse::<vixen_plan::Version>().ok());
                 let must_go_down = rebooting.remove(&step.node);
                 // A node that went down and came back healthy on another version rolled back
                 // (Talos' A/B boot after a failed upgrade): fail now rather than at the timeout.
@@ -254,41 +348,74 @@ impl Executor<'_> {
                 if must_go_down {
                     // Looked at often: a short reboot must not slip between two looks.
                     let what = format!("{} going down for its reboot", step.node);
-                    self.wait_every(self.timeouts.ready, Duration::from_millis(20), &what, || async { probe_configured(self.conn, address).await.is_none() }).await?;
+                    self.wait_every(
+                        self.timeouts.ready,
+                        Duration::from_millis(20),
+                        &what,
+                        || async { probe_configured(self.conn, address).await.is_none() },
+                    )
+                    .await?;
                     seen_down.set(true);
                 }
                 let result = self
-                    .wait(self.timeouts.ready, &format!("{} ready at {address}", step.node), || async {
-                        match probe_configured(self.conn, address).await {
-                            None => {
-                                seen_down.set(true);
-                                false
+                    .wait(
+                        self.timeouts.ready,
+                        &format!("{} ready at {address}", step.node),
+                        || async {
+                            match probe_configured(self.conn, address).await {
+                                None => {
+                                    seen_down.set(true);
+                                    false
+                                }
+                                Some(p)
+                                    if want.is_some()
+                                        && p.version != want
+                                        && p.healthy
+                                        && seen_down.get() =>
+                                {
+                                    rolled_back.set(p.version);
+                                    true
+                                }
+                                Some(p) => p.healthy && (want.is_none() || p.version == want),
                             }
-                            Some(p) if want.is_some() && p.version != want && p.healthy && seen_down.get() => {
-                                rolled_back.set(p.version);
-                                true
-                            }
-                            Some(p) => p.healthy && (want.is_none() || p.version == want),
-                        }
-                    })
+                        },
+                    )
                     .await;
                 result?;
                 if let Some(v) = rolled_back.get() {
-                    return Err(StepError::Gate(format!("{} came back on v{v}, not {}: the upgrade failed and the node rolled back", step.node, version.as_deref().unwrap_or("?"))));
+                    return Err(StepError::Gate(format!(
+                        "{} came back on v{v}, not {}: the upgrade failed and the node rolled back",
+                        step.node,
+                        version.as_deref().unwrap_or("?")
+                    )));
                 }
             }
             Action::WaitEtcdMember => {
-                let hostname = self.desired.nodes.iter().find(|n| n.name == step.node).map_or(step.node.clone(), |n| n.hostname.clone());
+                let hostname = self
+                    .desired
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == step.node)
+                    .map_or(step.node.clone(), |n| n.hostname.clone());
                 let address = self.address(&step.node, inv.as_ref());
-                self.wait(self.timeouts.member, &format!("{hostname} joined etcd, started and promoted"), || async {
-                    etcd_view(self.conn, &address).await.is_some_and(|v| {
-                        v.member(&hostname).is_some_and(|m| m.started && !m.is_learner) && v.members.iter().all(|m| m.started && !m.is_learner)
-                    })
-                })
+                self.wait(
+                    self.timeouts.member,
+                    &format!("{hostname} joined etcd, started and promoted"),
+                    || async {
+                        etcd_view(self.conn, &address).await.is_some_and(|v| {
+                            v.member(&hostname)
+                                .is_some_and(|m| m.started && !m.is_learner)
+                                && v.members.iter().all(|m| m.started && !m.is_learner)
+                        })
+                    },
+                )
                 .await?;
             }
             Action::ForfeitLeadership => {
-                self.conn.node(&self.address(&step.node, inv.as_ref()))?.etcd_forfeit_leadership().await?;
+                self.conn
+                    .node(&self.address(&step.node, inv.as_ref()))?
+                    .etcd_forfeit_leadership()
+                    .await?;
             }
             Action::LeaveEtcd => {
                 let address = self.address(&step.node, inv.as_ref());
@@ -298,54 +425,97 @@ impl Executor<'_> {
                     // leave by itself, so a healthy peer removes it, as for an unreachable node.
                     Err(e) if e.code() == Some(tonic::Code::FailedPrecondition) => {
                         tracing::warn!(node = %step.node, error = %e, "cannot leave etcd by itself; removing its member through a peer");
-                        self.remove_through_peer(&step.node, &address, inv.as_ref()).await?;
+                        self.remove_through_peer(&step.node, &address, inv.as_ref())
+                            .await?;
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
             Action::RemoveMember { member_id, via } => {
-                self.conn.node(&self.address(via, inv.as_ref()))?.etcd_remove_member_by_id(*member_id).await?;
+                self.conn
+                    .node(&self.address(via, inv.as_ref()))?
+                    .etcd_remove_member_by_id(*member_id)
+                    .await?;
             }
             Action::CheckMembers { expected } => {
                 let mut seen = None;
-                for d in self.desired.nodes.iter().filter(|n| n.role == Role::Controlplane) {
+                for d in self
+                    .desired
+                    .nodes
+                    .iter()
+                    .filter(|n| n.role == Role::Controlplane)
+                {
                     if let Some(v) = etcd_view(self.conn, d.address()).await {
                         seen = Some(v);
                         break;
                     }
                 }
-                let view = seen.ok_or_else(|| StepError::Gate("no control plane answers with an etcd member list".into()))?;
+                let view = seen.ok_or_else(|| {
+                    StepError::Gate("no control plane answers with an etcd member list".into())
+                })?;
                 let mut names: Vec<String> = view.voters().map(|m| m.name.clone()).collect();
                 names.sort();
                 if &names != expected {
-                    return Err(StepError::Gate(format!("etcd members are [{}], expected [{}]", names.join(", "), expected.join(", "))));
+                    return Err(StepError::Gate(format!(
+                        "etcd members are [{}], expected [{}]",
+                        names.join(", "),
+                        expected.join(", ")
+                    )));
                 }
             }
             Action::Reset { graceful } => {
-                self.conn.node(&self.address(&step.node, inv.as_ref()))?.reset(*graceful, true).await?;
+                self.conn
+                    .node(&self.address(&step.node, inv.as_ref()))?
+                    .reset(*graceful, true)
+                    .await?;
             }
             Action::WaitMaintenance { address } => {
-                self.wait(self.timeouts.maintenance, &format!("{} in maintenance mode at {address}", step.node), || async { probe_maintenance(self.conn, address).await }).await?;
+                self.wait(
+                    self.timeouts.maintenance,
+                    &format!("{} in maintenance mode at {address}", step.node),
+                    || async { probe_maintenance(self.conn, address).await },
+                )
+                .await?;
             }
             Action::Upgrade { image, .. } => {
-                self.conn.node(&self.address(&step.node, inv.as_ref()))?.upgrade(image).await?;
+                self.conn
+                    .node(&self.address(&step.node, inv.as_ref()))?
+                    .upgrade(image)
+                    .await?;
             }
             Action::CheckUpgradeSafe => {
-                let view = etcd_view(self.conn, &self.address(&step.node, inv.as_ref())).await.ok_or_else(|| StepError::Gate("etcd does not answer".into()))?;
+                let view = etcd_view(self.conn, &self.address(&step.node, inv.as_ref()))
+                    .await
+                    .ok_or_else(|| StepError::Gate("etcd does not answer".into()))?;
                 let voters = view.voters().count();
                 if voters == 2 {
-                    return Err(StepError::Interlock("etcd has exactly 2 members: upgrading one would lose quorum".into()));
+                    return Err(StepError::Interlock(
+                        "etcd has exactly 2 members: upgrading one would lose quorum".into(),
+                    ));
                 }
                 if let Some(m) = view.members.iter().find(|m| !m.started || m.is_learner) {
-                    return Err(StepError::Interlock(format!("etcd member {} is not started or still a learner", m.name)));
+                    return Err(StepError::Interlock(format!(
+                        "etcd member {} is not started or still a learner",
+                        m.name
+                    )));
                 }
             }
             Action::Drain { node_name } => {
-                let report = self.kube(control_plane_addresses(self.desired, inv.as_ref())).await?.drain(node_name, self.timeouts.drain, self.timeouts.poll.max(Duration::from_secs(1))).await?;
+                let report = self
+                    .kube(control_plane_addresses(self.desired, inv.as_ref()))
+                    .await?
+                    .drain(
+                        node_name,
+                        self.timeouts.drain,
+                        self.timeouts.poll.max(Duration::from_secs(1)),
+                    )
+                    .await?;
                 tracing::info!(node = %node_name, evicted = report.evicted.len(), ignored = report.ignored.len(), "drained");
             }
             Action::WaitNodeReady { node_name, version } => {
-                let api = self.kube(control_plane_addresses(self.desired, inv.as_ref())).await?;
+                let api = self
+                    .kube(control_plane_addresses(self.desired, inv.as_ref()))
+                    .await?;
                 let what = match version {
                     Some(v) => format!("Node {node_name} Ready in Kubernetes on Talos {v}"),
                     None => format!("Node {node_name} Ready in Kubernetes"),
@@ -353,23 +523,46 @@ impl Executor<'_> {
                 self.wait(self.timeouts.ready, &what, || async {
                     // The OS image names the Talos version the kubelet last registered with:
                     // a Ready from before the reboot does not count.
-                    api.get(node_name).await.ok().flatten().is_some_and(|n| n.ready && version.as_ref().is_none_or(|v| n.os_image.contains(&format!("({v})"))))
+                    api.get(node_name).await.ok().flatten().is_some_and(|n| {
+                        n.ready
+                            && version
+                                .as_ref()
+                                .is_none_or(|v| n.os_image.contains(&format!("({v})")))
+                    })
                 })
                 .await?;
             }
             Action::Uncordon { node_name } => {
-                self.kube(control_plane_addresses(self.desired, inv.as_ref())).await?.uncordon(node_name).await?;
+                self.kube(control_plane_addresses(self.desired, inv.as_ref()))
+                    .await?
+                    .uncordon(node_name)
+                    .await?;
             }
             Action::DeleteNode { node_name } => {
-                self.kube(control_plane_addresses(self.desired, inv.as_ref())).await?.delete(node_name).await?;
+                self.kube(control_plane_addresses(self.desired, inv.as_ref()))
+                    .await?
+                    .delete(node_name)
+                    .await?;
             }
             Action::Stabilize { millis } => {
                 let address = self.address(&step.node, inv.as_ref());
                 let until = Instant::now() + Duration::from_millis(*millis);
                 while Instant::now() < until {
-                    tokio::time::sleep(self.timeouts.poll.min(until.saturating_duration_since(Instant::now()))).await;
-                    if *millis > 0 && !probe_configured(self.conn, &address).await.is_some_and(|p| p.healthy) {
-                        return Err(StepError::Gate(format!("{} became unhealthy during the stabilization wait", step.node)));
+                    tokio::time::sleep(
+                        self.timeouts
+                            .poll
+                            .min(until.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
+                    if *millis > 0
+                        && !probe_configured(self.conn, &address)
+                            .await
+                            .is_some_and(|p| p.healthy)
+                    {
+                        return Err(StepError::Gate(format!(
+                            "{} became unhealthy during the stabilization wait",
+                            step.node
+                        )));
                     }
                 }
             }
@@ -379,20 +572,46 @@ impl Executor<'_> {
 
     /// The Kubernetes client for a Kubernetes step.
     async fn kube(&self, control_planes: Vec<String>) -> Result<vixen_k8s::Nodes, StepError> {
-        self.conn.kube_nodes(&control_planes).await.ok_or_else(|| StepError::Gate("no Kubernetes API answers (needed for this step)".into()))
+        self.conn.kube_nodes(&control_planes).await.ok_or_else(|| {
+            StepError::Gate("no Kubernetes API answers (needed for this step)".into())
+        })
     }
 
     /// Removes `node`'s member through another control plane whose etcd answers.
-    async fn remove_through_peer(&self, node: &str, node_address: &str, inv: Option<&Inventory>) -> Result<(), StepError> {
-        let hostname = inv.and_then(|i| i.node(node)).map(|n| n.hostname.clone()).or_else(|| self.desired.nodes.iter().find(|n| n.name == node).map(|n| n.hostname.clone())).unwrap_or_else(|| node.to_string());
+    async fn remove_through_peer(
+        &self,
+        node: &str,
+        node_address: &str,
+        inv: Option<&Inventory>,
+    ) -> Result<(), StepError> {
+        let hostname = inv
+            .and_then(|i| i.node(node))
+            .map(|n| n.hostname.clone())
+            .or_else(|| {
+                self.desired
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == node)
+                    .map(|n| n.hostname.clone())
+            })
+            .unwrap_or_else(|| node.to_string());
         let peers = control_plane_addresses(self.desired, inv);
         for peer in peers.iter().filter(|p| p.as_str() != node_address) {
-            let Some(view) = etcd_view(self.conn, peer).await else { continue };
-            let Some(member) = view.member(&hostname) else { return Ok(()) };
-            self.conn.node(peer)?.etcd_remove_member_by_id(member.id).await?;
+            let Some(view) = etcd_view(self.conn, peer).await else {
+                continue;
+            };
+            let Some(member) = view.member(&hostname) else {
+                return Ok(());
+            };
+            self.conn
+                .node(peer)?
+                .etcd_remove_member_by_id(member.id)
+                .await?;
             return Ok(());
         }
-        Err(StepError::Gate(format!("no healthy peer to remove {hostname}'s etcd member through")))
+        Err(StepError::Gate(format!(
+            "no healthy peer to remove {hostname}'s etcd member through"
+        )))
     }
 
     async fn wait<F, Fut>(&self, limit: Duration, what: &str, check: F) -> Result<(), StepError>
@@ -400,10 +619,17 @@ impl Executor<'_> {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        self.wait_every(limit, self.timeouts.poll, what, check).await
+        self.wait_every(limit, self.timeouts.poll, what, check)
+            .await
     }
 
-    async fn wait_every<F, Fut>(&self, limit: Duration, poll: Duration, what: &str, mut check: F) -> Result<(), StepError>
+    async fn wait_every<F, Fut>(
+        &self,
+        limit: Duration,
+        poll: Duration,
+        what: &str,
+        mut check: F,
+    ) -> Result<(), StepError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -414,7 +640,10 @@ impl Executor<'_> {
                 return Ok(());
             }
             if Instant::now() >= until {
-                return Err(StepError::Gate(format!("{what} (after {}s)", limit.as_secs())));
+                return Err(StepError::Gate(format!(
+                    "{what} (after {}s)",
+                    limit.as_secs()
+                )));
             }
             tokio::time::sleep(poll).await;
         }
@@ -423,14 +652,34 @@ impl Executor<'_> {
 
 /// Control planes' addresses: Git's, then where vixen last reached the ones it configured.
 fn control_plane_addresses(desired: &Desired, inv: Option<&Inventory>) -> Vec<String> {
-    let mut out: Vec<String> = desired.nodes.iter().filter(|n| n.role == Role::Controlplane).map(|n| n.address().to_string()).collect();
-    out.extend(inv.into_iter().flat_map(|i| i.nodes.iter()).filter(|n| n.role == Role::Controlplane).map(|n| n.address.clone()));
+    let mut out: Vec<String> = desired
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Controlplane)
+        .map(|n| n.address().to_string())
+        .collect();
+    out.extend(
+        inv.into_iter()
+            .flat_map(|i| i.nodes.iter())
+            .filter(|n| n.role == Role::Controlplane)
+            .map(|n| n.address.clone()),
+    );
     out
 }
 
 /// Steps whose call must not be repeated after a crash (the node may be rebooting from it).
 fn fire_once(action: &Action) -> bool {
-    matches!(action, Action::Upgrade { .. } | Action::Reset { .. } | Action::ApplyConfig { mode: ApplyMode::Reboot | ApplyMode::Auto, .. } | Action::LeaveEtcd | Action::RemoveMember { .. })
+    matches!(
+        action,
+        Action::Upgrade { .. }
+            | Action::Reset { .. }
+            | Action::ApplyConfig {
+                mode: ApplyMode::Reboot | ApplyMode::Auto,
+                ..
+            }
+            | Action::LeaveEtcd
+            | Action::RemoveMember { .. }
+    )
 }
 
 /// Updates the inventory after a finished step.
@@ -439,8 +688,17 @@ fn record(inventory: &mut Inventory, step: &Step, desired: &Desired) {
         Action::ApplyConfig { .. } => {
             if let Some(d) = desired.nodes.iter().find(|n| n.name == step.node) {
                 // A rename: the old entry of the same machine goes.
-                inventory.nodes.retain(|i| i.name == d.name || i.maintenance_address != d.maintenance_address);
-                let entry = InventoryNode { name: d.name.clone(), hostname: d.hostname.clone(), role: d.role, maintenance_address: d.maintenance_address.clone(), address: d.address().to_string(), config: d.config.clone() };
+                inventory
+                    .nodes
+                    .retain(|i| i.name == d.name || i.maintenance_address != d.maintenance_address);
+                let entry = InventoryNode {
+                    name: d.name.clone(),
+                    hostname: d.hostname.clone(),
+                    role: d.role,
+                    maintenance_address: d.maintenance_address.clone(),
+                    address: d.address().to_string(),
+                    config: d.config.clone(),
+                };
                 match inventory.nodes.iter_mut().find(|i| i.name == d.name) {
                     Some(i) => *i = entry,
                     None => inventory.nodes.push(entry),
@@ -464,7 +722,11 @@ impl ActionText for Step {
     fn action_text(&self) -> String {
         let full = self.to_string();
         let after_node = full.trim_start_matches(&self.node).trim_start();
-        after_node.split("  -- ").next().unwrap_or(after_node).to_string()
+        after_node
+            .split("  -- ")
+            .next()
+            .unwrap_or(after_node)
+            .to_string()
     }
 }
 
@@ -475,7 +737,9 @@ mod tests {
 
     use std::time::Duration;
 
-    use vixen_plan::{ConfigDigest, Desired, DesiredNode, Inventory, InventoryNode, Plan, Risk, Role, Step};
+    use vixen_plan::{
+        ConfigDigest, Desired, DesiredNode, Inventory, InventoryNode, Plan, Risk, Role, Step,
+    };
 
     use super::*;
     use crate::engine::{FileStore, KubeAccess, Quiet};
@@ -488,35 +752,94 @@ mod tests {
             role,
             maintenance_address: format!("127.254.1.{n}"),
             management_addresses: vec![format!("127.254.0.{n}")],
-            config: ConfigDigest { whole: name.into(), sections: Default::default() },
+            config: ConfigDigest {
+                whole: name.into(),
+                sections: Default::default(),
+            },
         }
     }
 
     fn inventory_entry(d: &DesiredNode, role: Role) -> InventoryNode {
-        InventoryNode { name: d.name.clone(), hostname: d.hostname.clone(), role, maintenance_address: d.maintenance_address.clone(), address: d.management_addresses[0].clone(), config: d.config.clone() }
+        InventoryNode {
+            name: d.name.clone(),
+            hostname: d.hostname.clone(),
+            role,
+            maintenance_address: d.maintenance_address.clone(),
+            address: d.management_addresses[0].clone(),
+            config: d.config.clone(),
+        }
     }
 
     /// Runs a one-step plan resetting `target`; `git` is what Git holds, `inventory` what vixen
     /// configured (name, role).
-    async fn reset(target: &str, git: &[(&str, Role)], inventory: &[(&str, Role)]) -> Result<(), ExecError> {
+    async fn reset(
+        target: &str,
+        git: &[(&str, Role)],
+        inventory: &[(&str, Role)],
+    ) -> Result<(), ExecError> {
         let desired = Desired {
             talos_version: "v1.11.6".parse().unwrap(),
             installer_image: "ghcr.io/siderolabs/installer:v1.11.6".into(),
             kubernetes_version: "1.34.1".parse().unwrap(),
-            nodes: git.iter().enumerate().map(|(i, (n, r))| node(n, *r, i as u8 + 1)).collect(),
+            nodes: git
+                .iter()
+                .enumerate()
+                .map(|(i, (n, r))| node(n, *r, i as u8 + 1))
+                .collect(),
             stabilization: Duration::ZERO,
             reset_on_removal: true,
         };
-        let inv = Inventory { nodes: inventory.iter().enumerate().map(|(i, (n, r))| inventory_entry(&node(n, *r, i as u8 + 1), *r)).collect(), kubernetes_version: None };
+        let inv = Inventory {
+            nodes: inventory
+                .iter()
+                .enumerate()
+                .map(|(i, (n, r))| inventory_entry(&node(n, *r, i as u8 + 1), *r))
+                .collect(),
+            kubernetes_version: None,
+        };
         let bundle = vixen_pki::SecretsBundle::generate().unwrap();
-        let mut conn = Connector::new(vixen_talos::Credentials::from_bundle(&bundle).unwrap()).with_kube(KubeAccess::Off);
-        conn.act = vixen_talos::CallOptions { timeout: Duration::from_secs(1), connect_timeout: Duration::from_millis(200), retries: 0, ..vixen_talos::CallOptions::default() };
+        let mut conn = Connector::new(vixen_talos::Credentials::from_bundle(&bundle).unwrap())
+            .with_kube(KubeAccess::Off);
+        conn.act = vixen_talos::CallOptions {
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(200),
+            retries: 0,
+            ..vixen_talos::CallOptions::default()
+        };
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path().join("state.json"));
-        let plan = Plan { steps: vec![Step { node: target.into(), action: Action::Reset { graceful: true }, reason: "crafted".into(), risk: Risk { reboot: true, reset: true, etcd: false } }], waiting: vec![] };
-        let mut state = State { inventory: inv, run: Some(Run { revision: "r".into(), plan, done: 0, in_flight: None }) };
+        let plan = Plan {
+            steps: vec![Step {
+                node: target.into(),
+                action: Action::Reset { graceful: true },
+                reason: "crafted".into(),
+                risk: Risk {
+                    reboot: true,
+                    reset: true,
+                    etcd: false,
+                },
+            }],
+            waiting: vec![],
+        };
+        let mut state = State {
+            inventory: inv,
+            run: Some(Run {
+                revision: "r".into(),
+                plan,
+                done: 0,
+                in_flight: None,
+            }),
+        };
         let configs = Configs::new();
-        let exec = Executor { conn: &conn, configs: &configs, desired: &desired, store: &store, timeouts: Timeouts::default(), decommission: false, progress: &Quiet };
+        let exec = Executor {
+            conn: &conn,
+            configs: &configs,
+            desired: &desired,
+            store: &store,
+            timeouts: Timeouts::default(),
+            decommission: false,
+            progress: &Quiet,
+        };
         exec.run(&mut state).await
     }
 
@@ -525,17 +848,42 @@ mod tests {
         type Nodes<'a> = &'a [(&'a str, Role)];
         let cases: &[(&str, Nodes<'_>, Nodes<'_>, bool)] = &[
             // (target, Git, inventory, refused by the interlock)
-            ("worker-1", &[("worker-1", Role::Worker)], &[("worker-1", Role::Worker)], true),
-            ("worker-1", &[("worker-1", Role::Worker), ("worker-2", Role::Worker)], &[("worker-1", Role::Worker), ("worker-2", Role::Worker)], true),
+            (
+                "worker-1",
+                &[("worker-1", Role::Worker)],
+                &[("worker-1", Role::Worker)],
+                true,
+            ),
+            (
+                "worker-1",
+                &[("worker-1", Role::Worker), ("worker-2", Role::Worker)],
+                &[("worker-1", Role::Worker), ("worker-2", Role::Worker)],
+                true,
+            ),
             // It left Git: the reset may go (and fails here only because nothing listens).
-            ("worker-2", &[("worker-1", Role::Worker)], &[("worker-1", Role::Worker), ("worker-2", Role::Worker)], false),
+            (
+                "worker-2",
+                &[("worker-1", Role::Worker)],
+                &[("worker-1", Role::Worker), ("worker-2", Role::Worker)],
+                false,
+            ),
             // It changes role (worker -> control plane): the reset may go.
-            ("worker-1", &[("worker-1", Role::Controlplane)], &[("worker-1", Role::Worker)], false),
+            (
+                "worker-1",
+                &[("worker-1", Role::Controlplane)],
+                &[("worker-1", Role::Worker)],
+                false,
+            ),
         ];
         for (target, git, inventory, refused) in cases {
-            let err = reset(target, git, inventory).await.expect_err("no node answers here: every case fails somehow");
+            let err = reset(target, git, inventory)
+                .await
+                .expect_err("no node answers here: every case fails somehow");
             let by_interlock = matches!(err.source, StepError::Interlock(_));
-            assert_eq!(by_interlock, *refused, "reset {target} with Git {git:?}, inventory {inventory:?}: {err}");
+            assert_eq!(
+                by_interlock, *refused,
+                "reset {target} with Git {git:?}, inventory {inventory:?}: {err}"
+            );
             if *refused {
                 assert!(err.to_string().contains("never reset"), "{err}");
             }

@@ -88,7 +88,9 @@ impl Connector {
                                 return Some(c);
                             }
                         }
-                        Err(e) => tracing::debug!(%address, error = %e, "no kubeconfig from this control plane"),
+                        Err(e) => {
+                            tracing::debug!(%address, error = %e, "no kubeconfig from this control plane")
+                        }
                     }
                 }
                 None
@@ -108,7 +110,10 @@ impl Connector {
 
     async fn kubeconfig_client(&self, address: &str) -> anyhow::Result<kube::Client> {
         let text = self.kubeconfig(address).await?;
-        client_from(kube::config::Kubeconfig::from_yaml(std::str::from_utf8(&text)?)?).await
+        client_from(kube::config::Kubeconfig::from_yaml(std::str::from_utf8(
+            &text,
+        )?)?)
+        .await
     }
 }
 
@@ -117,7 +122,9 @@ async fn kubeconfig_file_client(path: &std::path::Path) -> anyhow::Result<kube::
 }
 
 async fn client_from(kc: kube::config::Kubeconfig) -> anyhow::Result<kube::Client> {
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    let mut cfg =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await?;
     // An API that does not answer must not hold up a reconcile.
     cfg.connect_timeout = Some(Duration::from_secs(2));
     cfg.read_timeout = Some(Duration::from_secs(15));
@@ -127,7 +134,16 @@ async fn client_from(kc: kube::config::Kubeconfig) -> anyhow::Result<kube::Clien
 /// What the API shows, or `None` when it does not answer.
 pub async fn view(nodes: &Nodes) -> Option<KubeView> {
     match nodes.list().await {
-        Ok(list) => Some(KubeView { nodes: list.into_iter().map(|n| KubeNode { name: n.name, ready: n.ready, cordoned_by_vixen: n.cordoned_by_vixen }).collect() }),
+        Ok(list) => Some(KubeView {
+            nodes: list
+                .into_iter()
+                .map(|n| KubeNode {
+                    name: n.name,
+                    ready: n.ready,
+                    cordoned_by_vixen: n.cordoned_by_vixen,
+                })
+                .collect(),
+        }),
         Err(e) => {
             tracing::info!(error = %e, "the Kubernetes API does not answer: no drain or readiness steps this time");
             None

@@ -35,7 +35,13 @@ impl Connector {
             retries: 0,
             ..CallOptions::default()
         };
-        Self { creds, probe, act: CallOptions::default(), kube: super::kube::KubeAccess::default(), kube_cache: super::kube::KubeCache::default() }
+        Self {
+            creds,
+            probe,
+            act: CallOptions::default(),
+            kube: super::kube::KubeAccess::default(),
+            kube_cache: super::kube::KubeCache::default(),
+        }
     }
 
     /// The same, reaching Kubernetes through `kube`.
@@ -90,12 +96,17 @@ pub async fn probe_configured(conn: &Connector, address: &str) -> Option<Probe> 
     let tag = client.version().await.ok()?.tag;
     let services = client.service_list().await.ok()?;
     let healthy = !services.is_empty() && services.iter().all(|s| s.healthy);
-    Some(Probe { version: tag.parse().ok(), healthy })
+    Some(Probe {
+        version: tag.parse().ok(),
+        healthy,
+    })
 }
 
 /// Whether a node answers in maintenance mode at `address`.
 pub async fn probe_maintenance(conn: &Connector, address: &str) -> bool {
-    let Ok(client) = conn.maintenance(address, &conn.probe) else { return false };
+    let Ok(client) = conn.maintenance(address, &conn.probe) else {
+        return false;
+    };
     match client.version().await {
         Ok(_) => true,
         // An answer with a gRPC status came from a Talos node refusing an anonymous caller.
@@ -103,18 +114,38 @@ pub async fn probe_maintenance(conn: &Connector, address: &str) -> bool {
     }
 }
 
-async fn observe_one(conn: &Connector, name: &str, addresses: &[String], maintenance: &str) -> ObservedNode {
+async fn observe_one(
+    conn: &Connector,
+    name: &str,
+    addresses: &[String],
+    maintenance: &str,
+) -> ObservedNode {
     for address in addresses {
         if let Some(p) = probe_configured(conn, address).await {
-            return ObservedNode { name: name.into(), address: address.clone(), state: NodeState::Configured, talos_version: p.version, healthy: p.healthy };
+            return ObservedNode {
+                name: name.into(),
+                address: address.clone(),
+                state: NodeState::Configured,
+                talos_version: p.version,
+                healthy: p.healthy,
+            };
         }
     }
     if probe_maintenance(conn, maintenance).await {
-        return ObservedNode { name: name.into(), address: maintenance.into(), state: NodeState::Maintenance, talos_version: None, healthy: false };
+        return ObservedNode {
+            name: name.into(),
+            address: maintenance.into(),
+            state: NodeState::Maintenance,
+            talos_version: None,
+            healthy: false,
+        };
     }
     ObservedNode {
         name: name.into(),
-        address: addresses.first().cloned().unwrap_or_else(|| maintenance.to_string()),
+        address: addresses
+            .first()
+            .cloned()
+            .unwrap_or_else(|| maintenance.to_string()),
         state: NodeState::Unreachable,
         talos_version: None,
         healthy: false,
@@ -129,7 +160,12 @@ pub async fn etcd_view(conn: &Connector, address: &str) -> Option<EtcdView> {
     Some(EtcdView {
         members: members
             .into_iter()
-            .map(|m| Member { id: m.id, name: m.hostname, is_learner: m.is_learner, started: !m.client_urls.is_empty() })
+            .map(|m| Member {
+                id: m.id,
+                name: m.hostname,
+                is_learner: m.is_learner,
+                started: !m.client_urls.is_empty(),
+            })
             .collect(),
         leader: status.map(|s| s.leader).filter(|l| *l != 0),
     })
@@ -143,23 +179,39 @@ pub async fn observe(conn: &Connector, desired: &[DesiredNode], inventory: &Inve
     for d in desired {
         // A renamed or re-addressed node may still be where vixen last configured it.
         let mut addresses = d.management_addresses.clone();
-        let prior = inventory.node(&d.name).or_else(|| inventory.nodes.iter().find(|i| i.maintenance_address == d.maintenance_address));
+        let prior = inventory.node(&d.name).or_else(|| {
+            inventory
+                .nodes
+                .iter()
+                .find(|i| i.maintenance_address == d.maintenance_address)
+        });
         if let Some(p) = prior
             && !addresses.contains(&p.address)
         {
             addresses.push(p.address.clone());
         }
         let o = observe_one(conn, &d.name, &addresses, &d.maintenance_address).await;
-        if o.state == NodeState::Configured && (d.role == Role::Controlplane || prior.is_some_and(|p| p.role == Role::Controlplane)) {
+        if o.state == NodeState::Configured
+            && (d.role == Role::Controlplane || prior.is_some_and(|p| p.role == Role::Controlplane))
+        {
             cps.push(o.address.clone());
         }
         nodes.push(o);
     }
     for i in &inventory.nodes {
-        if desired.iter().any(|d| d.name == i.name || d.maintenance_address == i.maintenance_address) {
+        if desired
+            .iter()
+            .any(|d| d.name == i.name || d.maintenance_address == i.maintenance_address)
+        {
             continue;
         }
-        let o = observe_one(conn, &i.name, std::slice::from_ref(&i.address), &i.maintenance_address).await;
+        let o = observe_one(
+            conn,
+            &i.name,
+            std::slice::from_ref(&i.address),
+            &i.maintenance_address,
+        )
+        .await;
         if o.state == NodeState::Configured && i.role == Role::Controlplane {
             cps.push(o.address.clone());
         }
@@ -176,5 +228,9 @@ pub async fn observe(conn: &Connector, desired: &[DesiredNode], inventory: &Inve
         Some(api) if !cps.is_empty() => super::kube::view(&api).await,
         _ => None,
     };
-    Observed { nodes, etcd, kubernetes }
+    Observed {
+        nodes,
+        etcd,
+        kubernetes,
+    }
 }

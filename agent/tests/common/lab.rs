@@ -33,7 +33,9 @@ pub fn rewrite_all(dir: &Path, from: &str, to: &str) {
         let path = entry.unwrap().path();
         if path.is_dir() {
             rewrite_all(&path, from, to);
-        } else if path.extension().is_some_and(|e| e == "yaml") && !path.ends_with("talos.sops.yaml") {
+        } else if path.extension().is_some_and(|e| e == "yaml")
+            && !path.ends_with("talos.sops.yaml")
+        {
             let text = std::fs::read_to_string(&path).unwrap();
             std::fs::write(&path, text.replace(from, to)).unwrap();
         }
@@ -71,16 +73,36 @@ impl Lab {
         let repo = tmp.path().join("repo");
         copy_dir(&example(), &repo);
         rewrite_all(&repo, "127.0.", &format!("127.{k}."));
-        let lab = Lab { repo, lab: tmp.path().join("lab"), _tmp: tmp, k };
+        let lab = Lab {
+            repo,
+            lab: tmp.path().join("lab"),
+            _tmp: tmp,
+            k,
+        };
         lab.edit("cluster.yaml", "stabilization: 30s", "stabilization: 0s");
         // The lab has a machine for every node of the example; `prepare` may then take nodes
         // out of Git (their machines wait in maintenance mode, as spare hardware does).
         // A killed test run takes its lab with it.
         let pid = std::process::id().to_string();
-        let mut args = vec!["lab", "up", "--repo", lab.repo.to_str().unwrap(), "--dir", lab.lab.to_str().unwrap(), "--reboot-ms", "200", "--die-with", &pid];
+        let mut args = vec![
+            "lab",
+            "up",
+            "--repo",
+            lab.repo.to_str().unwrap(),
+            "--dir",
+            lab.lab.to_str().unwrap(),
+            "--reboot-ms",
+            "200",
+            "--die-with",
+            &pid,
+        ];
         args.extend_from_slice(extra);
         let out = lab.vixen(&args);
-        assert!(out.status.success(), "lab up: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "lab up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         prepare(&lab.repo);
         lab
     }
@@ -91,7 +113,11 @@ impl Lab {
         let mut args = vec!["lab", "fault", "--dir", self.lab.to_str().unwrap(), node];
         args.extend(fault.split_whitespace());
         let out = self.vixen(&args);
-        assert!(out.status.success(), "lab fault: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "lab fault: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn ip(&self, rest: &str) -> String {
@@ -108,7 +134,12 @@ impl Lab {
     }
 
     pub fn target(&self) -> Vec<String> {
-        vec!["--repo".into(), self.repo.to_str().unwrap().into(), "--lab".into(), self.lab.to_str().unwrap().into()]
+        vec![
+            "--repo".into(),
+            self.repo.to_str().unwrap().into(),
+            "--lab".into(),
+            self.lab.to_str().unwrap().into(),
+        ]
     }
 
     pub fn run(&self, cmd: &[&str]) -> Output {
@@ -123,14 +154,30 @@ impl Lab {
 
     #[track_caller]
     pub fn bootstrap(&self) {
-        let out = self.run(&["bootstrap", "--out", self.lab.join("out").to_str().unwrap(), "--timeout", "60"]);
-        assert!(out.status.success(), "bootstrap: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = self.run(&[
+            "bootstrap",
+            "--out",
+            self.lab.join("out").to_str().unwrap(),
+            "--timeout",
+            "60",
+        ]);
+        assert!(
+            out.status.success(),
+            "bootstrap: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[track_caller]
     pub fn converge(&self) -> Output {
         let out = self.run(&["agent", "--once"]);
-        assert!(out.status.success(), "agent: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "agent: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
@@ -138,7 +185,15 @@ impl Lab {
         let path = self.repo.join(file);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(old.is_empty() || text.contains(old), "{file} lacks {old:?}");
-        std::fs::write(&path, if old.is_empty() { format!("{text}{new}") } else { text.replace(old, new) }).unwrap();
+        std::fs::write(
+            &path,
+            if old.is_empty() {
+                format!("{text}{new}")
+            } else {
+                text.replace(old, new)
+            },
+        )
+        .unwrap();
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -150,7 +205,9 @@ impl Lab {
                     node: v["node"].as_str().unwrap_or_default().into(),
                     method: v["method"].as_str().unwrap_or_default().into(),
                     detail: v["detail"].clone(),
-                    result: v["result"].as_str().map_or_else(|| v["result"].to_string(), String::from),
+                    result: v["result"]
+                        .as_str()
+                        .map_or_else(|| v["result"].to_string(), String::from),
                 }
             })
             .collect()
@@ -161,7 +218,11 @@ impl Lab {
     }
 
     pub fn mutating_since(&self, mark: usize) -> Vec<Call> {
-        self.calls().into_iter().skip(mark).filter(Call::mutating).collect()
+        self.calls()
+            .into_iter()
+            .skip(mark)
+            .filter(Call::mutating)
+            .collect()
     }
 
     pub fn status(&self) -> Value {
@@ -169,23 +230,46 @@ impl Lab {
     }
 
     pub fn node_status(&self, name: &str) -> Value {
-        self.status()["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap().clone()
+        self.status()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap()
+            .clone()
     }
 
     /// Voting members and learners as etcd itself reports them, asked at `ip`.
     pub fn etcd_members(&self, ip: &str) -> Vec<(String, bool)> {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &format!("http://{ip}:2379"), "--command-timeout=3s", "member", "list", "-w", "json"])
+            .args([
+                "--endpoints",
+                &format!("http://{ip}:2379"),
+                "--command-timeout=3s",
+                "member",
+                "list",
+                "-w",
+                "json",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "etcdctl: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "etcdctl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         let mut members: Vec<(String, bool)> = v["members"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| (m["name"].as_str().unwrap_or_default().to_string(), m["isLearner"].as_bool().unwrap_or(false)))
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap_or_default().to_string(),
+                    m["isLearner"].as_bool().unwrap_or(false),
+                )
+            })
             .collect();
         members.sort();
         members
@@ -201,7 +285,9 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_vixen")).args(["lab", "down", "--dir", self.lab.to_str().unwrap()]).output();
+        let _ = Command::new(env!("CARGO_BIN_EXE_vixen"))
+            .args(["lab", "down", "--dir", self.lab.to_str().unwrap()])
+            .output();
     }
 }
 
@@ -216,4 +302,3 @@ pub fn set(items: &[&str]) -> BTreeSet<String> {
 pub fn members(items: &[&str]) -> Vec<(String, bool)> {
     items.iter().map(|s| (s.to_string(), false)).collect()
 }
-

@@ -11,7 +11,9 @@
 
 use std::collections::BTreeSet;
 
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use serde_json::{Value, json};
 use vixen_model::{L2Policy, LabelSelector, NetworkFile, Pool};
 
@@ -44,12 +46,18 @@ pub fn pool_resource(version: PoolVersion) -> ApiResource {
         PoolVersion::V2Alpha1 => "v2alpha1",
         PoolVersion::V2 => "v2",
     };
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("cilium.io", v, "CiliumLoadBalancerIPPool"), "ciliumloadbalancerippools")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cilium.io", v, "CiliumLoadBalancerIPPool"),
+        "ciliumloadbalancerippools",
+    )
 }
 
 /// The L2 announcement policy kind.
 pub fn l2_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("cilium.io", "v2alpha1", "CiliumL2AnnouncementPolicy"), "ciliuml2announcementpolicies")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cilium.io", "v2alpha1", "CiliumL2AnnouncementPolicy"),
+        "ciliuml2announcementpolicies",
+    )
 }
 
 /// The objects Git wants.
@@ -71,7 +79,11 @@ fn meta(name: &str) -> Value {
 
 fn pool(p: &Pool, api_version: &str) -> Value {
     let mut blocks: Vec<Value> = p.cidrs.iter().map(|c| json!({ "cidr": c })).collect();
-    blocks.extend(p.ranges.iter().map(|r| json!({ "start": r.start, "stop": r.stop })));
+    blocks.extend(
+        p.ranges
+            .iter()
+            .map(|r| json!({ "start": r.start, "stop": r.stop })),
+    );
     let mut spec = json!({ "blocks": blocks });
     if let Some(s) = &p.service_selector {
         spec["serviceSelector"] = selector(s);
@@ -100,7 +112,10 @@ impl NetworkObjects {
     /// The objects for `network.yaml`.
     pub fn from_network(net: &NetworkFile, version: PoolVersion) -> Self {
         let ar = pool_resource(version);
-        Self { pools: net.pools.iter().map(|p| pool(p, &ar.api_version)).collect(), l2_policies: net.l2_policies.iter().map(l2).collect() }
+        Self {
+            pools: net.pools.iter().map(|p| pool(p, &ar.api_version)).collect(),
+            l2_policies: net.l2_policies.iter().map(l2).collect(),
+        }
     }
 }
 
@@ -127,9 +142,21 @@ pub struct ApplyReport {
 impl ApplyReport {
     /// One line for logs, events and commit statuses.
     pub fn summary(&self) -> String {
-        let mut s = format!("{} Cilium objects applied, {} deleted", self.applied.len(), self.deleted.len());
+        let mut s = format!(
+            "{} Cilium objects applied, {} deleted",
+            self.applied.len(),
+            self.deleted.len()
+        );
         if !self.conflicts.is_empty() {
-            s.push_str(&format!(", {} in conflict ({})", self.conflicts.len(), self.conflicts.iter().map(|c| c.object.as_str()).collect::<Vec<_>>().join(", ")));
+            s.push_str(&format!(
+                ", {} in conflict ({})",
+                self.conflicts.len(),
+                self.conflicts
+                    .iter()
+                    .map(|c| c.object.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         s
     }
@@ -145,7 +172,11 @@ pub struct CiliumApi {
 impl CiliumApi {
     /// `force`: take over fields owned by another manager instead of reporting a conflict.
     pub fn new(client: kube::Client, version: PoolVersion, force: bool) -> Self {
-        Self { client, version, force }
+        Self {
+            client,
+            version,
+            force,
+        }
     }
 
     /// Applies every object, then deletes managed objects of both kinds that Git no longer has.
@@ -157,12 +188,19 @@ impl CiliumApi {
     /// Only objects labelled managed-by vixen are ever deleted.
     pub async fn apply(&self, objects: &NetworkObjects) -> Result<ApplyReport> {
         let mut report = ApplyReport::default();
-        self.apply_kind(&pool_resource(self.version), &objects.pools, &mut report).await?;
-        self.apply_kind(&l2_resource(), &objects.l2_policies, &mut report).await?;
+        self.apply_kind(&pool_resource(self.version), &objects.pools, &mut report)
+            .await?;
+        self.apply_kind(&l2_resource(), &objects.l2_policies, &mut report)
+            .await?;
         Ok(report)
     }
 
-    async fn apply_kind(&self, ar: &ApiResource, objects: &[Value], report: &mut ApplyReport) -> Result<()> {
+    async fn apply_kind(
+        &self,
+        ar: &ApiResource,
+        objects: &[Value],
+        report: &mut ApplyReport,
+    ) -> Result<()> {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), ar);
         let mut params = PatchParams::apply(FIELD_MANAGER);
         if self.force {
@@ -170,14 +208,20 @@ impl CiliumApi {
         }
         let mut wanted = BTreeSet::new();
         for obj in objects {
-            let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let what = format!("{}/{name}", ar.kind);
             wanted.insert(name.clone());
             match api.patch(&name, &params, &Patch::Apply(obj)).await {
                 Ok(_) => report.applied.push(what),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     tracing::warn!(object = %what, message = %s.message, "field owned by another manager; not forced");
-                    report.conflicts.push(Conflict { object: what, message: s.message.clone() });
+                    report.conflicts.push(Conflict {
+                        object: what,
+                        message: s.message.clone(),
+                    });
                 }
                 Err(e) => return Err(Error::kube("apply", what, e)),
             }
@@ -190,7 +234,9 @@ impl CiliumApi {
             Err(e) => return Err(Error::kube("list", ar.plural.clone(), e)),
         };
         for o in existing {
-            let Some(name) = o.metadata.name else { continue };
+            let Some(name) = o.metadata.name else {
+                continue;
+            };
             if wanted.contains(&name) {
                 continue;
             }

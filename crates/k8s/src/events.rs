@@ -31,15 +31,31 @@ pub enum EventType {
 
 impl EventRecorder {
     /// Events in `namespace` about `regarding`, reported by `instance` (the pod name).
-    pub fn new(client: kube::Client, namespace: &str, regarding: ObjectReference, instance: &str) -> Self {
-        Self { api: Api::namespaced(client, namespace), namespace: namespace.into(), regarding, instance: instance.into() }
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        regarding: ObjectReference,
+        instance: &str,
+    ) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.into(),
+            regarding,
+            instance: instance.into(),
+        }
     }
 
     /// Publishes one Event. `reason` is a fixed CamelCase word, `action` what vixen did.
     ///
     /// # Errors
     /// API errors (callers log them: an Event is never worth failing a reconcile for).
-    pub async fn publish(&self, kind: EventType, reason: &str, action: &str, note: &str) -> Result<()> {
+    pub async fn publish(
+        &self,
+        kind: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) -> Result<()> {
         let mut note = note.to_owned();
         if note.len() > 1000 {
             let mut cut = 997;
@@ -49,11 +65,19 @@ impl EventRecorder {
             note.truncate(cut);
             note.push_str("...");
         }
-        let prefix = self.regarding.name.clone().unwrap_or_else(|| "vixen".into());
+        let prefix = self
+            .regarding
+            .name
+            .clone()
+            .unwrap_or_else(|| "vixen".into());
         let now = Timestamp::now();
         let ev = Event {
             // `<object>.<time in hex>`, as client-go names them (a generateName may not end in '.').
-            metadata: ObjectMeta { name: Some(format!("{prefix}.{:x}", now.as_nanosecond())), namespace: Some(self.namespace.clone()), ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                name: Some(format!("{prefix}.{:x}", now.as_nanosecond())),
+                namespace: Some(self.namespace.clone()),
+                ..ObjectMeta::default()
+            },
             event_time: Some(MicroTime(now)),
             reporting_controller: Some(CONTROLLER.into()),
             reporting_instance: Some(self.instance.clone()),
@@ -61,13 +85,19 @@ impl EventRecorder {
             reason: Some(reason.into()),
             regarding: Some(self.regarding.clone()),
             note: Some(note),
-            type_: Some(match kind {
-                EventType::Normal => "Normal",
-                EventType::Warning => "Warning",
-            }.into()),
+            type_: Some(
+                match kind {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .into(),
+            ),
             ..Event::default()
         };
-        self.api.create(&PostParams::default(), &ev).await.map_err(|e| Error::kube("create", "event", e))?;
+        self.api
+            .create(&PostParams::default(), &ev)
+            .await
+            .map_err(|e| Error::kube("create", "event", e))?;
         Ok(())
     }
 }

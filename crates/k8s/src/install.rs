@@ -32,7 +32,10 @@ pub async fn apply(client: &kube::Client, docs: &[serde_json::Value]) -> Result<
         let kind = doc["kind"].as_str().unwrap_or_default();
         let name = doc["metadata"]["name"].as_str().unwrap_or_default();
         if api_version.is_empty() || kind.is_empty() || name.is_empty() {
-            return Err(Error::Decode { what: "manifest".into(), reason: "a document lacks apiVersion, kind or metadata.name".into() });
+            return Err(Error::Decode {
+                what: "manifest".into(),
+                reason: "a document lacks apiVersion, kind or metadata.name".into(),
+            });
         }
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let gvk = GroupVersionKind::gvk(group, version, kind);
@@ -44,17 +47,26 @@ pub async fn apply(client: &kube::Client, docs: &[serde_json::Value]) -> Result<
         let (resource, caps) = match discovery::pinned_kind(client, &gvk).await {
             Ok(found) => found,
             Err(e) => {
-                report.skipped.push((id, format!("the API does not serve {api_version} {kind} ({e})")));
+                report.skipped.push((
+                    id,
+                    format!("the API does not serve {api_version} {kind} ({e})"),
+                ));
                 continue;
             }
         };
         let api: Api<DynamicObject> = match (caps.scope, namespace) {
-            (discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
-            (discovery::Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &resource),
+            (discovery::Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(client.clone(), ns, &resource)
+            }
+            (discovery::Scope::Namespaced, None) => {
+                Api::default_namespaced_with(client.clone(), &resource)
+            }
             (discovery::Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
         };
         let pp = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch(name, &pp, &Patch::Apply(doc)).await.map_err(|e| Error::kube("apply", id.clone(), e))?;
+        api.patch(name, &pp, &Patch::Apply(doc))
+            .await
+            .map_err(|e| Error::kube("apply", id.clone(), e))?;
         if kind == "CustomResourceDefinition" {
             served(client, doc).await?;
         }
@@ -67,7 +79,11 @@ pub async fn apply(client: &kube::Client, docs: &[serde_json::Value]) -> Result<
 async fn served(client: &kube::Client, crd: &serde_json::Value) -> Result<()> {
     let group = crd["spec"]["group"].as_str().unwrap_or_default();
     let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or_default();
-    let Some(version) = crd["spec"]["versions"].as_array().and_then(|v| v.iter().find(|v| v["served"] == true)).and_then(|v| v["name"].as_str()) else {
+    let Some(version) = crd["spec"]["versions"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["served"] == true))
+        .and_then(|v| v["name"].as_str())
+    else {
         return Ok(());
     };
     let gvk = GroupVersionKind::gvk(group, version, kind);
@@ -75,7 +91,13 @@ async fn served(client: &kube::Client, crd: &serde_json::Value) -> Result<()> {
     loop {
         match discovery::pinned_kind(client, &gvk).await {
             Ok(_) => return Ok(()),
-            Err(e) if Instant::now() >= until => return Err(Error::kube("discover", format!("{group}/{version} {kind}"), e)),
+            Err(e) if Instant::now() >= until => {
+                return Err(Error::kube(
+                    "discover",
+                    format!("{group}/{version} {kind}"),
+                    e,
+                ));
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }

@@ -30,8 +30,19 @@ pub struct Journal {
 impl Journal {
     /// The journal in ConfigMap `namespace/name`. With `leading`, writes are refused unless it
     /// says true.
-    pub fn new(client: kube::Client, namespace: &str, name: &str, leading: Option<watch::Receiver<bool>>) -> Self {
-        Self { api: Api::namespaced(client, namespace), namespace: namespace.into(), name: name.into(), leading, version: Mutex::new(None) }
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        leading: Option<watch::Receiver<bool>>,
+    ) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.into(),
+            name: name.into(),
+            leading,
+            version: Mutex::new(None),
+        }
     }
 
     fn what(&self) -> String {
@@ -45,7 +56,8 @@ impl Journal {
     pub async fn load(&self) -> Result<Option<String>> {
         match self.api.get(&self.name).await {
             Ok(cm) => {
-                *self.version.lock().unwrap_or_else(|e| e.into_inner()) = Some(cm.metadata.resource_version.clone().unwrap_or_default());
+                *self.version.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(cm.metadata.resource_version.clone().unwrap_or_default());
                 Ok(cm.data.and_then(|mut d| d.remove(KEY)))
             }
             Err(e) if api_code(&e) == Some(404) => {
@@ -70,12 +82,20 @@ impl Journal {
         {
             return Err(Error::NotLeader("journal write"));
         }
-        let known = self.version.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let known = self
+            .version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let known = match known {
             Some(v) => v,
             None => {
                 self.load().await?;
-                self.version.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default()
+                self.version
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                    .unwrap_or_default()
             }
         };
         let cm = ConfigMap {
@@ -90,11 +110,18 @@ impl Journal {
             ..ConfigMap::default()
         };
         let written = if known.is_empty() {
-            self.api.create(&PostParams::default(), &cm).await.map_err(|e| Error::kube("create", self.what(), e))?
+            self.api
+                .create(&PostParams::default(), &cm)
+                .await
+                .map_err(|e| Error::kube("create", self.what(), e))?
         } else {
-            self.api.replace(&self.name, &PostParams::default(), &cm).await.map_err(|e| Error::kube("replace", self.what(), e))?
+            self.api
+                .replace(&self.name, &PostParams::default(), &cm)
+                .await
+                .map_err(|e| Error::kube("replace", self.what(), e))?
         };
-        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = Some(written.metadata.resource_version.unwrap_or_default());
+        *self.version.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(written.metadata.resource_version.unwrap_or_default());
         Ok(())
     }
 }

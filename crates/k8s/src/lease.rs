@@ -73,7 +73,10 @@ fn holder_record(spec: &LeaseSpec) -> String {
     format!(
         "{}|{}|{}",
         spec.holder_identity.as_deref().unwrap_or(""),
-        spec.renew_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+        spec.renew_time
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
         spec.lease_transitions.unwrap_or(0)
     )
 }
@@ -82,7 +85,13 @@ impl LeaderElector {
     /// An elector for `cfg`; not leading until [`LeaderElector::try_acquire_or_renew`] wins.
     pub fn new(client: kube::Client, cfg: LeaseConfig) -> Self {
         let api = Api::namespaced(client, &cfg.namespace);
-        Self { api, cfg, leading: watch::Sender::new(false), observed: None, last_renew: None }
+        Self {
+            api,
+            cfg,
+            leading: watch::Sender::new(false),
+            observed: None,
+            last_renew: None,
+        }
     }
 
     /// True while this replica holds the Lease, updated by every attempt.
@@ -124,7 +133,9 @@ impl LeaderElector {
             Ok(false) => self.set(false),
             Err(_) => {
                 // Keep leading only while the last renewal is recent enough.
-                let fresh = self.last_renew.is_some_and(|t| t.elapsed() < self.cfg.renew_deadline);
+                let fresh = self
+                    .last_renew
+                    .is_some_and(|t| t.elapsed() < self.cfg.renew_deadline);
                 if !fresh {
                     self.set(false);
                 }
@@ -175,7 +186,8 @@ impl LeaderElector {
             next.spec = Some(self.spec(acquire, now, transitions));
         } else {
             let record = holder_record(&spec);
-            let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(0) as u64);
+            let duration =
+                Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(0) as u64);
             let seen_since = match &self.observed {
                 Some((r, t)) if *r == record => *t,
                 _ => {
@@ -192,7 +204,11 @@ impl LeaderElector {
             next.spec = Some(self.spec(now, now, transitions + 1));
         }
         // `replace` sends the resourceVersion we read: a concurrent writer makes it fail with 409.
-        match self.api.replace(&self.cfg.name, &PostParams::default(), &next).await {
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &next)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if api_code(&e) == Some(409) => Ok(false),
             Err(e) => Err(Error::kube("replace", self.what(), e)),
@@ -208,14 +224,24 @@ impl LeaderElector {
             return Ok(());
         }
         self.set(false);
-        let mut current = self.api.get(&self.cfg.name).await.map_err(|e| Error::kube("get", self.what(), e))?;
-        let Some(spec) = current.spec.as_mut() else { return Ok(()) };
+        let mut current = self
+            .api
+            .get(&self.cfg.name)
+            .await
+            .map_err(|e| Error::kube("get", self.what(), e))?;
+        let Some(spec) = current.spec.as_mut() else {
+            return Ok(());
+        };
         if spec.holder_identity.as_deref() != Some(self.cfg.identity.as_str()) {
             return Ok(());
         }
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
-        match self.api.replace(&self.cfg.name, &PostParams::default(), &current).await {
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &current)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if api_code(&e) == Some(409) => Ok(()),
             Err(e) => Err(Error::kube("replace", self.what(), e)),

@@ -29,7 +29,10 @@ pub use journal::Journal;
 pub use lease::{LeaderElector, LeaseConfig};
 pub use nodes::{CORDONED_BY_VIXEN, DrainReport, NodeView, Nodes};
 pub use push::{Push, PushSignal};
-pub use status::{Condition, NodeStatus, Phase, StatusApi, VixenCluster, VixenClusterSpec, VixenClusterStatus, render_table};
+pub use status::{
+    Condition, NodeStatus, Phase, StatusApi, VixenCluster, VixenClusterSpec, VixenClusterStatus,
+    render_table,
+};
 
 /// The field manager of every server-side apply vixen makes.
 pub const FIELD_MANAGER: &str = "vixen";
@@ -112,7 +115,11 @@ impl Error {
         {
             return Self::Conflict { what };
         }
-        Self::Kube { verb, what, source: Box::new(source) }
+        Self::Kube {
+            verb,
+            what,
+            source: Box::new(source),
+        }
     }
 }
 

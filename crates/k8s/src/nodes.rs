@@ -46,9 +46,20 @@ impl NodeView {
         Self {
             name: node.metadata.name.clone().unwrap_or_default(),
             ready,
-            unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
-            cordoned_by_vixen: node.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(CORDONED_BY_VIXEN)),
-            os_image: status.and_then(|s| s.node_info.as_ref()).map(|i| i.os_image.clone()).unwrap_or_default(),
+            unschedulable: node
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false),
+            cordoned_by_vixen: node
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(CORDONED_BY_VIXEN)),
+            os_image: status
+                .and_then(|s| s.node_info.as_ref())
+                .map(|i| i.os_image.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -72,7 +83,10 @@ pub struct Nodes {
 impl Nodes {
     /// Nodes through `client`.
     pub fn new(client: kube::Client) -> Self {
-        Self { nodes: Api::all(client.clone()), pods: client }
+        Self {
+            nodes: Api::all(client.clone()),
+            pods: client,
+        }
     }
 
     /// Every Node.
@@ -80,7 +94,11 @@ impl Nodes {
     /// # Errors
     /// API errors (the API is down, or RBAC refuses `list nodes`).
     pub async fn list(&self) -> Result<Vec<NodeView>> {
-        let list = self.nodes.list(&ListParams::default()).await.map_err(|e| Error::kube("list", "nodes", e))?;
+        let list = self
+            .nodes
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| Error::kube("list", "nodes", e))?;
         Ok(list.items.iter().map(NodeView::of).collect())
     }
 
@@ -89,7 +107,11 @@ impl Nodes {
     /// # Errors
     /// API errors.
     pub async fn get(&self, name: &str) -> Result<Option<NodeView>> {
-        let node = self.nodes.get_opt(name).await.map_err(|e| Error::kube("get", format!("node {name}"), e))?;
+        let node = self
+            .nodes
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::kube("get", format!("node {name}"), e))?;
         Ok(node.as_ref().map(NodeView::of))
     }
 
@@ -99,7 +121,9 @@ impl Nodes {
     /// # Errors
     /// API errors.
     pub async fn cordon(&self, name: &str) -> Result<()> {
-        let Some(node) = self.get(name).await? else { return Ok(()) };
+        let Some(node) = self.get(name).await? else {
+            return Ok(());
+        };
         if node.unschedulable {
             return Ok(());
         }
@@ -115,7 +139,9 @@ impl Nodes {
     /// # Errors
     /// API errors.
     pub async fn uncordon(&self, name: &str) -> Result<()> {
-        let Some(node) = self.get(name).await? else { return Ok(()) };
+        let Some(node) = self.get(name).await? else {
+            return Ok(());
+        };
         if !node.cordoned_by_vixen {
             return Ok(());
         }
@@ -127,7 +153,11 @@ impl Nodes {
     }
 
     async fn patch(&self, name: &str, patch: &serde_json::Value, verb: &'static str) -> Result<()> {
-        match self.nodes.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        match self
+            .nodes
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if api_code(&e) == Some(404) => Ok(()),
             Err(e) => Err(Error::kube(verb, format!("node {name}"), e)),
@@ -177,7 +207,13 @@ impl Nodes {
                 }
                 let ns = pod.metadata.namespace.clone().unwrap_or_default();
                 let api: Api<Pod> = Api::namespaced(self.pods.clone(), &ns);
-                match api.evict(pod.metadata.name.as_deref().unwrap_or_default(), &EvictParams::default()).await {
+                match api
+                    .evict(
+                        pod.metadata.name.as_deref().unwrap_or_default(),
+                        &EvictParams::default(),
+                    )
+                    .await
+                {
                     Ok(_) => {
                         tracing::info!(node = name, pod = %id, "evicted");
                         evicted.insert(id);
@@ -193,10 +229,17 @@ impl Nodes {
             }
             if left.is_empty() {
                 ignored.sort();
-                return Ok(DrainReport { evicted: evicted.into_iter().collect(), ignored });
+                return Ok(DrainReport {
+                    evicted: evicted.into_iter().collect(),
+                    ignored,
+                });
             }
             if Instant::now() >= until {
-                return Err(Error::Drain { node: name.to_string(), pods: left, reason: last_refusal.unwrap_or_else(|| "the pods did not terminate".into()) });
+                return Err(Error::Drain {
+                    node: name.to_string(),
+                    pods: left,
+                    reason: last_refusal.unwrap_or_else(|| "the pods did not terminate".into()),
+                });
             }
             tokio::time::sleep(poll.min(until.saturating_duration_since(Instant::now()))).await;
         }
@@ -204,15 +247,25 @@ impl Nodes {
 }
 
 fn pod_id(pod: &Pod) -> String {
-    format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or_default(), pod.metadata.name.as_deref().unwrap_or_default())
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// A static pod's API mirror: the kubelet owns it, an eviction cannot move it.
 fn is_mirror(pod: &Pod) -> bool {
-    pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
 }
 
 /// A DaemonSet's pod: the DaemonSet would put it straight back.
 fn is_daemonset(pod: &Pod) -> bool {
-    pod.metadata.owner_references.as_ref().is_some_and(|o| o.iter().any(|r| r.kind == "DaemonSet" && r.controller == Some(true)))
+    pod.metadata.owner_references.as_ref().is_some_and(|o| {
+        o.iter()
+            .any(|r| r.kind == "DaemonSet" && r.controller == Some(true))
+    })
 }

@@ -50,7 +50,12 @@ fn cut(s: &str, max: usize) -> String {
 impl PushSignal {
     /// The signal in ConfigMap `namespace/name`.
     pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
-        Self { api: Api::namespaced(client, namespace), namespace: namespace.into(), name: name.into(), seen: None }
+        Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.into(),
+            name: name.into(),
+            seen: None,
+        }
     }
 
     fn what(&self) -> String {
@@ -92,7 +97,12 @@ impl PushSignal {
         match self.api.create(&pp, &cm).await {
             Ok(_) => Ok(()),
             // Another standby created it meanwhile.
-            Err(e) if api_code(&e) == Some(409) => self.api.replace(&self.name, &pp, &cm).await.map(|_| ()).map_err(|e| Error::kube("replace", self.what(), e)),
+            Err(e) if api_code(&e) == Some(409) => self
+                .api
+                .replace(&self.name, &pp, &cm)
+                .await
+                .map(|_| ())
+                .map_err(|e| Error::kube("replace", self.what(), e)),
             Err(e) => Err(Error::kube("create", self.what(), e)),
         }
     }
@@ -107,7 +117,11 @@ impl PushSignal {
             Ok(cm) => {
                 let data = cm.data.unwrap_or_default();
                 let field = |k: &str| data.get(k).cloned().unwrap_or_default();
-                let push = Push { revision: field("revision"), received_by: field("receivedBy"), received_at: field("receivedAt") };
+                let push = Push {
+                    revision: field("revision"),
+                    received_by: field("receivedBy"),
+                    received_at: field("receivedAt"),
+                };
                 (cm.metadata.resource_version.unwrap_or_default(), Some(push))
             }
             Err(e) if api_code(&e) == Some(404) => (String::new(), None),

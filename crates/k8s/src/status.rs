@@ -21,12 +21,29 @@ use crate::{Error, FIELD_MANAGER, MANAGED_BY, Result, api_code};
     namespaced,
     status = "VixenClusterStatus",
     shortname = "vxc",
-    printcolumn(name = "Revision", type_ = "string", json_path = ".status.lastAppliedRevision"),
+    printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".status.lastAppliedRevision"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Nodes", type_ = "string", json_path = ".status.nodeSummary"),
-    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = "1"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VixenClusterSpec {
@@ -148,7 +165,10 @@ impl VixenClusterStatus {
         let stalled = matches!(phase, Phase::Failed | Phase::Refused | Phase::Error);
         let wanted = [
             ("Ready", phase == Phase::Ready),
-            ("Reconciling", matches!(phase, Phase::Reconciling | Phase::Waiting)),
+            (
+                "Reconciling",
+                matches!(phase, Phase::Reconciling | Phase::Waiting),
+            ),
             ("Stalled", stalled),
         ];
         let mut next = Vec::with_capacity(3);
@@ -159,8 +179,18 @@ impl VixenClusterStatus {
                 .iter()
                 .find(|c| c.type_ == ty && c.status == status)
                 .map_or_else(|| now.to_string(), |c| c.last_transition_time.clone());
-            let (reason, message) = if on || ty == "Ready" { (reason.to_owned(), message.to_owned()) } else { (String::from("AsExpected"), String::new()) };
-            next.push(Condition { type_: ty.into(), status, reason, message, last_transition_time: since });
+            let (reason, message) = if on || ty == "Ready" {
+                (reason.to_owned(), message.to_owned())
+            } else {
+                (String::from("AsExpected"), String::new())
+            };
+            next.push(Condition {
+                type_: ty.into(),
+                status,
+                reason,
+                message,
+                last_transition_time: since,
+            });
         }
         self.conditions = next;
     }
@@ -183,7 +213,11 @@ pub struct StatusApi {
 impl StatusApi {
     /// The object `namespace/name`.
     pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
-        Self { api: Api::namespaced(client, namespace), namespace: namespace.into(), name: name.into() }
+        Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     fn what(&self) -> String {
@@ -201,7 +235,14 @@ impl StatusApi {
             "metadata": { "name": self.name, "labels": { MANAGED_BY.0: MANAGED_BY.1 } },
             "spec": spec,
         });
-        self.api.patch(&self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj)).await.map_err(|e| Error::kube("apply", self.what(), e))?;
+        self.api
+            .patch(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .map_err(|e| Error::kube("apply", self.what(), e))?;
         Ok(())
     }
 
@@ -222,8 +263,16 @@ impl StatusApi {
     /// # Errors
     /// API errors.
     pub async fn write(&self, status: &VixenClusterStatus) -> Result<()> {
-        let obj = json!({ "apiVersion": "vixen.dev/v1alpha1", "kind": "VixenCluster", "status": status });
-        self.api.patch_status(&self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj)).await.map_err(|e| Error::kube("apply status", self.what(), e))?;
+        let obj =
+            json!({ "apiVersion": "vixen.dev/v1alpha1", "kind": "VixenCluster", "status": status });
+        self.api
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .map_err(|e| Error::kube("apply status", self.what(), e))?;
         Ok(())
     }
 }
@@ -236,19 +285,60 @@ pub fn render_table(obj: &VixenCluster) -> String {
     let st = obj.status.clone().unwrap_or_default();
     let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     let _ = writeln!(out, "cluster   {name} (from {})", obj.spec.source);
-    let _ = writeln!(out, "phase     {}  {}", if st.phase.is_empty() { "-" } else { &st.phase }, st.message);
-    let _ = writeln!(out, "revision  {} (last applied {})", dash(&st.revision), dash(&st.last_applied_revision));
-    let _ = writeln!(out, "leader    {}   etcd members {}", dash(&st.leader), st.etcd_members.map_or_else(|| "-".into(), |n| n.to_string()));
+    let _ = writeln!(
+        out,
+        "phase     {}  {}",
+        if st.phase.is_empty() { "-" } else { &st.phase },
+        st.message
+    );
+    let _ = writeln!(
+        out,
+        "revision  {} (last applied {})",
+        dash(&st.revision),
+        dash(&st.last_applied_revision)
+    );
+    let _ = writeln!(
+        out,
+        "leader    {}   etcd members {}",
+        dash(&st.leader),
+        st.etcd_members
+            .map_or_else(|| "-".into(), |n| n.to_string())
+    );
     let _ = writeln!(out);
-    let w = st.nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
-    let _ = writeln!(out, "{:<w$}  {:<12}  {:<10}  STATE", "NODE", "ROLE", "VERSION");
+    let w = st
+        .nodes
+        .iter()
+        .map(|n| n.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        out,
+        "{:<w$}  {:<12}  {:<10}  STATE",
+        "NODE", "ROLE", "VERSION"
+    );
     for n in &st.nodes {
-        let _ = writeln!(out, "{:<w$}  {:<12}  {:<10}  {}", n.name, n.role, n.version.as_deref().unwrap_or("-"), n.state);
+        let _ = writeln!(
+            out,
+            "{:<w$}  {:<12}  {:<10}  {}",
+            n.name,
+            n.role,
+            n.version.as_deref().unwrap_or("-"),
+            n.state
+        );
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "{:<12}  {:<6}  {:<20}  {:<25}  MESSAGE", "CONDITION", "STATUS", "REASON", "SINCE");
+    let _ = writeln!(
+        out,
+        "{:<12}  {:<6}  {:<20}  {:<25}  MESSAGE",
+        "CONDITION", "STATUS", "REASON", "SINCE"
+    );
     for c in &st.conditions {
-        let _ = writeln!(out, "{:<12}  {:<6}  {:<20}  {:<25}  {}", c.type_, c.status, c.reason, c.last_transition_time, c.message);
+        let _ = writeln!(
+            out,
+            "{:<12}  {:<6}  {:<20}  {:<25}  {}",
+            c.type_, c.status, c.reason, c.last_transition_time, c.message
+        );
     }
     out
 }

@@ -74,7 +74,11 @@ impl Kubelet {
                 continue;
             }
             let due = match self.posted.get(&name) {
-                Some(p) => p.ready != ready || p.version != n.version().to_string() || p.at.elapsed() > HEARTBEAT,
+                Some(p) => {
+                    p.ready != ready
+                        || p.version != n.version().to_string()
+                        || p.at.elapsed() > HEARTBEAT
+                }
                 None => true,
             };
             if !due {
@@ -120,9 +124,13 @@ impl Kubelet {
             return;
         }
         let all: Api<Pod> = Api::all(client.clone());
-        let Ok(list) = all.list(&ListParams::default()).await else { return };
+        let Ok(list) = all.list(&ListParams::default()).await else {
+            return;
+        };
         for pod in list.items {
-            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
+            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+                continue;
+            };
             if !running.contains(&node) {
                 continue;
             }
@@ -130,7 +138,10 @@ impl Kubelet {
             let name = pod.metadata.name.clone().unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
             if pod.metadata.deletion_timestamp.is_some() {
-                let dp = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+                let dp = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..DeleteParams::default()
+                };
                 if let Err(e) = api.delete(&name, &dp).await {
                     tracing::debug!(pod = %name, error = %e, "pod deletion");
                 }
@@ -140,7 +151,10 @@ impl Kubelet {
             if phase.is_none() || phase.as_deref() == Some("Pending") {
                 let now = Time(k8s_openapi::jiff::Timestamp::now());
                 let status = Pod {
-                    metadata: ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() },
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        ..ObjectMeta::default()
+                    },
                     status: Some(PodStatus {
                         phase: Some("Running".into()),
                         conditions: Some(vec![PodCondition {

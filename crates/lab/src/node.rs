@@ -294,7 +294,11 @@ impl Node {
         self.stop_server();
         let cut = CancellationToken::new();
         let down = self.st().faults.addrs_down.clone();
-        let reachable: Vec<IpAddr> = addrs.iter().copied().filter(|a| !down.contains(a)).collect();
+        let reachable: Vec<IpAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| !down.contains(a))
+            .collect();
         let incoming = tls::listen(&self.spec.name, &reachable, tls, cut.clone()).await?;
         server::spawn(self.clone(), incoming, cut.clone(), maintenance);
         let mut st = self.st();

@@ -5,22 +5,30 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use vixen_model::Repo;
 use vixen_model::render::render;
 use vixen_model::validate::validate;
-use vixen_model::Repo;
 
 fn generate(dir: &Path, nodes: usize) {
     std::fs::create_dir_all(dir.join("nodes")).unwrap();
     std::fs::create_dir_all(dir.join("patches")).unwrap();
     std::fs::create_dir_all(dir.join("secrets")).unwrap();
     std::fs::write(dir.join("secrets/talos.sops.yaml"), "placeholder: true\n").unwrap();
-    std::fs::write(dir.join("patches/common.yaml"), "machine:\n  sysctls:\n    vm.swappiness: \"10\"\n").unwrap();
+    std::fs::write(
+        dir.join("patches/common.yaml"),
+        "machine:\n  sysctls:\n    vm.swappiness: \"10\"\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.join("cluster.yaml"),
         "name: big\nendpoint: https://127.1.0.1:6443\ntalos:\n  version: v1.11.6\nkubernetes:\n  version: 1.34.1\nsecrets: secrets/talos.sops.yaml\npatches:\n  all: [patches/common.yaml]\n",
     )
     .unwrap();
-    std::fs::write(dir.join("network.yaml"), "pools:\n  - name: lb\n    cidrs: [127.200.0.0/24]\n").unwrap();
+    std::fs::write(
+        dir.join("network.yaml"),
+        "pools:\n  - name: lb\n    cidrs: [127.200.0.0/24]\n",
+    )
+    .unwrap();
     for i in 0..nodes {
         let role = if i < 3 { "controlplane" } else { "worker" };
         let (a, b) = (i / 250, i % 250 + 2);
@@ -45,7 +53,11 @@ fn time<T>(label: &str, runs: usize, mut f: impl FnMut() -> T) -> Duration {
         .collect();
     samples.sort();
     let median = samples[runs / 2];
-    println!("{label:<28} median {:>8.1} ms   min {:>8.1} ms   ({runs} runs)", ms(median), ms(samples[0]));
+    println!(
+        "{label:<28} median {:>8.1} ms   min {:>8.1} ms   ({runs} runs)",
+        ms(median),
+        ms(samples[0])
+    );
     median
 }
 
@@ -60,10 +72,19 @@ fn main() {
     let repo = Repo::load(dir.path()).unwrap();
     assert!(validate(&repo).is_empty(), "{}", validate(&repo));
     println!("1,000-node repo (3 control planes, 997 workers), one thread:");
-    let load = time("load (read + parse + type)", 15, || Repo::load(dir.path()).unwrap());
+    let load = time("load (read + parse + type)", 15, || {
+        Repo::load(dir.path()).unwrap()
+    });
     let val = time("validate (all rules)", 15, || validate(&repo));
     let ren = time("render all 1,000 configs", 15, || {
-        repo.nodes.iter().map(|n| render(&repo, n, &bundle).unwrap().to_yaml().len()).sum::<usize>()
+        repo.nodes
+            .iter()
+            .map(|n| render(&repo, n, &bundle).unwrap().to_yaml().len())
+            .sum::<usize>()
     });
-    println!("{:<28} median {:>8.1} ms   (target < 300 ms)", "load + validate + render", ms(load + val + ren));
+    println!(
+        "{:<28} median {:>8.1} ms   (target < 300 ms)",
+        "load + validate + render",
+        ms(load + val + ren)
+    );
 }

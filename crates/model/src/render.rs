@@ -67,7 +67,13 @@ impl MachineConfig {
     /// The config's digests (see [`ConfigDigest`]).
     pub fn digest(&self) -> ConfigDigest {
         let mut sections = std::collections::BTreeMap::new();
-        let hash = |v: &Value| sha256_hex(serde_json::to_string(v).expect("JSON values serialize").as_bytes());
+        let hash = |v: &Value| {
+            sha256_hex(
+                serde_json::to_string(v)
+                    .expect("JSON values serialize")
+                    .as_bytes(),
+            )
+        };
         if let Some(Value::Object(machine)) = self.main.get("machine") {
             for (k, v) in machine {
                 if k == "features" {
@@ -89,7 +95,10 @@ impl MachineConfig {
         for (i, doc) in self.extra.iter().enumerate() {
             sections.insert(format!("document[{i}]"), hash(doc));
         }
-        ConfigDigest { whole: sha256_hex(self.to_yaml().as_bytes()), sections }
+        ConfigDigest {
+            whole: sha256_hex(self.to_yaml().as_bytes()),
+            sections,
+        }
     }
 }
 
@@ -101,12 +110,20 @@ pub fn installer_image(repo: &Repo, talos_version: &str) -> String {
         (None, Some(installer)) => installer.clone(),
         (None, None) => "ghcr.io/siderolabs/installer".to_string(),
     };
-    let tag = if talos_version.starts_with('v') { talos_version.to_string() } else { format!("v{talos_version}") };
+    let tag = if talos_version.starts_with('v') {
+        talos_version.to_string()
+    } else {
+        format!("v{talos_version}")
+    };
     format!("{base}:{tag}")
 }
 
 fn k8s_tag(version: &str) -> String {
-    if version.starts_with('v') { version.to_string() } else { format!("v{version}") }
+    if version.starts_with('v') {
+        version.to_string()
+    } else {
+        format!("v{version}")
+    }
 }
 
 fn strip_prefix_len(cidr: &str) -> &str {
@@ -120,11 +137,20 @@ pub fn management_addresses(node: &NodeFile) -> Vec<String> {
     let mut out: Vec<String> = node.management_addresses.clone();
     if out.is_empty() {
         for iface in &node.interfaces {
-            out.extend(iface.addresses.iter().map(|a| strip_prefix_len(a).to_string()));
+            out.extend(
+                iface
+                    .addresses
+                    .iter()
+                    .map(|a| strip_prefix_len(a).to_string()),
+            );
         }
         for iface in &node.interfaces {
             for vlan in &iface.vlans {
-                out.extend(vlan.addresses.iter().map(|a| strip_prefix_len(a).to_string()));
+                out.extend(
+                    vlan.addresses
+                        .iter()
+                        .map(|a| strip_prefix_len(a).to_string()),
+                );
             }
         }
     }
@@ -152,7 +178,14 @@ fn routes(routes: &[Route]) -> Value {
 }
 
 /// The fields a link and a VLAN share, in Talos' order: addresses, routes, dhcp, mtu, vip.
-fn link(m: &mut Map<String, Value>, addresses: &[String], link_routes: &[Route], dhcp: bool, mtu: Option<u32>, vip: Option<&String>) {
+fn link(
+    m: &mut Map<String, Value>,
+    addresses: &[String],
+    link_routes: &[Route],
+    dhcp: bool,
+    mtu: Option<u32>,
+    vip: Option<&String>,
+) {
     if !addresses.is_empty() {
         m.insert("addresses".into(), json!(addresses));
     }
@@ -171,7 +204,14 @@ fn link(m: &mut Map<String, Value>, addresses: &[String], link_routes: &[Route],
 fn interface(iface: &Interface) -> Value {
     let mut m = Map::new();
     m.insert("interface".into(), json!(iface.name));
-    link(&mut m, &iface.addresses, &iface.routes, iface.dhcp, iface.mtu, iface.vip.as_ref());
+    link(
+        &mut m,
+        &iface.addresses,
+        &iface.routes,
+        iface.dhcp,
+        iface.mtu,
+        iface.vip.as_ref(),
+    );
     if !iface.vlans.is_empty() {
         let vlans = iface
             .vlans
@@ -179,7 +219,14 @@ fn interface(iface: &Interface) -> Value {
             .map(|v| {
                 let mut vm = Map::new();
                 vm.insert("vlanId".into(), json!(v.id));
-                link(&mut vm, &v.addresses, &v.routes, v.dhcp, None, v.vip.as_ref());
+                link(
+                    &mut vm,
+                    &v.addresses,
+                    &v.routes,
+                    v.dhcp,
+                    None,
+                    v.vip.as_ref(),
+                );
                 Value::Object(vm)
             })
             .collect();
@@ -321,7 +368,10 @@ pub fn endpoint_host(endpoint: &str) -> String {
     if let Some(v6) = authority.strip_prefix('[') {
         return v6.split(']').next().unwrap_or(v6).to_string();
     }
-    authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_string()
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .to_string()
 }
 
 /// The patch files that apply to a node, in order, with where each is referenced.
@@ -345,7 +395,12 @@ pub fn patch_files(repo: &Repo, node: &Source<NodeFile>) -> Vec<(String, PathBuf
 }
 
 fn diag(file: &Path, pos: Pos, message: String, fix: &str) -> Diagnostic {
-    Diagnostic { file: file.to_path_buf(), pos, message, fix: fix.to_string() }
+    Diagnostic {
+        file: file.to_path_buf(),
+        pos,
+        message,
+        fix: fix.to_string(),
+    }
 }
 
 /// Renders the machine config of `node`.
@@ -353,38 +408,77 @@ fn diag(file: &Path, pos: Pos, message: String, fix: &str) -> Diagnostic {
 /// # Errors
 /// A [`Diagnostic`] naming the patch file (and line) that could not be read, parsed or applied,
 /// or the patch that tried to change the machine type.
-pub fn render(repo: &Repo, node: &Source<NodeFile>, bundle: &SecretsBundle) -> Result<MachineConfig, Diagnostic> {
+pub fn render(
+    repo: &Repo,
+    node: &Source<NodeFile>,
+    bundle: &SecretsBundle,
+) -> Result<MachineConfig, Diagnostic> {
     let mut main = base(repo, &node.value, bundle);
     let mut extra = Vec::new();
     for (rel, referenced_in, at) in patch_files(repo, node) {
         let text = repo.read(&rel).map_err(|e| {
-            let src = if referenced_in == node.path { node.pos(&at) } else { repo.cluster.pos(&at) };
-            diag(&referenced_in, src, format!("patch file `{rel}` cannot be read: {e}"), "create the file or correct the path")
+            let src = if referenced_in == node.path {
+                node.pos(&at)
+            } else {
+                repo.cluster.pos(&at)
+            };
+            diag(
+                &referenced_in,
+                src,
+                format!("patch file `{rel}` cannot be read: {e}"),
+                "create the file or correct the path",
+            )
         })?;
         let file = PathBuf::from(&rel);
-        let docs = yaml::parse_all(&text)
-            .map_err(|e| diag(&file, e.pos, format!("invalid YAML in patch: {}", e.message), "fix the YAML syntax here"))?;
+        let docs = yaml::parse_all(&text).map_err(|e| {
+            diag(
+                &file,
+                e.pos,
+                format!("invalid YAML in patch: {}", e.message),
+                "fix the YAML syntax here",
+            )
+        })?;
         for doc in docs {
             match doc.to_json() {
-                Value::Object(map) if map.contains_key("apiVersion") && map.contains_key("kind") => {
+                Value::Object(map)
+                    if map.contains_key("apiVersion") && map.contains_key("kind") =>
+                {
                     extra.push(Value::Object(map));
                 }
                 Value::Object(map) => merge(&mut main, Value::Object(map), &mut Vec::new()),
                 Value::Array(ops) => {
-                    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).map_err(|e| {
-                        diag(&file, doc.pos, format!("not a valid RFC 6902 JSON patch: {e}"), "each item needs `op` and `path` (and `value` or `from`)")
-                    })?;
+                    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))
+                        .map_err(|e| {
+                            diag(
+                                &file,
+                                doc.pos,
+                                format!("not a valid RFC 6902 JSON patch: {e}"),
+                                "each item needs `op` and `path` (and `value` or `from`)",
+                            )
+                        })?;
                     json_patch::patch(&mut main, &patch).map_err(|e| {
                         let pos = doc.position(&crate::path![e.operation]);
                         diag(&file, pos, format!("JSON patch does not apply to {}: {e}", node.value.name), "point the operation at a path that exists in the rendered config (see `vixen render`)")
                     })?;
                 }
                 Value::Null => {}
-                _ => return Err(diag(&file, doc.pos, "a patch must be a mapping (strategic merge) or a list (JSON patch)".into(), "rewrite the document as a mapping or a list of operations")),
+                _ => {
+                    return Err(diag(
+                        &file,
+                        doc.pos,
+                        "a patch must be a mapping (strategic merge) or a list (JSON patch)".into(),
+                        "rewrite the document as a mapping or a list of operations",
+                    ));
+                }
             }
         }
         if main["machine"]["type"] != json!(node.value.role.machine_type()) {
-            return Err(diag(&file, Pos { line: 1, col: 1 }, format!("patch changes machine.type of {}", node.value.name), "change the node's `role` in its node file instead"));
+            return Err(diag(
+                &file,
+                Pos { line: 1, col: 1 },
+                format!("patch changes machine.type of {}", node.value.name),
+                "change the node's `role` in its node file instead",
+            ));
         }
     }
     Ok(MachineConfig { main, extra })

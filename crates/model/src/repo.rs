@@ -48,8 +48,19 @@ pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {
     /// Records a problem.
-    pub fn push(&mut self, file: &Path, pos: Pos, message: impl Into<String>, fix: impl Into<String>) {
-        self.0.push(Diagnostic { file: file.to_path_buf(), pos, message: message.into(), fix: fix.into() });
+    pub fn push(
+        &mut self,
+        file: &Path,
+        pos: Pos,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.0.push(Diagnostic {
+            file: file.to_path_buf(),
+            pos,
+            message: message.into(),
+            fix: fix.into(),
+        });
     }
     /// True when nothing was found.
     pub fn is_empty(&self) -> bool {
@@ -57,7 +68,8 @@ impl Diagnostics {
     }
     /// Sorts by file and position so output is stable.
     pub fn sort(&mut self) {
-        self.0.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
+        self.0
+            .sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
     }
 }
 
@@ -130,8 +142,10 @@ impl Repo {
             ),
         }
         node_paths.sort();
-        let nodes: Vec<_> =
-            node_paths.iter().filter_map(|p| load_file::<NodeFile>(root, p, &mut diags)).collect();
+        let nodes: Vec<_> = node_paths
+            .iter()
+            .filter_map(|p| load_file::<NodeFile>(root, p, &mut diags))
+            .collect();
 
         let network = if root.join(NETWORK_FILE).exists() {
             load_file::<NetworkFile>(root, Path::new(NETWORK_FILE), &mut diags)
@@ -139,14 +153,20 @@ impl Repo {
             Some(Source {
                 path: PathBuf::from(NETWORK_FILE),
                 value: NetworkFile::default(),
-                tree: Node { pos: Pos { line: 1, col: 1 }, kind: yaml::Kind::Scalar(serde_json::Value::Null) },
+                tree: Node {
+                    pos: Pos { line: 1, col: 1 },
+                    kind: yaml::Kind::Scalar(serde_json::Value::Null),
+                },
             })
         };
 
         match (cluster, network) {
-            (Some(cluster), Some(network)) if diags.is_empty() => {
-                Ok(Repo { root: root.to_path_buf(), cluster, nodes, network })
-            }
+            (Some(cluster), Some(network)) if diags.is_empty() => Ok(Repo {
+                root: root.to_path_buf(),
+                cluster,
+                nodes,
+                network,
+            }),
             _ => {
                 diags.sort();
                 Err(diags)
@@ -169,11 +189,20 @@ impl Repo {
 }
 
 /// Reads, parses and types one file; problems go to `diags`.
-fn load_file<T: DeserializeOwned>(root: &Path, rel: &Path, diags: &mut Diagnostics) -> Option<Source<T>> {
+fn load_file<T: DeserializeOwned>(
+    root: &Path,
+    rel: &Path,
+    diags: &mut Diagnostics,
+) -> Option<Source<T>> {
     let text = match std::fs::read_to_string(root.join(rel)) {
         Ok(text) => text,
         Err(e) => {
-            diags.push(rel, Pos { line: 1, col: 1 }, format!("cannot read the file: {e}"), "create it or fix its permissions");
+            diags.push(
+                rel,
+                Pos { line: 1, col: 1 },
+                format!("cannot read the file: {e}"),
+                "create it or fix its permissions",
+            );
             return None;
         }
     };
@@ -181,28 +210,51 @@ fn load_file<T: DeserializeOwned>(root: &Path, rel: &Path, diags: &mut Diagnosti
 }
 
 /// Parses `text` (the content of `rel`) as YAML of type `T`; problems go to `diags`.
-pub fn parse_typed<T: DeserializeOwned>(rel: &Path, text: &str, diags: &mut Diagnostics) -> Option<Source<T>> {
+pub fn parse_typed<T: DeserializeOwned>(
+    rel: &Path,
+    text: &str,
+    diags: &mut Diagnostics,
+) -> Option<Source<T>> {
     let tree = match yaml::parse_one(text) {
         Ok(tree) => tree,
         Err(e) => {
-            diags.push(rel, e.pos, format!("invalid YAML: {}", e.message), "fix the YAML syntax here");
+            diags.push(
+                rel,
+                e.pos,
+                format!("invalid YAML: {}", e.message),
+                "fix the YAML syntax here",
+            );
             return None;
         }
     };
     let json = tree.to_json();
     match serde_path_to_error::deserialize::<_, T>(&json) {
-        Ok(value) => Some(Source { path: rel.to_path_buf(), value, tree }),
+        Ok(value) => Some(Source {
+            path: rel.to_path_buf(),
+            value,
+            tree,
+        }),
         Err(err) => {
             let segs = yaml::segments_of(err.path());
             let inner = err.inner().to_string();
             let (pos, fix) = if inner.starts_with("unknown field") {
-                (tree.key_position(&segs), "remove the field or correct its spelling")
+                (
+                    tree.key_position(&segs),
+                    "remove the field or correct its spelling",
+                )
             } else if inner.starts_with("missing field") {
                 (tree.position(&segs), "add the field")
             } else {
-                (tree.position(&segs), "give the value the type the schema asks for")
+                (
+                    tree.position(&segs),
+                    "give the value the type the schema asks for",
+                )
             };
-            let at = if segs.is_empty() { String::new() } else { format!("{}: ", crate::yaml::display_path(&segs)) };
+            let at = if segs.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", crate::yaml::display_path(&segs))
+            };
             diags.push(rel, pos, format!("{at}{inner}"), fix);
             None
         }

@@ -138,7 +138,10 @@ fn default_worker_concurrency() -> u32 {
 
 impl Default for UpgradePolicy {
     fn default() -> Self {
-        Self { stabilization: default_stabilization(), worker_concurrency: 1 }
+        Self {
+            stabilization: default_stabilization(),
+            worker_concurrency: 1,
+        }
     }
 }
 
@@ -154,7 +157,9 @@ pub enum Removal {
 }
 
 /// A node's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Runs etcd and the Kubernetes control plane.

@@ -42,7 +42,8 @@ pub fn load_and_validate(root: &Path) -> Result<Repo, Diagnostics> {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -86,100 +87,228 @@ fn cluster_rules(repo: &Repo, d: &mut Diagnostics) {
     let c = &repo.cluster;
     let f = c.path.as_path();
     if !is_dns_label(&c.value.name) {
-        d.push(f, c.pos(&path!["name"]), format!("cluster name `{}` is not a DNS label", c.value.name), "use lowercase letters, digits and `-`, at most 63 characters");
+        d.push(
+            f,
+            c.pos(&path!["name"]),
+            format!("cluster name `{}` is not a DNS label", c.value.name),
+            "use lowercase letters, digits and `-`, at most 63 characters",
+        );
     }
     let ep = &c.value.endpoint;
     if !ep.starts_with("https://") || render::endpoint_host(ep).is_empty() {
-        d.push(f, c.pos(&path!["endpoint"]), format!("endpoint `{ep}` is not an https URL"), "write it as https://<VIP or DNS name>:6443");
+        d.push(
+            f,
+            c.pos(&path!["endpoint"]),
+            format!("endpoint `{ep}` is not an https URL"),
+            "write it as https://<VIP or DNS name>:6443",
+        );
     }
     let talos = c.value.talos.version.parse::<Version>();
     if let Err(e) = &talos {
-        d.push(f, c.pos(&path!["talos", "version"]), e.to_string(), "write the Talos version as vMAJOR.MINOR.PATCH, e.g. v1.11.6");
+        d.push(
+            f,
+            c.pos(&path!["talos", "version"]),
+            e.to_string(),
+            "write the Talos version as vMAJOR.MINOR.PATCH, e.g. v1.11.6",
+        );
     }
     let k8s = c.value.kubernetes.version.parse::<Version>();
     if let Err(e) = &k8s {
-        d.push(f, c.pos(&path!["kubernetes", "version"]), e.to_string(), "write the Kubernetes version as MAJOR.MINOR.PATCH, e.g. 1.34.1");
+        d.push(
+            f,
+            c.pos(&path!["kubernetes", "version"]),
+            e.to_string(),
+            "write the Kubernetes version as MAJOR.MINOR.PATCH, e.g. 1.34.1",
+        );
     }
     if let (Ok(t), Ok(k)) = (talos, k8s)
-        && let Some(problem) = version::compatibility_problem(t, k) {
-            d.push(f, c.pos(&path!["kubernetes", "version"]), problem, "pick a Kubernetes version the Talos version supports, or change the Talos version");
-        }
+        && let Some(problem) = version::compatibility_problem(t, k)
+    {
+        d.push(
+            f,
+            c.pos(&path!["kubernetes", "version"]),
+            problem,
+            "pick a Kubernetes version the Talos version supports, or change the Talos version",
+        );
+    }
     if c.value.talos.installer.is_some() && c.value.talos.schematic.is_some() {
-        d.push(f, c.pos(&path!["talos", "schematic"]), "`installer` and `schematic` are both set", "keep one: a schematic implies the Image Factory installer");
+        d.push(
+            f,
+            c.pos(&path!["talos", "schematic"]),
+            "`installer` and `schematic` are both set",
+            "keep one: a schematic implies the Image Factory installer",
+        );
     }
     if let Some(s) = &c.value.talos.schematic
-        && (s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit())) {
-            d.push(f, c.pos(&path!["talos", "schematic"]), "schematic is not a 64-character hex ID", "copy the schematic ID from the Image Factory");
-        }
+        && (s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        d.push(
+            f,
+            c.pos(&path!["talos", "schematic"]),
+            "schematic is not a 64-character hex ID",
+            "copy the schematic ID from the Image Factory",
+        );
+    }
     if !repo.root.join(&c.value.secrets).is_file() {
-        d.push(f, c.pos(&path!["secrets"]), format!("secrets file `{}` does not exist", c.value.secrets), "create it with `vixen gen-secrets` and encrypt it with sops, or correct the path");
+        d.push(
+            f,
+            c.pos(&path!["secrets"]),
+            format!("secrets file `{}` does not exist", c.value.secrets),
+            "create it with `vixen gen-secrets` and encrypt it with sops, or correct the path",
+        );
     }
     if parse_duration(&c.value.upgrade.stabilization).is_none() {
-        d.push(f, c.pos(&path!["upgrade", "stabilization"]), format!("`{}` is not a duration", c.value.upgrade.stabilization), "write it like 30s, 2m or 0s");
+        d.push(
+            f,
+            c.pos(&path!["upgrade", "stabilization"]),
+            format!("`{}` is not a duration", c.value.upgrade.stabilization),
+            "write it like 30s, 2m or 0s",
+        );
     }
     if c.value.upgrade.worker_concurrency == 0 {
-        d.push(f, c.pos(&path!["upgrade", "workerConcurrency"]), "workerConcurrency is 0: no worker could ever be upgraded", "set it to 1 or more");
+        d.push(
+            f,
+            c.pos(&path!["upgrade", "workerConcurrency"]),
+            "workerConcurrency is 0: no worker could ever be upgraded",
+            "set it to 1 or more",
+        );
     }
     let net = &c.value.cluster_network;
-    for (field, list) in [("podSubnets", &net.pod_subnets), ("serviceSubnets", &net.service_subnets)] {
+    for (field, list) in [
+        ("podSubnets", &net.pod_subnets),
+        ("serviceSubnets", &net.service_subnets),
+    ] {
         for (i, cidr) in list.iter().enumerate() {
             if cidr.parse::<IpNet>().is_err() {
-                d.push(f, c.pos(&path!["clusterNetwork", field, i]), format!("`{cidr}` is not a CIDR"), "write it like 10.244.0.0/16");
+                d.push(
+                    f,
+                    c.pos(&path!["clusterNetwork", field, i]),
+                    format!("`{cidr}` is not a CIDR"),
+                    "write it like 10.244.0.0/16",
+                );
             }
         }
     }
-    let groups = [("all", &c.value.patches.all), ("controlplane", &c.value.patches.controlplane), ("worker", &c.value.patches.worker)];
+    let groups = [
+        ("all", &c.value.patches.all),
+        ("controlplane", &c.value.patches.controlplane),
+        ("worker", &c.value.patches.worker),
+    ];
     for (group, list) in groups {
         for (i, p) in list.iter().enumerate() {
             if !repo.root.join(p).is_file() {
-                d.push(f, c.pos(&path!["patches", group, i]), format!("patch file `{p}` does not exist"), "create it or correct the path");
+                d.push(
+                    f,
+                    c.pos(&path!["patches", group, i]),
+                    format!("patch file `{p}` does not exist"),
+                    "create it or correct the path",
+                );
             }
         }
     }
 }
 
 fn node_rules(repo: &Repo, d: &mut Diagnostics) {
-    let cps: Vec<_> = repo.nodes.iter().filter(|n| n.value.role == Role::Controlplane).collect();
+    let cps: Vec<_> = repo
+        .nodes
+        .iter()
+        .filter(|n| n.value.role == Role::Controlplane)
+        .collect();
     if cps.len() % 2 == 0 {
         let (file, pos) = match cps.last() {
             Some(n) => (n.path.clone(), n.pos(&path!["role"])),
             None => (repo.cluster.path.clone(), Pos { line: 1, col: 1 }),
         };
-        d.push(&file, pos, format!("{} control planes: etcd needs an odd number (1, 3, 5...) to keep quorum", cps.len()), "add or remove one control plane");
+        d.push(
+            &file,
+            pos,
+            format!(
+                "{} control planes: etcd needs an odd number (1, 3, 5...) to keep quorum",
+                cps.len()
+            ),
+            "add or remove one control plane",
+        );
     }
     let mut names: BTreeMap<&str, &Source<NodeFile>> = BTreeMap::new();
     let mut hostnames: BTreeMap<String, &Source<NodeFile>> = BTreeMap::new();
     for n in &repo.nodes {
         let v = &n.value;
         if !is_dns_label(&v.name) {
-            d.push(&n.path, n.pos(&path!["name"]), format!("node name `{}` is not a DNS label", v.name), "use lowercase letters, digits and `-`");
+            d.push(
+                &n.path,
+                n.pos(&path!["name"]),
+                format!("node name `{}` is not a DNS label", v.name),
+                "use lowercase letters, digits and `-`",
+            );
         }
         if let Some(first) = names.insert(&v.name, n) {
-            d.push(&n.path, n.pos(&path!["name"]), format!("node name `{}` is also used in {}", v.name, first.path.display()), "give every node its own name");
+            d.push(
+                &n.path,
+                n.pos(&path!["name"]),
+                format!(
+                    "node name `{}` is also used in {}",
+                    v.name,
+                    first.path.display()
+                ),
+                "give every node its own name",
+            );
         }
         let host = v.hostname.clone().unwrap_or_else(|| v.name.clone());
         if !is_dns_label(&host) {
-            d.push(&n.path, n.pos(&path!["hostname"]), format!("hostname `{host}` is not a DNS label"), "use lowercase letters, digits and `-`");
+            d.push(
+                &n.path,
+                n.pos(&path!["hostname"]),
+                format!("hostname `{host}` is not a DNS label"),
+                "use lowercase letters, digits and `-`",
+            );
         }
         if let Some(first) = hostnames.insert(host.clone(), n) {
-            d.push(&n.path, n.pos(&path!["hostname"]), format!("hostname `{host}` is also used by node {}", first.value.name), "give every node its own hostname");
+            d.push(
+                &n.path,
+                n.pos(&path!["hostname"]),
+                format!(
+                    "hostname `{host}` is also used by node {}",
+                    first.value.name
+                ),
+                "give every node its own hostname",
+            );
         }
         if v.install_disk.is_empty() {
-            d.push(&n.path, n.pos(&path!["installDisk"]), "installDisk is empty", "name the disk Talos installs to, e.g. /dev/sda");
+            d.push(
+                &n.path,
+                n.pos(&path!["installDisk"]),
+                "installDisk is empty",
+                "name the disk Talos installs to, e.g. /dev/sda",
+            );
         }
         for (i, p) in v.patches.iter().enumerate() {
             if !repo.root.join(p).is_file() {
-                d.push(&n.path, n.pos(&path!["patches", i]), format!("patch file `{p}` does not exist"), "create it or correct the path");
+                d.push(
+                    &n.path,
+                    n.pos(&path!["patches", i]),
+                    format!("patch file `{p}` does not exist"),
+                    "create it or correct the path",
+                );
             }
         }
         for (i, iface) in v.interfaces.iter().enumerate() {
             let mut ids = BTreeMap::new();
             for (j, vlan) in iface.vlans.iter().enumerate() {
                 if vlan.id == 0 || vlan.id > 4094 {
-                    d.push(&n.path, n.pos(&path!["interfaces", i, "vlans", j, "id"]), format!("VLAN ID {} is out of range", vlan.id), "use an ID from 1 to 4094");
+                    d.push(
+                        &n.path,
+                        n.pos(&path!["interfaces", i, "vlans", j, "id"]),
+                        format!("VLAN ID {} is out of range", vlan.id),
+                        "use an ID from 1 to 4094",
+                    );
                 }
                 if ids.insert(vlan.id, j).is_some() {
-                    d.push(&n.path, n.pos(&path!["interfaces", i, "vlans", j, "id"]), format!("VLAN {} appears twice on {}", vlan.id, iface.name), "merge the two VLAN entries");
+                    d.push(
+                        &n.path,
+                        n.pos(&path!["interfaces", i, "vlans", j, "id"]),
+                        format!("VLAN {} appears twice on {}", vlan.id, iface.name),
+                        "merge the two VLAN entries",
+                    );
                 }
             }
         }
@@ -208,7 +337,10 @@ fn node_addresses(n: &Source<NodeFile>) -> Vec<(String, Vec<Seg>)> {
         }
         for (k, vlan) in iface.vlans.iter().enumerate() {
             for (j, a) in vlan.addresses.iter().enumerate() {
-                out.push((a.clone(), path!["interfaces", i, "vlans", k, "addresses", j]));
+                out.push((
+                    a.clone(),
+                    path!["interfaces", i, "vlans", k, "addresses", j],
+                ));
             }
         }
     }
@@ -219,7 +351,12 @@ fn address_rules(repo: &Repo, d: &mut Diagnostics) {
     let mut used: BTreeMap<IpAddr, Place> = BTreeMap::new();
     let mut claim = |d: &mut Diagnostics, ip: IpAddr, place: Place| {
         if let Some(first) = used.get(&ip) {
-            d.push(&place.file, place.pos, format!("address {ip} is already used by {}", first.describe()), "give every node and interface its own address");
+            d.push(
+                &place.file,
+                place.pos,
+                format!("address {ip} is already used by {}", first.describe()),
+                "give every node and interface its own address",
+            );
         } else {
             used.insert(ip, place);
         }
@@ -227,8 +364,21 @@ fn address_rules(repo: &Repo, d: &mut Diagnostics) {
     for n in &repo.nodes {
         let v = &n.value;
         match v.maintenance_address.parse::<IpAddr>() {
-            Ok(ip) => claim(d, ip, Place { file: n.path.clone(), pos: n.pos(&path!["maintenanceAddress"]), owner: format!("node {} (maintenance)", v.name) }),
-            Err(_) => d.push(&n.path, n.pos(&path!["maintenanceAddress"]), format!("`{}` is not an IP address", v.maintenance_address), "write the address the node has in maintenance mode, without a prefix length"),
+            Ok(ip) => claim(
+                d,
+                ip,
+                Place {
+                    file: n.path.clone(),
+                    pos: n.pos(&path!["maintenanceAddress"]),
+                    owner: format!("node {} (maintenance)", v.name),
+                },
+            ),
+            Err(_) => d.push(
+                &n.path,
+                n.pos(&path!["maintenanceAddress"]),
+                format!("`{}` is not an IP address", v.maintenance_address),
+                "write the address the node has in maintenance mode, without a prefix length",
+            ),
         }
         let own = node_addresses(n);
         let mut own_ips = vec![v.maintenance_address.clone()];
@@ -236,32 +386,69 @@ fn address_rules(repo: &Repo, d: &mut Diagnostics) {
             match cidr.parse::<IpNet>() {
                 Ok(net) if cidr.contains('/') => {
                     own_ips.push(net.addr().to_string());
-                    claim(d, net.addr(), Place { file: n.path.clone(), pos: n.pos(p), owner: format!("node {}", v.name) });
+                    claim(
+                        d,
+                        net.addr(),
+                        Place {
+                            file: n.path.clone(),
+                            pos: n.pos(p),
+                            owner: format!("node {}", v.name),
+                        },
+                    );
                 }
-                _ => d.push(&n.path, n.pos(p), format!("`{cidr}` is not an address in CIDR form"), "write it like 192.168.1.10/24"),
+                _ => d.push(
+                    &n.path,
+                    n.pos(p),
+                    format!("`{cidr}` is not an address in CIDR form"),
+                    "write it like 192.168.1.10/24",
+                ),
             }
         }
         for (i, m) in v.management_addresses.iter().enumerate() {
             if !own_ips.contains(m) {
-                d.push(&n.path, n.pos(&path!["managementAddresses", i]), format!("management address {m} is not one of the node's own addresses"), "list an address of one of its interfaces or VLANs");
+                d.push(
+                    &n.path,
+                    n.pos(&path!["managementAddresses", i]),
+                    format!("management address {m} is not one of the node's own addresses"),
+                    "list an address of one of its interfaces or VLANs",
+                );
             }
         }
         for (i, iface) in v.interfaces.iter().enumerate() {
-            let mut routes: Vec<(&crate::types::Route, Vec<Seg>)> =
-                iface.routes.iter().enumerate().map(|(j, r)| (r, path!["interfaces", i, "routes", j])).collect();
+            let mut routes: Vec<(&crate::types::Route, Vec<Seg>)> = iface
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(j, r)| (r, path!["interfaces", i, "routes", j]))
+                .collect();
             for (k, vlan) in iface.vlans.iter().enumerate() {
-                routes.extend(vlan.routes.iter().enumerate().map(|(j, r)| (r, path!["interfaces", i, "vlans", k, "routes", j])));
+                routes.extend(
+                    vlan.routes
+                        .iter()
+                        .enumerate()
+                        .map(|(j, r)| (r, path!["interfaces", i, "vlans", k, "routes", j])),
+                );
             }
             for (r, p) in routes {
                 if r.network.parse::<IpNet>().is_err() {
                     let mut p = p.clone();
                     p.push(Seg::Key("network".into()));
-                    d.push(&n.path, n.pos(&p), format!("route network `{}` is not a CIDR", r.network), "write it like 0.0.0.0/0");
+                    d.push(
+                        &n.path,
+                        n.pos(&p),
+                        format!("route network `{}` is not a CIDR", r.network),
+                        "write it like 0.0.0.0/0",
+                    );
                 }
                 if r.gateway.parse::<IpAddr>().is_err() {
                     let mut p = p.clone();
                     p.push(Seg::Key("gateway".into()));
-                    d.push(&n.path, n.pos(&p), format!("gateway `{}` is not an IP address", r.gateway), "write the gateway's address");
+                    d.push(
+                        &n.path,
+                        n.pos(&p),
+                        format!("gateway `{}` is not an IP address", r.gateway),
+                        "write the gateway's address",
+                    );
                 }
             }
         }
@@ -270,25 +457,56 @@ fn address_rules(repo: &Repo, d: &mut Diagnostics) {
     // be any node's own address, and must sit in a subnet of the link it is on.
     for n in &repo.nodes {
         for (i, iface) in n.value.interfaces.iter().enumerate() {
-            let mut vips = vec![(iface.vip.as_ref(), path!["interfaces", i, "vip"], &iface.addresses)];
+            let mut vips = vec![(
+                iface.vip.as_ref(),
+                path!["interfaces", i, "vip"],
+                &iface.addresses,
+            )];
             for (k, vlan) in iface.vlans.iter().enumerate() {
-                vips.push((vlan.vip.as_ref(), path!["interfaces", i, "vlans", k, "vip"], &vlan.addresses));
+                vips.push((
+                    vlan.vip.as_ref(),
+                    path!["interfaces", i, "vlans", k, "vip"],
+                    &vlan.addresses,
+                ));
             }
             for (vip, p, link_addrs) in vips {
                 let Some(vip) = vip else { continue };
                 if n.value.role != Role::Controlplane {
-                    d.push(&n.path, n.pos(&p), "a VIP on a worker: Talos only runs the shared VIP on control planes", "move the VIP to the control planes' interfaces");
+                    d.push(
+                        &n.path,
+                        n.pos(&p),
+                        "a VIP on a worker: Talos only runs the shared VIP on control planes",
+                        "move the VIP to the control planes' interfaces",
+                    );
                 }
                 let Ok(ip) = vip.parse::<IpAddr>() else {
-                    d.push(&n.path, n.pos(&p), format!("VIP `{vip}` is not an IP address"), "write the VIP without a prefix length");
+                    d.push(
+                        &n.path,
+                        n.pos(&p),
+                        format!("VIP `{vip}` is not an IP address"),
+                        "write the VIP without a prefix length",
+                    );
                     continue;
                 };
                 if let Some(owner) = used.get(&ip) {
-                    d.push(&n.path, n.pos(&p), format!("VIP {ip} is also the address of {}", owner.describe()), "pick a free address for the VIP");
+                    d.push(
+                        &n.path,
+                        n.pos(&p),
+                        format!("VIP {ip} is also the address of {}", owner.describe()),
+                        "pick a free address for the VIP",
+                    );
                 }
-                let inside = link_addrs.iter().filter_map(|a| a.parse::<IpNet>().ok()).any(|net| net.contains(&ip));
+                let inside = link_addrs
+                    .iter()
+                    .filter_map(|a| a.parse::<IpNet>().ok())
+                    .any(|net| net.contains(&ip));
                 if !inside {
-                    d.push(&n.path, n.pos(&p), format!("VIP {ip} is outside the subnets of this link"), "pick a VIP inside the subnet of an address on the same interface or VLAN");
+                    d.push(
+                        &n.path,
+                        n.pos(&p),
+                        format!("VIP {ip} is outside the subnets of this link"),
+                        "pick a VIP inside the subnet of an address on the same interface or VLAN",
+                    );
                 }
             }
         }
@@ -311,47 +529,105 @@ fn network_rules(repo: &Repo, d: &mut Diagnostics) {
     let mut names = BTreeMap::new();
     for (i, pool) in net.value.pools.iter().enumerate() {
         if names.insert(pool.name.clone(), i).is_some() {
-            d.push(f, net.pos(&path!["pools", i, "name"]), format!("pool name `{}` appears twice", pool.name), "give every pool its own name");
+            d.push(
+                f,
+                net.pos(&path!["pools", i, "name"]),
+                format!("pool name `{}` appears twice", pool.name),
+                "give every pool its own name",
+            );
         }
         if pool.cidrs.is_empty() && pool.ranges.is_empty() {
-            d.push(f, net.pos(&path!["pools", i]), format!("pool `{}` has no addresses", pool.name), "add `cidrs` or `ranges`");
+            d.push(
+                f,
+                net.pos(&path!["pools", i]),
+                format!("pool `{}` has no addresses", pool.name),
+                "add `cidrs` or `ranges`",
+            );
         }
         for (j, cidr) in pool.cidrs.iter().enumerate() {
             match cidr.parse::<IpNet>() {
-                Ok(n) => blocks.push((block_range(n.network(), n.broadcast()), pool.name.clone(), net.pos(&path!["pools", i, "cidrs", j]))),
-                Err(_) => d.push(f, net.pos(&path!["pools", i, "cidrs", j]), format!("`{cidr}` is not a CIDR"), "write it like 192.168.1.240/28"),
+                Ok(n) => blocks.push((
+                    block_range(n.network(), n.broadcast()),
+                    pool.name.clone(),
+                    net.pos(&path!["pools", i, "cidrs", j]),
+                )),
+                Err(_) => d.push(
+                    f,
+                    net.pos(&path!["pools", i, "cidrs", j]),
+                    format!("`{cidr}` is not a CIDR"),
+                    "write it like 192.168.1.240/28",
+                ),
             }
         }
         for (j, r) in pool.ranges.iter().enumerate() {
             let p = path!["pools", i, "ranges", j];
             match (r.start.parse::<IpAddr>(), r.stop.parse::<IpAddr>()) {
-                (Ok(a), Ok(b)) if a.is_ipv4() == b.is_ipv4() && a <= b => blocks.push((block_range(a, b), pool.name.clone(), net.pos(&p))),
-                (Ok(_), Ok(_)) => d.push(f, net.pos(&p), format!("range {}-{} is empty or mixes IPv4 and IPv6", r.start, r.stop), "make `start` not greater than `stop`, in one family"),
-                _ => d.push(f, net.pos(&p), format!("range {}-{} has an address that does not parse", r.start, r.stop), "write both ends as IP addresses"),
+                (Ok(a), Ok(b)) if a.is_ipv4() == b.is_ipv4() && a <= b => {
+                    blocks.push((block_range(a, b), pool.name.clone(), net.pos(&p)))
+                }
+                (Ok(_), Ok(_)) => d.push(
+                    f,
+                    net.pos(&p),
+                    format!(
+                        "range {}-{} is empty or mixes IPv4 and IPv6",
+                        r.start, r.stop
+                    ),
+                    "make `start` not greater than `stop`, in one family",
+                ),
+                _ => d.push(
+                    f,
+                    net.pos(&p),
+                    format!(
+                        "range {}-{} has an address that does not parse",
+                        r.start, r.stop
+                    ),
+                    "write both ends as IP addresses",
+                ),
             }
         }
     }
     for (i, a) in blocks.iter().enumerate() {
         for b in &blocks[..i] {
             if a.0.0 <= b.0.1 && b.0.0 <= a.0.1 {
-                d.push(f, a.2, format!("pool `{}` overlaps pool `{}` (line {})", a.1, b.1, b.2.line), "make the pools' blocks disjoint");
+                d.push(
+                    f,
+                    a.2,
+                    format!("pool `{}` overlaps pool `{}` (line {})", a.1, b.1, b.2.line),
+                    "make the pools' blocks disjoint",
+                );
             }
         }
     }
     for n in &repo.nodes {
-        let mut ips: Vec<(String, Vec<Seg>)> = node_addresses(n).into_iter().map(|(a, p)| (a.split('/').next().unwrap_or_default().to_string(), p)).collect();
-        ips.push((n.value.maintenance_address.clone(), path!["maintenanceAddress"]));
+        let mut ips: Vec<(String, Vec<Seg>)> = node_addresses(n)
+            .into_iter()
+            .map(|(a, p)| (a.split('/').next().unwrap_or_default().to_string(), p))
+            .collect();
+        ips.push((
+            n.value.maintenance_address.clone(),
+            path!["maintenanceAddress"],
+        ));
         for (i, iface) in n.value.interfaces.iter().enumerate() {
             if let Some(vip) = &iface.vip {
                 ips.push((vip.clone(), path!["interfaces", i, "vip"]));
             }
         }
         for (ip, _) in ips {
-            let Ok(ip) = ip.parse::<IpAddr>() else { continue };
+            let Ok(ip) = ip.parse::<IpAddr>() else {
+                continue;
+            };
             let x = block_range(ip, ip).0;
             for (range, pool, pos) in &blocks {
                 if range.0 <= x && x <= range.1 {
-                    d.push(f, *pos, format!("pool `{pool}` contains {ip}, an address of node {}", n.value.name), "keep load-balancer pools apart from node addresses and the VIP");
+                    d.push(
+                        f,
+                        *pos,
+                        format!(
+                            "pool `{pool}` contains {ip}, an address of node {}",
+                            n.value.name
+                        ),
+                        "keep load-balancer pools apart from node addresses and the VIP",
+                    );
                 }
             }
         }
@@ -359,10 +635,20 @@ fn network_rules(repo: &Repo, d: &mut Diagnostics) {
     let mut pnames = BTreeMap::new();
     for (i, p) in net.value.l2_policies.iter().enumerate() {
         if pnames.insert(p.name.clone(), i).is_some() {
-            d.push(f, net.pos(&path!["l2Policies", i, "name"]), format!("L2 policy name `{}` appears twice", p.name), "give every policy its own name");
+            d.push(
+                f,
+                net.pos(&path!["l2Policies", i, "name"]),
+                format!("L2 policy name `{}` appears twice", p.name),
+                "give every policy its own name",
+            );
         }
         if !p.load_balancer_ips && !p.external_ips {
-            d.push(f, net.pos(&path!["l2Policies", i]), format!("L2 policy `{}` announces nothing", p.name), "set loadBalancerIPs or externalIPs to true");
+            d.push(
+                f,
+                net.pos(&path!["l2Policies", i]),
+                format!("L2 policy `{}` announces nothing", p.name),
+                "set loadBalancerIPs or externalIPs to true",
+            );
         }
     }
 }
@@ -371,12 +657,28 @@ fn network_rules(repo: &Repo, d: &mut Diagnostics) {
 fn placeholder_bundle() -> vixen_pki::SecretsBundle {
     use vixen_pki::*;
     let s = || Secret::new("placeholder".into());
-    let ck = || CertAndKey { crt: "placeholder".into(), key: s() };
+    let ck = || CertAndKey {
+        crt: "placeholder".into(),
+        key: s(),
+    };
     SecretsBundle {
-        cluster: ClusterIdentity { id: "placeholder".into(), secret: s() },
-        secrets: BundleSecrets { bootstraptoken: s(), secretboxencryptionsecret: s(), aescbcencryptionsecret: None },
+        cluster: ClusterIdentity {
+            id: "placeholder".into(),
+            secret: s(),
+        },
+        secrets: BundleSecrets {
+            bootstraptoken: s(),
+            secretboxencryptionsecret: s(),
+            aescbcencryptionsecret: None,
+        },
         trustdinfo: TrustdInfo { token: s() },
-        certs: BundleCerts { etcd: ck(), k8s: ck(), k8saggregator: ck(), k8sserviceaccount: KeyOnly { key: s() }, os: ck() },
+        certs: BundleCerts {
+            etcd: ck(),
+            k8s: ck(),
+            k8saggregator: ck(),
+            k8sserviceaccount: KeyOnly { key: s() },
+            os: ck(),
+        },
     }
 }
 
@@ -385,12 +687,16 @@ fn patch_rules(repo: &Repo, d: &mut Diagnostics) {
     let mut seen = std::collections::BTreeSet::new();
     for n in &repo.nodes {
         // A missing patch file is reported once by the existence rules above.
-        if render::patch_files(repo, n).iter().any(|(p, _, _)| !repo.root.join(p).is_file()) {
+        if render::patch_files(repo, n)
+            .iter()
+            .any(|(p, _, _)| !repo.root.join(p).is_file())
+        {
             continue;
         }
         if let Err(e) = render::render(repo, n, &bundle)
-            && seen.insert(e.to_string()) {
-                d.0.push(e);
-            }
+            && seen.insert(e.to_string())
+        {
+            d.0.push(e);
+        }
     }
 }

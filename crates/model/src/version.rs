@@ -17,7 +17,11 @@ pub struct Version {
 impl Version {
     /// Builds a version.
     pub const fn new(major: u64, minor: u64, patch: u64) -> Self {
-        Self { major, minor, patch }
+        Self {
+            major,
+            minor,
+            patch,
+        }
     }
     /// `major.minor` as a pair, for comparisons of minors.
     pub fn minor_pair(self) -> (u64, u64) {
@@ -50,7 +54,11 @@ impl FromStr for Version {
             }
             p.parse().map_err(|_| bad())
         };
-        let v = Version { major: next()?, minor: next()?, patch: next()? };
+        let v = Version {
+            major: next()?,
+            minor: next()?,
+            patch: next()?,
+        };
         if parts.next().is_some() {
             return Err(bad());
         }
@@ -73,7 +81,9 @@ pub fn compatibility_problem(talos: Version, kubernetes: Version) -> Option<Stri
         None => Some(format!(
             "Talos v{talos} is not a Talos version vixen knows (it supports v1.8 to v1.14)"
         )),
-        Some((lo, hi)) if kubernetes.major != 1 || kubernetes.minor < lo || kubernetes.minor > hi => {
+        Some((lo, hi))
+            if kubernetes.major != 1 || kubernetes.minor < lo || kubernetes.minor > hi =>
+        {
             Some(format!(
                 "Talos v{talos} supports Kubernetes 1.{lo} to 1.{hi}, not {kubernetes}"
             ))
@@ -98,7 +108,9 @@ pub fn talos_upgrade_problem(from: Version, to: Version) -> Option<String> {
         ));
     }
     if to.minor + 1 < from.minor {
-        return Some(format!("Talos v{from} -> v{to} is a downgrade across minors"));
+        return Some(format!(
+            "Talos v{from} -> v{to} is a downgrade across minors"
+        ));
     }
     None
 }
@@ -106,7 +118,9 @@ pub fn talos_upgrade_problem(from: Version, to: Version) -> Option<String> {
 /// Why a Kubernetes upgrade from `from` to `to` must not be done in one step, or `None`.
 pub fn kubernetes_upgrade_problem(from: Version, to: Version) -> Option<String> {
     if to.minor_pair() < from.minor_pair() {
-        return Some(format!("Kubernetes {from} -> {to} is a downgrade of the minor version"));
+        return Some(format!(
+            "Kubernetes {from} -> {to} is a downgrade of the minor version"
+        ));
     }
     if to.major != from.major || to.minor > from.minor + 1 {
         return Some(format!(

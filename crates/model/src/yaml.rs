@@ -90,7 +90,10 @@ macro_rules! path {
 }
 
 fn pos_of(span: &Span) -> Pos {
-    Pos { line: span.start.line(), col: span.start.col() + 1 }
+    Pos {
+        line: span.start.line(),
+        col: span.start.col() + 1,
+    }
 }
 
 /// Parses every document of a YAML stream.
@@ -108,7 +111,10 @@ pub fn parse_all(text: &str) -> Result<Vec<Node>, SyntaxError> {
             Event::DocumentStart(_) => {
                 let (event, span) = next(&mut parser)?;
                 if matches!(event, Event::DocumentEnd) {
-                    docs.push(Node { pos: pos_of(&span), kind: Kind::Scalar(Value::Null) });
+                    docs.push(Node {
+                        pos: pos_of(&span),
+                        kind: Kind::Scalar(Value::Null),
+                    });
                 } else {
                     docs.push(build(&mut parser, event, span)?);
                 }
@@ -130,7 +136,10 @@ pub fn parse_all(text: &str) -> Result<Vec<Node>, SyntaxError> {
 pub fn parse_one(text: &str) -> Result<Node, SyntaxError> {
     let mut docs = parse_all(text)?;
     match docs.len() {
-        0 => Ok(Node { pos: Pos { line: 1, col: 1 }, kind: Kind::Scalar(Value::Null) }),
+        0 => Ok(Node {
+            pos: Pos { line: 1, col: 1 },
+            kind: Kind::Scalar(Value::Null),
+        }),
         1 => Ok(docs.remove(0)),
         _ => Err(SyntaxError {
             pos: docs[1].pos,
@@ -140,14 +149,22 @@ pub fn parse_one(text: &str) -> Result<Node, SyntaxError> {
     }
 }
 
-fn next<'a>(parser: &mut Parser<'a, saphyr_parser::StrInput<'a>>) -> Result<(Event<'a>, Span), SyntaxError> {
+fn next<'a>(
+    parser: &mut Parser<'a, saphyr_parser::StrInput<'a>>,
+) -> Result<(Event<'a>, Span), SyntaxError> {
     match parser.next_event() {
         Some(Ok(pair)) => Ok(pair),
         Some(Err(e)) => Err(SyntaxError {
-            pos: Pos { line: e.marker().line(), col: e.marker().col() + 1 },
+            pos: Pos {
+                line: e.marker().line(),
+                col: e.marker().col() + 1,
+            },
             message: e.info().to_string(),
         }),
-        None => Err(SyntaxError { pos: Pos::default(), message: "unexpected end of input".into() }),
+        None => Err(SyntaxError {
+            pos: Pos::default(),
+            message: "unexpected end of input".into(),
+        }),
     }
 }
 
@@ -155,7 +172,10 @@ fn no_anchor(anchor: usize, pos: Pos) -> Result<(), SyntaxError> {
     if anchor == 0 {
         Ok(())
     } else {
-        Err(SyntaxError { pos, message: "anchors and aliases are not supported; write the value out".into() })
+        Err(SyntaxError {
+            pos,
+            message: "anchors and aliases are not supported; write the value out".into(),
+        })
     }
 }
 
@@ -173,7 +193,10 @@ fn build<'a>(
                 (_, ScalarStyle::Plain) => resolve_plain(text),
                 _ => Value::String(text.into_owned()),
             };
-            Ok(Node { pos, kind: Kind::Scalar(value) })
+            Ok(Node {
+                pos,
+                kind: Kind::Scalar(value),
+            })
         }
         Event::SequenceStart(anchor, _) => {
             no_anchor(anchor, pos)?;
@@ -181,7 +204,10 @@ fn build<'a>(
             loop {
                 let (event, span) = next(parser)?;
                 if matches!(event, Event::SequenceEnd) {
-                    return Ok(Node { pos, kind: Kind::Seq(items) });
+                    return Ok(Node {
+                        pos,
+                        kind: Kind::Seq(items),
+                    });
                 }
                 items.push(build(parser, event, span)?);
             }
@@ -192,7 +218,10 @@ fn build<'a>(
             loop {
                 let (event, span) = next(parser)?;
                 if matches!(event, Event::MappingEnd) {
-                    return Ok(Node { pos, kind: Kind::Map(entries) });
+                    return Ok(Node {
+                        pos,
+                        kind: Kind::Map(entries),
+                    });
                 }
                 let key_node = build(parser, event, span)?;
                 let key = match key_node.kind {
@@ -224,7 +253,10 @@ fn build<'a>(
             pos,
             message: "anchors and aliases are not supported; write the value out".into(),
         }),
-        other => Err(SyntaxError { pos, message: format!("unexpected {other:?}") }),
+        other => Err(SyntaxError {
+            pos,
+            message: format!("unexpected {other:?}"),
+        }),
     }
 }
 
@@ -247,17 +279,20 @@ fn resolve_plain(text: Cow<'_, str>) -> Value {
             return Value::Number(i.into());
         }
         if let Some(hex) = t.strip_prefix("0x")
-            && let Ok(i) = i64::from_str_radix(hex, 16) {
-                return Value::Number(i.into());
-            }
+            && let Ok(i) = i64::from_str_radix(hex, 16)
+        {
+            return Value::Number(i.into());
+        }
         if let Some(oct) = t.strip_prefix("0o")
-            && let Ok(i) = i64::from_str_radix(oct, 8) {
-                return Value::Number(i.into());
-            }
+            && let Ok(i) = i64::from_str_radix(oct, 8)
+        {
+            return Value::Number(i.into());
+        }
         if t.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c))
-            && let Some(n) = t.parse::<f64>().ok().and_then(Number::from_f64) {
-                return Value::Number(n);
-            }
+            && let Some(n) = t.parse::<f64>().ok().and_then(Number::from_f64)
+        {
+            return Value::Number(n);
+        }
     }
     Value::String(text.into_owned())
 }
@@ -280,11 +315,14 @@ impl Node {
 
     /// The node at `path`, if there is one.
     pub fn get(&self, path: &[Seg]) -> Option<&Node> {
-        let Some((first, rest)) = path.split_first() else { return Some(self) };
+        let Some((first, rest)) = path.split_first() else {
+            return Some(self);
+        };
         match (first, &self.kind) {
-            (Seg::Key(key), Kind::Map(entries)) => {
-                entries.iter().find(|(k, _, _)| k == key).and_then(|(_, _, v)| v.get(rest))
-            }
+            (Seg::Key(key), Kind::Map(entries)) => entries
+                .iter()
+                .find(|(k, _, _)| k == key)
+                .and_then(|(_, _, v)| v.get(rest)),
             (Seg::Index(i), Kind::Seq(items)) => items.get(*i).and_then(|n| n.get(rest)),
             _ => None,
         }
@@ -307,10 +345,14 @@ impl Node {
     /// and "duplicate" messages, pointing at the key reads best).
     pub fn key_position(&self, path: &[Seg]) -> Pos {
         if let Some((Seg::Key(key), parent)) = path.split_last()
-            && let Some(Node { kind: Kind::Map(entries), .. }) = self.get(parent)
-                && let Some((_, pos, _)) = entries.iter().find(|(k, _, _)| k == key) {
-                    return *pos;
-                }
+            && let Some(Node {
+                kind: Kind::Map(entries),
+                ..
+            }) = self.get(parent)
+            && let Some((_, pos, _)) = entries.iter().find(|(k, _, _)| k == key)
+        {
+            return *pos;
+        }
         self.position(path)
     }
 }
@@ -354,14 +396,24 @@ mod tests {
     fn positions_are_one_based_and_point_at_values() {
         let doc = parse_one("a: 1\nlist:\n  - x: foo\n    y: \"true\"\n").unwrap();
         assert_eq!(doc.get(&path!["a"]).unwrap().pos, Pos { line: 1, col: 4 });
-        assert_eq!(doc.get(&path!["list", 0, "y"]).unwrap().pos, Pos { line: 4, col: 8 });
-        assert_eq!(doc.key_position(&path!["list", 0, "y"]), Pos { line: 4, col: 5 });
-        assert_eq!(doc.position(&path!["list", 0, "missing"]), Pos { line: 3, col: 5 });
+        assert_eq!(
+            doc.get(&path!["list", 0, "y"]).unwrap().pos,
+            Pos { line: 4, col: 8 }
+        );
+        assert_eq!(
+            doc.key_position(&path!["list", 0, "y"]),
+            Pos { line: 4, col: 5 }
+        );
+        assert_eq!(
+            doc.position(&path!["list", 0, "missing"]),
+            Pos { line: 3, col: 5 }
+        );
     }
 
     #[test]
     fn core_schema_scalars() {
-        let doc = parse_one("a: 1\nb: 1.5\nc: true\nd: ~\ne: 'true'\nf: v1.11.6\ng: 1.34\nh: -3\n").unwrap();
+        let doc = parse_one("a: 1\nb: 1.5\nc: true\nd: ~\ne: 'true'\nf: v1.11.6\ng: 1.34\nh: -3\n")
+            .unwrap();
         assert_eq!(
             doc.to_json(),
             json!({"a": 1, "b": 1.5, "c": true, "d": null, "e": "true", "f": "v1.11.6", "g": 1.34, "h": -3})

@@ -10,7 +10,10 @@ use vixen_model::render::render;
 use vixen_pki::SecretsBundle;
 
 fn manifest() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from)
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        std::path::PathBuf::from,
+    )
 }
 
 fn load() -> (Repo, SecretsBundle) {
@@ -30,7 +33,12 @@ fn every_node_matches_its_golden_file() {
             std::fs::write(&golden, &yaml).unwrap();
         } else {
             let want = std::fs::read_to_string(&golden).unwrap();
-            assert!(want == yaml, "{} differs from {}", node.value.name, golden.display());
+            assert!(
+                want == yaml,
+                "{} differs from {}",
+                node.value.name,
+                golden.display()
+            );
         }
     }
 }
@@ -47,7 +55,9 @@ fn rendering_twice_gives_identical_bytes() {
 
 fn config(name: &str) -> Value {
     let (repo, bundle) = load();
-    render(&repo, repo.node(name).unwrap(), &bundle).unwrap().main
+    render(&repo, repo.node(name).unwrap(), &bundle)
+        .unwrap()
+        .main
 }
 
 #[test]
@@ -55,14 +65,28 @@ fn control_plane_config_holds_ca_keys_and_vixen_api_access() {
     let cp = config("cp-1");
     assert_eq!(cp["machine"]["type"], "controlplane");
     assert!(!cp["machine"]["ca"]["key"].as_str().unwrap().is_empty());
-    assert!(!cp["cluster"]["etcd"]["ca"]["key"].as_str().unwrap().is_empty());
+    assert!(
+        !cp["cluster"]["etcd"]["ca"]["key"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
     let access = &cp["machine"]["features"]["kubernetesTalosAPIAccess"];
     assert_eq!(access["enabled"], true);
     assert_eq!(access["allowedRoles"][0], "os:admin");
     assert_eq!(access["allowedKubernetesNamespaces"][0], "vixen-system");
-    assert_eq!(cp["machine"]["install"]["image"], "ghcr.io/siderolabs/installer:v1.11.6");
-    assert_eq!(cp["machine"]["network"]["interfaces"][0]["vip"]["ip"], "127.0.10.100");
-    assert_eq!(cp["machine"]["network"]["interfaces"][0]["vlans"][0]["vlanId"], 20);
+    assert_eq!(
+        cp["machine"]["install"]["image"],
+        "ghcr.io/siderolabs/installer:v1.11.6"
+    );
+    assert_eq!(
+        cp["machine"]["network"]["interfaces"][0]["vip"]["ip"],
+        "127.0.10.100"
+    );
+    assert_eq!(
+        cp["machine"]["network"]["interfaces"][0]["vlans"][0]["vlanId"],
+        20
+    );
     // group patches: all, then controlplane
     assert_eq!(cp["machine"]["sysctls"]["vm.nr_hugepages"], "0");
     assert_eq!(cp["cluster"]["allowSchedulingOnControlPlanes"], false);
@@ -75,11 +99,28 @@ fn worker_config_has_no_ca_keys_and_gets_its_own_json_patch() {
     assert_eq!(w["machine"]["ca"]["key"], "");
     assert_eq!(w["cluster"]["ca"]["key"], "");
     assert!(w["cluster"].get("etcd").is_none());
-    assert!(w["machine"]["features"].get("kubernetesTalosAPIAccess").is_none());
-    assert!(w["cluster"].get("allowSchedulingOnControlPlanes").is_none(), "controlplane patch leaked to a worker");
-    assert_eq!(w["machine"]["kubelet"]["extraMounts"][0]["destination"], "/var/mnt/storage");
-    assert_eq!(w["machine"]["nodeTaints"]["dedicated"], "storage:NoSchedule");
-    assert!(config("worker-1")["machine"]["kubelet"].get("extraMounts").is_none());
+    assert!(
+        w["machine"]["features"]
+            .get("kubernetesTalosAPIAccess")
+            .is_none()
+    );
+    assert!(
+        w["cluster"].get("allowSchedulingOnControlPlanes").is_none(),
+        "controlplane patch leaked to a worker"
+    );
+    assert_eq!(
+        w["machine"]["kubelet"]["extraMounts"][0]["destination"],
+        "/var/mnt/storage"
+    );
+    assert_eq!(
+        w["machine"]["nodeTaints"]["dedicated"],
+        "storage:NoSchedule"
+    );
+    assert!(
+        config("worker-1")["machine"]["kubelet"]
+            .get("extraMounts")
+            .is_none()
+    );
 }
 
 #[test]

@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 use vixen_model::validate::load_and_validate;
 
 fn example() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from).join("../../examples/homelab")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            std::path::PathBuf::from,
+        )
+        .join("../../examples/homelab")
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -52,7 +57,9 @@ fn problems(edits: &[(&str, &str, &str)]) -> Vec<String> {
 fn expect(edits: &[(&str, &str, &str)], location: &str, words: &str) {
     let found = problems(edits);
     assert!(
-        found.iter().any(|p| p.starts_with(location) && p.contains(words)),
+        found
+            .iter()
+            .any(|p| p.starts_with(location) && p.contains(words)),
         "expected `{location}: ...{words}...`, got:\n{}",
         found.join("\n")
     );
@@ -72,37 +79,232 @@ macro_rules! rule {
     };
 }
 
-rule!(even_control_plane_count, [("nodes/cp-3.yaml", "", "-")], "nodes/cp-2.yaml:3:7", "2 control planes");
-rule!(zero_control_planes_is_even, [("nodes/cp-1.yaml", "", "-"), ("nodes/cp-2.yaml", "", "-"), ("nodes/cp-3.yaml", "", "-")], "cluster.yaml:1:1", "0 control planes");
-rule!(duplicate_node_name, [("nodes/worker-2.yaml", "name: worker-2", "name: worker-1")], "nodes/worker-2.yaml:2:7", "node name `worker-1` is also used");
-rule!(duplicate_hostname, [("nodes/worker-2.yaml", "role: worker", "hostname: worker-1\nrole: worker")], "nodes/worker-2.yaml:3:11", "hostname `worker-1`");
-rule!(duplicate_address, [("nodes/worker-2.yaml", "127.0.10.5/24", "127.0.10.4/24")], "nodes/worker-2.yaml:8:17", "address 127.0.10.4 is already used by node worker-1");
-rule!(duplicate_maintenance_address, [("nodes/worker-2.yaml", "127.0.10.22", "127.0.10.21")], "nodes/worker-2.yaml:4:21", "already used");
-rule!(address_without_prefix, [("nodes/worker-1.yaml", "127.0.10.4/24", "127.0.10.4")], "nodes/worker-1.yaml:8:17", "not an address in CIDR form");
-rule!(bad_maintenance_address, [("nodes/worker-1.yaml", "maintenanceAddress: 127.0.10.21", "maintenanceAddress: 127.0.10.300")], "nodes/worker-1.yaml:4:21", "not an IP address");
-rule!(vip_outside_subnet, [("nodes/cp-1.yaml", "vip: 127.0.10.100", "vip: 127.0.11.100")], "nodes/cp-1.yaml:12:10", "outside the subnets");
-rule!(vip_is_a_node_address, [("nodes/cp-1.yaml", "vip: 127.0.10.100", "vip: 127.0.10.4")], "nodes/cp-1.yaml:12:10", "also the address of node worker-1");
-rule!(vip_on_worker, [("nodes/worker-1.yaml", "    vlans:", "    vip: 127.0.10.100\n    vlans:")], "nodes/worker-1.yaml:12:10", "VIP on a worker");
-rule!(overlapping_pools, [("network.yaml", "127.0.30.0/28", "127.0.20.0/24")], "network.yaml:", "overlaps pool `default`");
-rule!(pool_contains_node_address, [("network.yaml", "127.0.30.0/28", "127.0.10.0/29")], "network.yaml:5:13", "contains 127.0.10.1, an address of node cp-1");
-rule!(bad_cidr_in_pool, [("network.yaml", "127.0.30.0/28", "127.0.30.0/33")], "network.yaml:5:13", "not a CIDR");
-rule!(reversed_range, [("network.yaml", "start: 127.0.20.200", "start: 127.0.20.230")], "network.yaml:8:9", "empty or mixes");
-rule!(unparsable_talos_version, [("cluster.yaml", "version: v1.11.6", "version: v1.11")], "cluster.yaml:7:12", "not a version");
-rule!(incompatible_versions, [("cluster.yaml", "version: 1.34.1", "version: 1.36.0")], "cluster.yaml:10:12", "supports Kubernetes 1.29 to 1.34");
-rule!(missing_secrets_file, [("secrets/talos.sops.yaml", "", "-")], "cluster.yaml:12:10", "does not exist");
-rule!(missing_patch_file, [("patches/common.yaml", "", "-")], "cluster.yaml:18:7", "patch file `patches/common.yaml` does not exist");
-rule!(patch_is_not_yaml, [("patches/common.yaml", "", "machine: [unclosed\n")], "patches/common.yaml:", "invalid YAML in patch");
-rule!(json_patch_does_not_apply, [("patches/worker-2-storage.yaml", "path: /machine/kubelet/extraMounts", "path: /machine/nosuch/extraMounts")], "patches/worker-2-storage.yaml:2:3", "JSON patch does not apply to worker-2");
-rule!(patch_changes_machine_type, [("patches/common.yaml", "", "  type: worker\n")], "patches/common.yaml:1:1", "changes machine.type");
-rule!(unknown_field, [("nodes/cp-1.yaml", "role: controlplane", "role: controlplane\nrolle: worker")], "nodes/cp-1.yaml:4:1", "unknown field `rolle`");
-rule!(wrong_type, [("cluster.yaml", "workerConcurrency: 1", "workerConcurrency: many")], "cluster.yaml:24:22", "upgrade.workerConcurrency");
-rule!(bad_role, [("nodes/cp-1.yaml", "role: controlplane", "role: master")], "nodes/cp-1.yaml:3:7", "unknown variant `master`");
-rule!(bad_duration, [("cluster.yaml", "stabilization: 30s", "stabilization: soon")], "cluster.yaml:23:18", "not a duration");
-rule!(yaml_syntax_error, [("nodes/cp-1.yaml", "", "  - : : [\n")], "nodes/cp-1.yaml:", "invalid YAML");
-rule!(duplicate_key, [("nodes/cp-1.yaml", "", "name: again\n")], "nodes/cp-1.yaml:18:1", "duplicate key `name`");
-rule!(management_address_not_own, [("nodes/cp-1.yaml", "installDisk:", "managementAddresses: [127.0.10.9]\ninstallDisk:")], "nodes/cp-1.yaml:5:23", "not one of the node's own");
-rule!(duplicate_vlan, [("nodes/cp-1.yaml", "addresses: [127.0.20.1/24]", "addresses: [127.0.20.1/24]\n      - id: 20")], "nodes/cp-1.yaml:16:13", "VLAN 20 appears twice");
-rule!(bad_endpoint, [("cluster.yaml", "endpoint: https://127.0.10.100:6443", "endpoint: 127.0.10.100")], "cluster.yaml:5:11", "not an https URL");
+rule!(
+    even_control_plane_count,
+    [("nodes/cp-3.yaml", "", "-")],
+    "nodes/cp-2.yaml:3:7",
+    "2 control planes"
+);
+rule!(
+    zero_control_planes_is_even,
+    [
+        ("nodes/cp-1.yaml", "", "-"),
+        ("nodes/cp-2.yaml", "", "-"),
+        ("nodes/cp-3.yaml", "", "-")
+    ],
+    "cluster.yaml:1:1",
+    "0 control planes"
+);
+rule!(
+    duplicate_node_name,
+    [("nodes/worker-2.yaml", "name: worker-2", "name: worker-1")],
+    "nodes/worker-2.yaml:2:7",
+    "node name `worker-1` is also used"
+);
+rule!(
+    duplicate_hostname,
+    [(
+        "nodes/worker-2.yaml",
+        "role: worker",
+        "hostname: worker-1\nrole: worker"
+    )],
+    "nodes/worker-2.yaml:3:11",
+    "hostname `worker-1`"
+);
+rule!(
+    duplicate_address,
+    [("nodes/worker-2.yaml", "127.0.10.5/24", "127.0.10.4/24")],
+    "nodes/worker-2.yaml:8:17",
+    "address 127.0.10.4 is already used by node worker-1"
+);
+rule!(
+    duplicate_maintenance_address,
+    [("nodes/worker-2.yaml", "127.0.10.22", "127.0.10.21")],
+    "nodes/worker-2.yaml:4:21",
+    "already used"
+);
+rule!(
+    address_without_prefix,
+    [("nodes/worker-1.yaml", "127.0.10.4/24", "127.0.10.4")],
+    "nodes/worker-1.yaml:8:17",
+    "not an address in CIDR form"
+);
+rule!(
+    bad_maintenance_address,
+    [(
+        "nodes/worker-1.yaml",
+        "maintenanceAddress: 127.0.10.21",
+        "maintenanceAddress: 127.0.10.300"
+    )],
+    "nodes/worker-1.yaml:4:21",
+    "not an IP address"
+);
+rule!(
+    vip_outside_subnet,
+    [("nodes/cp-1.yaml", "vip: 127.0.10.100", "vip: 127.0.11.100")],
+    "nodes/cp-1.yaml:12:10",
+    "outside the subnets"
+);
+rule!(
+    vip_is_a_node_address,
+    [("nodes/cp-1.yaml", "vip: 127.0.10.100", "vip: 127.0.10.4")],
+    "nodes/cp-1.yaml:12:10",
+    "also the address of node worker-1"
+);
+rule!(
+    vip_on_worker,
+    [(
+        "nodes/worker-1.yaml",
+        "    vlans:",
+        "    vip: 127.0.10.100\n    vlans:"
+    )],
+    "nodes/worker-1.yaml:12:10",
+    "VIP on a worker"
+);
+rule!(
+    overlapping_pools,
+    [("network.yaml", "127.0.30.0/28", "127.0.20.0/24")],
+    "network.yaml:",
+    "overlaps pool `default`"
+);
+rule!(
+    pool_contains_node_address,
+    [("network.yaml", "127.0.30.0/28", "127.0.10.0/29")],
+    "network.yaml:5:13",
+    "contains 127.0.10.1, an address of node cp-1"
+);
+rule!(
+    bad_cidr_in_pool,
+    [("network.yaml", "127.0.30.0/28", "127.0.30.0/33")],
+    "network.yaml:5:13",
+    "not a CIDR"
+);
+rule!(
+    reversed_range,
+    [("network.yaml", "start: 127.0.20.200", "start: 127.0.20.230")],
+    "network.yaml:8:9",
+    "empty or mixes"
+);
+rule!(
+    unparsable_talos_version,
+    [("cluster.yaml", "version: v1.11.6", "version: v1.11")],
+    "cluster.yaml:7:12",
+    "not a version"
+);
+rule!(
+    incompatible_versions,
+    [("cluster.yaml", "version: 1.34.1", "version: 1.36.0")],
+    "cluster.yaml:10:12",
+    "supports Kubernetes 1.29 to 1.34"
+);
+rule!(
+    missing_secrets_file,
+    [("secrets/talos.sops.yaml", "", "-")],
+    "cluster.yaml:12:10",
+    "does not exist"
+);
+rule!(
+    missing_patch_file,
+    [("patches/common.yaml", "", "-")],
+    "cluster.yaml:18:7",
+    "patch file `patches/common.yaml` does not exist"
+);
+rule!(
+    patch_is_not_yaml,
+    [("patches/common.yaml", "", "machine: [unclosed\n")],
+    "patches/common.yaml:",
+    "invalid YAML in patch"
+);
+rule!(
+    json_patch_does_not_apply,
+    [(
+        "patches/worker-2-storage.yaml",
+        "path: /machine/kubelet/extraMounts",
+        "path: /machine/nosuch/extraMounts"
+    )],
+    "patches/worker-2-storage.yaml:2:3",
+    "JSON patch does not apply to worker-2"
+);
+rule!(
+    patch_changes_machine_type,
+    [("patches/common.yaml", "", "  type: worker\n")],
+    "patches/common.yaml:1:1",
+    "changes machine.type"
+);
+rule!(
+    unknown_field,
+    [(
+        "nodes/cp-1.yaml",
+        "role: controlplane",
+        "role: controlplane\nrolle: worker"
+    )],
+    "nodes/cp-1.yaml:4:1",
+    "unknown field `rolle`"
+);
+rule!(
+    wrong_type,
+    [(
+        "cluster.yaml",
+        "workerConcurrency: 1",
+        "workerConcurrency: many"
+    )],
+    "cluster.yaml:24:22",
+    "upgrade.workerConcurrency"
+);
+rule!(
+    bad_role,
+    [("nodes/cp-1.yaml", "role: controlplane", "role: master")],
+    "nodes/cp-1.yaml:3:7",
+    "unknown variant `master`"
+);
+rule!(
+    bad_duration,
+    [("cluster.yaml", "stabilization: 30s", "stabilization: soon")],
+    "cluster.yaml:23:18",
+    "not a duration"
+);
+rule!(
+    yaml_syntax_error,
+    [("nodes/cp-1.yaml", "", "  - : : [\n")],
+    "nodes/cp-1.yaml:",
+    "invalid YAML"
+);
+rule!(
+    duplicate_key,
+    [("nodes/cp-1.yaml", "", "name: again\n")],
+    "nodes/cp-1.yaml:18:1",
+    "duplicate key `name`"
+);
+rule!(
+    management_address_not_own,
+    [(
+        "nodes/cp-1.yaml",
+        "installDisk:",
+        "managementAddresses: [127.0.10.9]\ninstallDisk:"
+    )],
+    "nodes/cp-1.yaml:5:23",
+    "not one of the node's own"
+);
+rule!(
+    duplicate_vlan,
+    [(
+        "nodes/cp-1.yaml",
+        "addresses: [127.0.20.1/24]",
+        "addresses: [127.0.20.1/24]\n      - id: 20"
+    )],
+    "nodes/cp-1.yaml:16:13",
+    "VLAN 20 appears twice"
+);
+rule!(
+    bad_endpoint,
+    [(
+        "cluster.yaml",
+        "endpoint: https://127.0.10.100:6443",
+        "endpoint: 127.0.10.100"
+    )],
+    "cluster.yaml:5:11",
+    "not an https URL"
+);
 
 #[test]
 fn all_problems_are_reported_at_once() {
@@ -110,7 +312,11 @@ fn all_problems_are_reported_at_once() {
         ("nodes/cp-3.yaml", "", "-"),
         ("nodes/worker-2.yaml", "127.0.10.5/24", "127.0.10.4/24"),
         ("network.yaml", "127.0.30.0/28", "127.0.20.0/24"),
-        ("patches/worker-2-storage.yaml", "path: /machine/kubelet/extraMounts", "path: /nosuch/x"),
+        (
+            "patches/worker-2-storage.yaml",
+            "path: /machine/kubelet/extraMounts",
+            "path: /nosuch/x",
+        ),
     ]);
     assert!(found.len() >= 4, "{found:#?}");
 }

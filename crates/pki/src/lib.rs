@@ -89,7 +89,9 @@ impl fmt::Debug for Secret {
 
 impl fmt::Debug for CertAndKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertAndKey").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("CertAndKey")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -166,7 +168,9 @@ pub struct Minted {
 
 impl fmt::Debug for Minted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Minted").field("key_pem", &self.key_pem).finish_non_exhaustive()
+        f.debug_struct("Minted")
+            .field("key_pem", &self.key_pem)
+            .finish_non_exhaustive()
     }
 }
 
@@ -193,7 +197,11 @@ fn token() -> Result<String> {
     Ok(out)
 }
 
-fn ca(common_name: &str, alg: &'static SignatureAlgorithm, field: &'static str) -> Result<CertAndKey> {
+fn ca(
+    common_name: &str,
+    alg: &'static SignatureAlgorithm,
+    field: &'static str,
+) -> Result<CertAndKey> {
     let key = KeyPair::generate_for(alg).map_err(|source| Error::Crypto { field, source })?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -205,12 +213,16 @@ fn ca(common_name: &str, alg: &'static SignatureAlgorithm, field: &'static str) 
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
     ];
-    params.extended_key_usages =
-        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::hours(1);
     params.not_after = now + CA_VALIDITY;
-    let cert = params.self_signed(&key).map_err(|source| Error::Crypto { field, source })?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|source| Error::Crypto { field, source })?;
     Ok(CertAndKey {
         crt: B64.encode(cert.pem()),
         key: Secret::new(B64.encode(key.serialize_pem())),
@@ -224,8 +236,12 @@ impl SecretsBundle {
     /// # Errors
     /// Fails only when the system random source or key generation fails.
     pub fn generate() -> Result<Self> {
-        let sa_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|source| Error::Crypto { field: "certs.k8sserviceaccount.key", source })?;
+        let sa_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|source| {
+            Error::Crypto {
+                field: "certs.k8sserviceaccount.key",
+                source,
+            }
+        })?;
         Ok(Self {
             cluster: ClusterIdentity {
                 id: B64.encode(random_bytes::<32>()?),
@@ -236,12 +252,16 @@ impl SecretsBundle {
                 secretboxencryptionsecret: Secret::new(B64.encode(random_bytes::<32>()?)),
                 aescbcencryptionsecret: None,
             },
-            trustdinfo: TrustdInfo { token: Secret::new(token()?) },
+            trustdinfo: TrustdInfo {
+                token: Secret::new(token()?),
+            },
             certs: BundleCerts {
                 etcd: ca("etcd", &rcgen::PKCS_ECDSA_P256_SHA256, "certs.etcd")?,
                 k8s: ca("kubernetes", &rcgen::PKCS_ECDSA_P256_SHA256, "certs.k8s")?,
                 k8saggregator: ca("", &rcgen::PKCS_ECDSA_P256_SHA256, "certs.k8saggregator")?,
-                k8sserviceaccount: KeyOnly { key: Secret::new(B64.encode(sa_key.serialize_pem())) },
+                k8sserviceaccount: KeyOnly {
+                    key: Secret::new(B64.encode(sa_key.serialize_pem())),
+                },
                 os: ca("talos", &rcgen::PKCS_ED25519, "certs.os")?,
             },
         })
@@ -256,12 +276,17 @@ impl SecretsBundle {
 /// # Errors
 /// [`Error::Encoding`] when the field is not base64 of UTF-8 text.
 pub fn decode_pem(field: &'static str, b64: &str) -> Result<Zeroizing<String>> {
-    let bytes = Zeroizing::new(B64.decode(b64.trim()).map_err(|_| Error::Encoding { field })?);
+    let bytes = Zeroizing::new(
+        B64.decode(b64.trim())
+            .map_err(|_| Error::Encoding { field })?,
+    );
     let text = std::str::from_utf8(&bytes).map_err(|_| Error::Encoding { field })?;
     if !text.contains("-----BEGIN ") {
         return Err(Error::Encoding { field });
     }
-    Ok(Zeroizing::new(text.replace("ED25519 PRIVATE KEY", "PRIVATE KEY")))
+    Ok(Zeroizing::new(
+        text.replace("ED25519 PRIVATE KEY", "PRIVATE KEY"),
+    ))
 }
 
 /// What a minted certificate is for.
@@ -294,12 +319,18 @@ pub fn mint(
 ) -> Result<Minted> {
     let ca_crt = decode_pem(ca_field, &ca.crt)?;
     let ca_key_pem = decode_pem(ca_field, ca.key.expose())?;
-    let ca_key =
-        KeyPair::from_pem(&ca_key_pem).map_err(|source| Error::Crypto { field: ca_field, source })?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_crt, ca_key)
-        .map_err(|source| Error::Crypto { field: ca_field, source })?;
-    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)
-        .map_err(|source| Error::Crypto { field: ca_field, source })?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|source| Error::Crypto {
+        field: ca_field,
+        source,
+    })?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_crt, ca_key).map_err(|source| Error::Crypto {
+        field: ca_field,
+        source,
+    })?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|source| Error::Crypto {
+        field: ca_field,
+        source,
+    })?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
@@ -313,10 +344,10 @@ pub fn mint(
         Usage::Server { ips, dns } => {
             params.subject_alt_names = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
             for name in *dns {
-                let name = name
-                    .clone()
-                    .try_into()
-                    .map_err(|source| Error::Crypto { field: ca_field, source })?;
+                let name = name.clone().try_into().map_err(|source| Error::Crypto {
+                    field: ca_field,
+                    source,
+                })?;
                 params.subject_alt_names.push(SanType::DnsName(name));
             }
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -330,8 +361,14 @@ pub fn mint(
     params.not_after = now + ttl;
     let cert = params
         .signed_by(&key, &issuer)
-        .map_err(|source| Error::Crypto { field: ca_field, source })?;
-    Ok(Minted { cert_pem: cert.pem(), key_pem: Secret::new(key.serialize_pem()) })
+        .map_err(|source| Error::Crypto {
+            field: ca_field,
+            source,
+        })?;
+    Ok(Minted {
+        cert_pem: cert.pem(),
+        key_pem: Secret::new(key.serialize_pem()),
+    })
 }
 
 /// Mints an `os:admin` client certificate from the bundle's OS CA, valid for one year (the
@@ -344,7 +381,9 @@ pub fn admin_client(bundle: &SecretsBundle) -> Result<Minted> {
         &bundle.certs.os,
         "certs.os",
         "vixen",
-        &Usage::Client { roles: &["os:admin"] },
+        &Usage::Client {
+            roles: &["os:admin"],
+        },
         Duration::days(365),
     )
 }
@@ -366,7 +405,10 @@ mod tests {
         let (_, pem) = parse_x509_pem(pem.as_bytes()).unwrap();
         let cert = pem.parse_x509().unwrap();
         assert!(cert.is_ca());
-        assert_eq!(cert.public_key().algorithm.algorithm, x509_parser::oid_registry::OID_SIG_ED25519);
+        assert_eq!(
+            cert.public_key().algorithm.algorithm,
+            x509_parser::oid_registry::OID_SIG_ED25519
+        );
         let tok = bundle.trustdinfo.token.expose();
         assert_eq!(tok.len(), 23);
         assert_eq!(&tok[6..7], ".");
@@ -379,8 +421,11 @@ mod tests {
         let minted = admin_client(&bundle).unwrap();
         let (_, pem) = parse_x509_pem(minted.cert_pem.as_bytes()).unwrap();
         let cert = pem.parse_x509().unwrap();
-        let orgs: Vec<_> =
-            cert.subject().iter_organization().map(|o| o.as_str().unwrap().to_string()).collect();
+        let orgs: Vec<_> = cert
+            .subject()
+            .iter_organization()
+            .map(|o| o.as_str().unwrap().to_string())
+            .collect();
         assert_eq!(orgs, ["os:admin"]);
         let ca_pem = decode_pem("certs.os", &bundle.certs.os.crt).unwrap();
         let (_, ca_pem) = parse_x509_pem(ca_pem.as_bytes()).unwrap();
@@ -398,8 +443,17 @@ mod tests {
         let mut ca = bundle.certs.os.clone();
         ca.key = Secret::new(b64(&talos_style));
         let ips = ["127.0.10.1".parse().unwrap()];
-        mint(&ca, "certs.os", "node", &Usage::Server { ips: &ips, dns: &[] }, Duration::days(1))
-            .unwrap();
+        mint(
+            &ca,
+            "certs.os",
+            "node",
+            &Usage::Server {
+                ips: &ips,
+                dns: &[],
+            },
+            Duration::days(1),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -8,10 +8,14 @@ use vixen_plan::*;
 fn digest(name: &str) -> ConfigDigest {
     ConfigDigest {
         whole: format!("whole-{name}"),
-        sections: [("machine.network", "n"), ("machine.install", "i"), ("cluster", "c")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), format!("{v}-{name}")))
-            .collect(),
+        sections: [
+            ("machine.network", "n"),
+            ("machine.install", "i"),
+            ("cluster", "c"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), format!("{v}-{name}")))
+        .collect(),
     }
 }
 
@@ -25,11 +29,22 @@ fn main() {
         stabilization: Duration::from_secs(30),
         reset_on_removal: true,
     };
-    let mut observed = Observed { nodes: Vec::new(), etcd: Some(EtcdView::default()), kubernetes: None };
-    let mut inventory = Inventory { nodes: Vec::new(), kubernetes_version: Some("1.34.1".into()) };
+    let mut observed = Observed {
+        nodes: Vec::new(),
+        etcd: Some(EtcdView::default()),
+        kubernetes: None,
+    };
+    let mut inventory = Inventory {
+        nodes: Vec::new(),
+        kubernetes_version: Some("1.34.1".into()),
+    };
     for i in 0..n {
         let name = format!("n{i:04}");
-        let role = if i < 3 { Role::Controlplane } else { Role::Worker };
+        let role = if i < 3 {
+            Role::Controlplane
+        } else {
+            Role::Worker
+        };
         let (a, b) = (i / 250, i % 250 + 2);
         let node = DesiredNode {
             name: name.clone(),
@@ -39,17 +54,37 @@ fn main() {
             management_addresses: vec![format!("127.1.{a}.{b}")],
             config: digest(&name),
         };
-        observed.nodes.push(ObservedNode { name: name.clone(), address: node.management_addresses[0].clone(), state: NodeState::Configured, talos_version: Some("v1.11.6".parse().unwrap()), healthy: true });
-        inventory.nodes.push(InventoryNode { name: name.clone(), hostname: name.clone(), role, maintenance_address: node.maintenance_address.clone(), address: node.management_addresses[0].clone(), config: digest(&name) });
+        observed.nodes.push(ObservedNode {
+            name: name.clone(),
+            address: node.management_addresses[0].clone(),
+            state: NodeState::Configured,
+            talos_version: Some("v1.11.6".parse().unwrap()),
+            healthy: true,
+        });
+        inventory.nodes.push(InventoryNode {
+            name: name.clone(),
+            hostname: name.clone(),
+            role,
+            maintenance_address: node.maintenance_address.clone(),
+            address: node.management_addresses[0].clone(),
+            config: digest(&name),
+        });
         if role == Role::Controlplane {
-            observed.etcd.as_mut().unwrap().members.push(Member { id: i as u64 + 1, name: name.clone(), is_learner: false, started: true });
+            observed.etcd.as_mut().unwrap().members.push(Member {
+                id: i as u64 + 1,
+                name: name.clone(),
+                is_learner: false,
+                started: true,
+            });
         }
         desired.nodes.push(node);
     }
     observed.etcd.as_mut().unwrap().leader = Some(1);
     // Also a config change on every node (a kubelet patch), and 10 nodes leaving.
     for d in desired.nodes.iter_mut() {
-        d.config.sections.insert("machine.kubelet".into(), "k2".into());
+        d.config
+            .sections
+            .insert("machine.kubelet".into(), "k2".into());
         d.config.whole.push_str("-k2");
     }
     desired.nodes.truncate(n - 10);
@@ -65,5 +100,10 @@ fn main() {
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("planner, 1,000 nodes (upgrade + config change on 990, 10 leaving): {steps} steps");
-    println!("plan()  median {:.2} ms   min {:.2} ms   max {:.2} ms   (25 runs; target < 100 ms)", ms(samples[12]), ms(samples[0]), ms(samples[24]));
+    println!(
+        "plan()  median {:.2} ms   min {:.2} ms   max {:.2} ms   (25 runs; target < 100 ms)",
+        ms(samples[12]),
+        ms(samples[0]),
+        ms(samples[24])
+    );
 }

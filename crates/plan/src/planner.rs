@@ -60,22 +60,48 @@ const LIVE_SECTIONS: &[&str] = &[
 /// The sections that differ between two digests.
 pub fn changed_sections(old: &ConfigDigest, new: &ConfigDigest) -> Vec<String> {
     let keys: BTreeSet<&String> = old.sections.keys().chain(new.sections.keys()).collect();
-    keys.into_iter().filter(|k| old.sections.get(*k) != new.sections.get(*k)).cloned().collect()
+    keys.into_iter()
+        .filter(|k| old.sections.get(*k) != new.sections.get(*k))
+        .cloned()
+        .collect()
 }
 
 /// Whether moving from `old` to `new` makes Talos reboot the node.
 pub fn needs_reboot(old: &ConfigDigest, new: &ConfigDigest) -> bool {
-    changed_sections(old, new).iter().any(|s| !LIVE_SECTIONS.contains(&s.as_str()))
+    changed_sections(old, new)
+        .iter()
+        .any(|s| !LIVE_SECTIONS.contains(&s.as_str()))
 }
 
 fn step(node: &str, action: Action, reason: impl Into<String>, risk: Risk) -> Step {
-    Step { node: node.to_string(), action, reason: reason.into(), risk }
+    Step {
+        node: node.to_string(),
+        action,
+        reason: reason.into(),
+        risk,
+    }
 }
 
-const NONE: Risk = Risk { reboot: false, reset: false, etcd: false };
-const REBOOT: Risk = Risk { reboot: true, reset: false, etcd: false };
-const ETCD: Risk = Risk { reboot: false, reset: false, etcd: true };
-const RESET: Risk = Risk { reboot: true, reset: true, etcd: false };
+const NONE: Risk = Risk {
+    reboot: false,
+    reset: false,
+    etcd: false,
+};
+const REBOOT: Risk = Risk {
+    reboot: true,
+    reset: false,
+    etcd: false,
+};
+const ETCD: Risk = Risk {
+    reboot: false,
+    reset: false,
+    etcd: true,
+};
+const RESET: Risk = Risk {
+    reboot: true,
+    reset: true,
+    etcd: false,
+};
 
 /// A desired node matched with what vixen knew of it and what it looks like now.
 struct Match<'a> {
@@ -94,7 +120,11 @@ impl Match<'_> {
 ///
 /// # Errors
 /// A [`Refusal`] when the change is unsafe or impossible now; nothing may be done then.
-pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Result<Plan, Refusal> {
+pub fn plan(
+    desired: &Desired,
+    observed: &Observed,
+    inventory: &Inventory,
+) -> Result<Plan, Refusal> {
     let wanted: BTreeSet<&str> = desired.nodes.iter().map(|n| n.name.as_str()).collect();
     // Match every desired node to its inventory entry, by name, else by maintenance address
     // (a rename).
@@ -105,16 +135,26 @@ pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Re
         .map(|d| {
             let prior = inventory.node(&d.name).or_else(|| {
                 inventory.nodes.iter().find(|i| {
-                    i.maintenance_address == d.maintenance_address && !wanted.contains(i.name.as_str())
+                    i.maintenance_address == d.maintenance_address
+                        && !wanted.contains(i.name.as_str())
                 })
             });
             if let Some(p) = prior.filter(|p| p.name != d.name) {
                 renamed_from.insert(p.name.as_str());
             }
-            let observed = observed.node(&d.name).filter(|o| o.state != NodeState::Unreachable).or_else(|| {
-                prior.and_then(|p| observed.node(&p.name)).or_else(|| observed.node(&d.name))
-            });
-            Match { desired: d, prior, observed }
+            let observed = observed
+                .node(&d.name)
+                .filter(|o| o.state != NodeState::Unreachable)
+                .or_else(|| {
+                    prior
+                        .and_then(|p| observed.node(&p.name))
+                        .or_else(|| observed.node(&d.name))
+                });
+            Match {
+                desired: d,
+                prior,
+                observed,
+            }
         })
         .collect();
 
@@ -123,13 +163,29 @@ pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Re
         .nodes
         .iter()
         .filter(|i| !wanted.contains(i.name.as_str()) && !renamed_from.contains(i.name.as_str()))
-        .map(|i| Leaving { name: &i.name, hostname: &i.hostname, role: i.role, maintenance: &i.maintenance_address, observed: observed.node(&i.name), role_change: false })
+        .map(|i| Leaving {
+            name: &i.name,
+            hostname: &i.hostname,
+            role: i.role,
+            maintenance: &i.maintenance_address,
+            observed: observed.node(&i.name),
+            role_change: false,
+        })
         .collect();
     for m in &matches {
         if let Some(prior) = m.prior
-            && prior.role != m.desired.role && m.state() == NodeState::Configured {
-                leaving.push(Leaving { name: &m.desired.name, hostname: &prior.hostname, role: prior.role, maintenance: &m.desired.maintenance_address, observed: m.observed, role_change: true });
-            }
+            && prior.role != m.desired.role
+            && m.state() == NodeState::Configured
+        {
+            leaving.push(Leaving {
+                name: &m.desired.name,
+                hostname: &prior.hostname,
+                role: prior.role,
+                maintenance: &m.desired.maintenance_address,
+                observed: m.observed,
+                role_change: true,
+            });
+        }
     }
 
     let configured_cps: Vec<&Match<'_>> = matches
@@ -138,7 +194,13 @@ pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Re
         .filter(|m| !leaving.iter().any(|l| l.name == m.desired.name))
         .collect();
     let any_configured_cp = configured_cps.len()
-        + leaving.iter().filter(|l| l.role == Role::Controlplane && l.observed.is_some_and(|o| o.state == NodeState::Configured)).count();
+        + leaving
+            .iter()
+            .filter(|l| {
+                l.role == Role::Controlplane
+                    && l.observed.is_some_and(|o| o.state == NodeState::Configured)
+            })
+            .count();
     if any_configured_cp == 0 || observed.etcd.is_none() {
         return Err(Refusal::NotBootstrapped);
     }
@@ -152,13 +214,30 @@ pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Re
     members.sort();
 
     // --- removals: workers first, then control planes one at a time, leader last.
-    leaving.sort_by_key(|l| (l.role == Role::Controlplane, etcd.leader_name() == Some(l.hostname), l.name));
+    leaving.sort_by_key(|l| {
+        (
+            l.role == Role::Controlplane,
+            etcd.leader_name() == Some(l.hostname),
+            l.name,
+        )
+    });
     for l in &leaving {
         if l.role == Role::Controlplane {
             if configured_cps.is_empty() {
-                return Err(Refusal::Quorum(format!("removing {} would remove the last etcd member; add its replacement first", l.name)));
+                return Err(Refusal::Quorum(format!(
+                    "removing {} would remove the last etcd member; add its replacement first",
+                    l.name
+                )));
             }
-            remove_control_plane(&mut plan, l, &etcd, &mut members, &configured_cps, desired, kube)?;
+            remove_control_plane(
+                &mut plan,
+                l,
+                &etcd,
+                &mut members,
+                &configured_cps,
+                desired,
+                kube,
+            )?;
         } else if desired.reset_on_removal || l.role_change {
             reset_node(&mut plan, l, "left Git", kube, true);
         }
@@ -167,15 +246,32 @@ pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Re
     // --- additions: nodes in maintenance mode (new, reset, or changing role).
     let mut adds: Vec<&Match<'_>> = matches
         .iter()
-        .filter(|m| m.state() == NodeState::Maintenance || leaving.iter().any(|l| l.role_change && l.name == m.desired.name))
+        .filter(|m| {
+            m.state() == NodeState::Maintenance
+                || leaving
+                    .iter()
+                    .any(|l| l.role_change && l.name == m.desired.name)
+        })
         .collect();
-    adds.sort_by_key(|m| (m.desired.role != Role::Controlplane, m.desired.name.as_str()));
+    adds.sort_by_key(|m| {
+        (
+            m.desired.role != Role::Controlplane,
+            m.desired.name.as_str(),
+        )
+    });
     for m in &adds {
         add_node(&mut plan, m, desired, &etcd, &mut members, kube)?;
     }
     for m in &matches {
-        if m.state() == NodeState::Unreachable && !adds.iter().any(|a| a.desired.name == m.desired.name) {
-            plan.waiting.push(format!("{}: unreachable at {} and at its maintenance address {}", m.desired.name, m.desired.address(), m.desired.maintenance_address));
+        if m.state() == NodeState::Unreachable
+            && !adds.iter().any(|a| a.desired.name == m.desired.name)
+        {
+            plan.waiting.push(format!(
+                "{}: unreachable at {} and at its maintenance address {}",
+                m.desired.name,
+                m.desired.address(),
+                m.desired.maintenance_address
+            ));
         }
     }
 
@@ -184,9 +280,19 @@ pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Re
     let mut upgrades: Vec<&Match<'_>> = matches
         .iter()
         .filter(|m| m.state() == NodeState::Configured && !added.contains(m.desired.name.as_str()))
-        .filter(|m| m.observed.and_then(|o| o.talos_version).is_some_and(|v| v != desired.talos_version))
+        .filter(|m| {
+            m.observed
+                .and_then(|o| o.talos_version)
+                .is_some_and(|v| v != desired.talos_version)
+        })
         .collect();
-    upgrades.sort_by_key(|m| (m.desired.role != Role::Controlplane, etcd.leader_name() == Some(m.desired.hostname.as_str()), m.desired.name.as_str()));
+    upgrades.sort_by_key(|m| {
+        (
+            m.desired.role != Role::Controlplane,
+            etcd.leader_name() == Some(m.desired.hostname.as_str()),
+            m.desired.name.as_str(),
+        )
+    });
 
     // --- Nodes vixen left cordoned (a run stopped at their readiness gate): uncordoned once
     // Ready, before anything else is disrupted. Nodes about to be upgraded get it with theirs.
@@ -196,11 +302,25 @@ pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Re
             if m.state() == NodeState::Configured
                 && !added.contains(name)
                 && !upgrades.iter().any(|u| u.desired.name == name)
-                && k.node(&m.desired.hostname).is_some_and(|n| n.cordoned_by_vixen)
+                && k.node(&m.desired.hostname)
+                    .is_some_and(|n| n.cordoned_by_vixen)
             {
                 let node_name = m.desired.hostname.clone();
-                plan.steps.push(step(name, Action::WaitNodeReady { node_name: node_name.clone(), version: None }, "vixen left it cordoned: it must be Ready before it takes pods again", NONE));
-                plan.steps.push(step(name, Action::Uncordon { node_name }, "Ready again", NONE));
+                plan.steps.push(step(
+                    name,
+                    Action::WaitNodeReady {
+                        node_name: node_name.clone(),
+                        version: None,
+                    },
+                    "vixen left it cordoned: it must be Ready before it takes pods again",
+                    NONE,
+                ));
+                plan.steps.push(step(
+                    name,
+                    Action::Uncordon { node_name },
+                    "Ready again",
+                    NONE,
+                ));
             }
         }
     }
@@ -212,9 +332,17 @@ pub fn plan(desired: &Desired, observed: &Observed, inventory: &Inventory) -> Re
     let mut changes: Vec<&Match<'_>> = matches
         .iter()
         .filter(|m| m.state() == NodeState::Configured && !added.contains(m.desired.name.as_str()))
-        .filter(|m| m.prior.is_none_or(|p| p.config.whole != m.desired.config.whole))
+        .filter(|m| {
+            m.prior
+                .is_none_or(|p| p.config.whole != m.desired.config.whole)
+        })
         .collect();
-    changes.sort_by_key(|m| (m.desired.role != Role::Controlplane, m.desired.name.as_str()));
+    changes.sort_by_key(|m| {
+        (
+            m.desired.role != Role::Controlplane,
+            m.desired.name.as_str(),
+        )
+    });
     for m in changes {
         change_config(&mut plan, m, desired, members.len(), kube);
     }
@@ -231,20 +359,40 @@ struct Leaving<'a> {
     role_change: bool,
 }
 
-fn refuse_bad_paths(desired: &Desired, matches: &[Match<'_>], inventory: &Inventory) -> Result<(), Refusal> {
+fn refuse_bad_paths(
+    desired: &Desired,
+    matches: &[Match<'_>],
+    inventory: &Inventory,
+) -> Result<(), Refusal> {
     for m in matches {
-        let Some(current) = m.observed.filter(|o| o.state == NodeState::Configured).and_then(|o| o.talos_version) else { continue };
+        let Some(current) = m
+            .observed
+            .filter(|o| o.state == NodeState::Configured)
+            .and_then(|o| o.talos_version)
+        else {
+            continue;
+        };
         if let Some(reason) = version::talos_upgrade_problem(current, desired.talos_version) {
-            return Err(Refusal::UpgradePath { node: m.desired.name.clone(), reason });
+            return Err(Refusal::UpgradePath {
+                node: m.desired.name.clone(),
+                reason,
+            });
         }
         if let Some(problem) = version::compatibility_problem(current, desired.kubernetes_version) {
-            return Err(Refusal::KubernetesPath(format!("{problem} (node {} runs it now); upgrade Talos first, in its own commit", m.desired.name)));
+            return Err(Refusal::KubernetesPath(format!(
+                "{problem} (node {} runs it now); upgrade Talos first, in its own commit",
+                m.desired.name
+            )));
         }
     }
-    if let Some(from) = inventory.kubernetes_version.as_deref().and_then(|v| v.parse().ok())
-        && let Some(problem) = version::kubernetes_upgrade_problem(from, desired.kubernetes_version) {
-            return Err(Refusal::KubernetesPath(problem));
-        }
+    if let Some(from) = inventory
+        .kubernetes_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        && let Some(problem) = version::kubernetes_upgrade_problem(from, desired.kubernetes_version)
+    {
+        return Err(Refusal::KubernetesPath(problem));
+    }
     Ok(())
 }
 
@@ -274,7 +422,11 @@ fn remove_control_plane(
         )));
     }
     let reachable = l.observed.is_some_and(|o| o.state == NodeState::Configured);
-    let why = if l.role_change { "changes role" } else { "left Git" };
+    let why = if l.role_change {
+        "changes role"
+    } else {
+        "left Git"
+    };
     let reset = reachable && (desired.reset_on_removal || l.role_change);
     if reset {
         // Pods go before the member does (the order of Talos' own graceful reset).
@@ -283,15 +435,42 @@ fn remove_control_plane(
     if let Some(member) = member {
         if reachable {
             if etcd.leader == Some(member.id) && !others.is_empty() {
-                plan.steps.push(step(l.name, Action::ForfeitLeadership, format!("{why}; it leads etcd"), ETCD));
+                plan.steps.push(step(
+                    l.name,
+                    Action::ForfeitLeadership,
+                    format!("{why}; it leads etcd"),
+                    ETCD,
+                ));
             }
-            plan.steps.push(step(l.name, Action::LeaveEtcd, format!("{why}: its member leaves etcd before the node goes"), ETCD));
+            plan.steps.push(step(
+                l.name,
+                Action::LeaveEtcd,
+                format!("{why}: its member leaves etcd before the node goes"),
+                ETCD,
+            ));
         } else {
-            let via = remaining.first().map_or_else(String::new, |m| m.desired.name.clone());
-            plan.steps.push(step(l.name, Action::RemoveMember { member_id: member.id, via: via.clone() }, format!("{why} and is unreachable: remove its member through {via}"), ETCD));
+            let via = remaining
+                .first()
+                .map_or_else(String::new, |m| m.desired.name.clone());
+            plan.steps.push(step(
+                l.name,
+                Action::RemoveMember {
+                    member_id: member.id,
+                    via: via.clone(),
+                },
+                format!("{why} and is unreachable: remove its member through {via}"),
+                ETCD,
+            ));
         }
         members.retain(|m| m != l.hostname);
-        plan.steps.push(step(l.name, Action::CheckMembers { expected: members.clone() }, "etcd must list exactly the remaining members", NONE));
+        plan.steps.push(step(
+            l.name,
+            Action::CheckMembers {
+                expected: members.clone(),
+            },
+            "etcd must list exactly the remaining members",
+            NONE,
+        ));
     }
     if reset {
         reset_node(plan, l, why, kube, false);
@@ -299,15 +478,40 @@ fn remove_control_plane(
     Ok(())
 }
 
-fn reset_node(plan: &mut Plan, l: &Leaving<'_>, why: &str, kube: Option<&KubeView>, drain_first: bool) {
+fn reset_node(
+    plan: &mut Plan,
+    l: &Leaving<'_>,
+    why: &str,
+    kube: Option<&KubeView>,
+    drain_first: bool,
+) {
     if l.observed.is_some_and(|o| o.state == NodeState::Configured) {
         if drain_first {
             drain(plan, l.name, l.hostname, kube, why);
         }
-        plan.steps.push(step(l.name, Action::Reset { graceful: true }, format!("{why}: back to maintenance mode"), RESET));
-        plan.steps.push(step(l.name, Action::WaitMaintenance { address: l.maintenance.to_string() }, "the reset must finish before anything else", NONE));
+        plan.steps.push(step(
+            l.name,
+            Action::Reset { graceful: true },
+            format!("{why}: back to maintenance mode"),
+            RESET,
+        ));
+        plan.steps.push(step(
+            l.name,
+            Action::WaitMaintenance {
+                address: l.maintenance.to_string(),
+            },
+            "the reset must finish before anything else",
+            NONE,
+        ));
         if kube.is_some_and(|k| k.node(l.hostname).is_some()) {
-            plan.steps.push(step(l.name, Action::DeleteNode { node_name: l.hostname.to_string() }, "the machine left the cluster: its Node object goes too", NONE));
+            plan.steps.push(step(
+                l.name,
+                Action::DeleteNode {
+                    node_name: l.hostname.to_string(),
+                },
+                "the machine left the cluster: its Node object goes too",
+                NONE,
+            ));
         }
     }
 }
@@ -315,92 +519,296 @@ fn reset_node(plan: &mut Plan, l: &Leaving<'_>, why: &str, kube: Option<&KubeVie
 /// Cordon and drain before a disruption, when Kubernetes knows the node.
 fn drain(plan: &mut Plan, name: &str, hostname: &str, kube: Option<&KubeView>, why: &str) {
     if kube.is_some_and(|k| k.node(hostname).is_some()) {
-        plan.steps.push(step(name, Action::Drain { node_name: hostname.to_string() }, format!("{why}: its pods move first"), NONE));
+        plan.steps.push(step(
+            name,
+            Action::Drain {
+                node_name: hostname.to_string(),
+            },
+            format!("{why}: its pods move first"),
+            NONE,
+        ));
     }
 }
 
 /// After a disruption: the Node must be Ready (on `version`) before it is uncordoned.
-fn back_in_kubernetes(plan: &mut Plan, name: &str, hostname: &str, kube: Option<&KubeView>, version: Option<String>) {
+fn back_in_kubernetes(
+    plan: &mut Plan,
+    name: &str,
+    hostname: &str,
+    kube: Option<&KubeView>,
+    version: Option<String>,
+) {
     if kube.is_some_and(|k| k.node(hostname).is_some()) {
-        plan.steps.push(step(name, Action::WaitNodeReady { node_name: hostname.to_string(), version }, "Kubernetes must see the node Ready before the next one", NONE));
-        plan.steps.push(step(name, Action::Uncordon { node_name: hostname.to_string() }, "Ready: it takes pods again", NONE));
+        plan.steps.push(step(
+            name,
+            Action::WaitNodeReady {
+                node_name: hostname.to_string(),
+                version,
+            },
+            "Kubernetes must see the node Ready before the next one",
+            NONE,
+        ));
+        plan.steps.push(step(
+            name,
+            Action::Uncordon {
+                node_name: hostname.to_string(),
+            },
+            "Ready: it takes pods again",
+            NONE,
+        ));
     }
 }
 
-fn add_node(plan: &mut Plan, m: &Match<'_>, desired: &Desired, etcd: &EtcdView, members: &mut Vec<String>, kube: Option<&KubeView>) -> Result<(), Refusal> {
+fn add_node(
+    plan: &mut Plan,
+    m: &Match<'_>,
+    desired: &Desired,
+    etcd: &EtcdView,
+    members: &mut Vec<String>,
+    kube: Option<&KubeView>,
+) -> Result<(), Refusal> {
     let d = m.desired;
     // A node changing role is configured now but will be reset first: it is then found at its
     // maintenance address.
-    let at = m.observed.filter(|o| o.state == NodeState::Maintenance).map_or(d.maintenance_address.clone(), |o| o.address.clone());
+    let at = m
+        .observed
+        .filter(|o| o.state == NodeState::Maintenance)
+        .map_or(d.maintenance_address.clone(), |o| o.address.clone());
     if d.role == Role::Controlplane {
         let voters = etcd.voters().count();
         let started = etcd.voters().filter(|m| m.started).count();
         if started < voters {
-            return Err(Refusal::Quorum(format!("cannot add {}: {} of {voters} etcd members are not started", d.name, voters - started)));
+            return Err(Refusal::Quorum(format!(
+                "cannot add {}: {} of {voters} etcd members are not started",
+                d.name,
+                voters - started
+            )));
         }
     }
-    plan.steps.push(step(&d.name, Action::ApplyConfig { mode: ApplyMode::Auto, address: at, maintenance: true }, format!("new {} in maintenance mode", d.role), REBOOT));
-    plan.steps.push(step(&d.name, Action::WaitReady { address: d.address().to_string(), version: Some(format!("v{}", desired.talos_version)) }, "installed and rebooted into its config", NONE));
+    plan.steps.push(step(
+        &d.name,
+        Action::ApplyConfig {
+            mode: ApplyMode::Auto,
+            address: at,
+            maintenance: true,
+        },
+        format!("new {} in maintenance mode", d.role),
+        REBOOT,
+    ));
+    plan.steps.push(step(
+        &d.name,
+        Action::WaitReady {
+            address: d.address().to_string(),
+            version: Some(format!("v{}", desired.talos_version)),
+        },
+        "installed and rebooted into its config",
+        NONE,
+    ));
     if d.role == Role::Controlplane {
-        plan.steps.push(step(&d.name, Action::WaitEtcdMember, "joins etcd as a learner and is promoted before the next node", ETCD));
+        plan.steps.push(step(
+            &d.name,
+            Action::WaitEtcdMember,
+            "joins etcd as a learner and is promoted before the next node",
+            ETCD,
+        ));
         members.push(d.hostname.clone());
         members.sort();
-        plan.steps.push(step(&d.name, Action::CheckMembers { expected: members.clone() }, "etcd must list the new member", NONE));
+        plan.steps.push(step(
+            &d.name,
+            Action::CheckMembers {
+                expected: members.clone(),
+            },
+            "etcd must list the new member",
+            NONE,
+        ));
     }
     if kube.is_some() {
-        plan.steps.push(step(&d.name, Action::WaitNodeReady { node_name: d.hostname.clone(), version: None }, "its kubelet must register and be Ready before the next node", NONE));
+        plan.steps.push(step(
+            &d.name,
+            Action::WaitNodeReady {
+                node_name: d.hostname.clone(),
+                version: None,
+            },
+            "its kubelet must register and be Ready before the next node",
+            NONE,
+        ));
     }
     Ok(())
 }
 
-fn upgrade_node(plan: &mut Plan, m: &Match<'_>, desired: &Desired, etcd: &EtcdView, members: usize, kube: Option<&KubeView>) {
+fn upgrade_node(
+    plan: &mut Plan,
+    m: &Match<'_>,
+    desired: &Desired,
+    etcd: &EtcdView,
+    members: usize,
+    kube: Option<&KubeView>,
+) {
     let d = m.desired;
-    let from = m.observed.and_then(|o| o.talos_version).expect("filtered on a version");
+    let from = m
+        .observed
+        .and_then(|o| o.talos_version)
+        .expect("filtered on a version");
     let cp = d.role == Role::Controlplane;
     if cp {
-        plan.steps.push(step(&d.name, Action::CheckUpgradeSafe, "etcd must keep quorum while this member reboots", NONE));
+        plan.steps.push(step(
+            &d.name,
+            Action::CheckUpgradeSafe,
+            "etcd must keep quorum while this member reboots",
+            NONE,
+        ));
         if members > 1 && etcd.leader_name() == Some(d.hostname.as_str()) {
-            plan.steps.push(step(&d.name, Action::ForfeitLeadership, "it leads etcd: hand over before rebooting", ETCD));
+            plan.steps.push(step(
+                &d.name,
+                Action::ForfeitLeadership,
+                "it leads etcd: hand over before rebooting",
+                ETCD,
+            ));
         }
     }
     drain(plan, &d.name, &d.hostname, kube, "upgrade");
     let lifecycle = from.minor_pair() >= (1, 13);
-    plan.steps.push(step(&d.name, Action::Upgrade { image: desired.installer_image.clone(), lifecycle }, format!("Talos v{from} -> v{}", desired.talos_version), REBOOT));
-    plan.steps.push(step(&d.name, Action::WaitReady { address: d.address().to_string(), version: Some(format!("v{}", desired.talos_version)) }, "the node must report the new version and healthy services", NONE));
+    plan.steps.push(step(
+        &d.name,
+        Action::Upgrade {
+            image: desired.installer_image.clone(),
+            lifecycle,
+        },
+        format!("Talos v{from} -> v{}", desired.talos_version),
+        REBOOT,
+    ));
+    plan.steps.push(step(
+        &d.name,
+        Action::WaitReady {
+            address: d.address().to_string(),
+            version: Some(format!("v{}", desired.talos_version)),
+        },
+        "the node must report the new version and healthy services",
+        NONE,
+    ));
     if cp {
-        plan.steps.push(step(&d.name, Action::WaitEtcdMember, "every member started, none a learner", NONE));
+        plan.steps.push(step(
+            &d.name,
+            Action::WaitEtcdMember,
+            "every member started, none a learner",
+            NONE,
+        ));
     }
-    back_in_kubernetes(plan, &d.name, &d.hostname, kube, Some(format!("v{}", desired.talos_version)));
-    plan.steps.push(step(&d.name, Action::Stabilize { millis: desired.stabilization.as_millis() as u64 }, "stabilization wait before the next node", NONE));
+    back_in_kubernetes(
+        plan,
+        &d.name,
+        &d.hostname,
+        kube,
+        Some(format!("v{}", desired.talos_version)),
+    );
+    plan.steps.push(step(
+        &d.name,
+        Action::Stabilize {
+            millis: desired.stabilization.as_millis() as u64,
+        },
+        "stabilization wait before the next node",
+        NONE,
+    ));
 }
 
-fn change_config(plan: &mut Plan, m: &Match<'_>, desired: &Desired, members: usize, kube: Option<&KubeView>) {
+fn change_config(
+    plan: &mut Plan,
+    m: &Match<'_>,
+    desired: &Desired,
+    members: usize,
+    kube: Option<&KubeView>,
+) {
     let d = m.desired;
-    let at = m.observed.map_or_else(|| d.address().to_string(), |o| o.address.clone());
+    let at = m
+        .observed
+        .map_or_else(|| d.address().to_string(), |o| o.address.clone());
     let (reboot, what) = match m.prior {
-        Some(p) => (needs_reboot(&p.config, &d.config), changed_sections(&p.config, &d.config).join(", ")),
+        Some(p) => (
+            needs_reboot(&p.config, &d.config),
+            changed_sections(&p.config, &d.config).join(", "),
+        ),
         // Nothing recorded (vixen's state was lost): let Talos decide, treated as disruptive.
-        None => (true, "unknown (no record of the applied config)".to_string()),
+        None => (
+            true,
+            "unknown (no record of the applied config)".to_string(),
+        ),
     };
     let moved = at != d.address();
-    let mode = if m.prior.is_none() { ApplyMode::Auto } else if reboot { ApplyMode::Reboot } else { ApplyMode::NoReboot };
+    let mode = if m.prior.is_none() {
+        ApplyMode::Auto
+    } else if reboot {
+        ApplyMode::Reboot
+    } else {
+        ApplyMode::NoReboot
+    };
     if reboot && d.role == Role::Controlplane && members > 1 {
-        plan.steps.push(step(&d.name, Action::CheckUpgradeSafe, "etcd must keep quorum while this member reboots", NONE));
+        plan.steps.push(step(
+            &d.name,
+            Action::CheckUpgradeSafe,
+            "etcd must keep quorum while this member reboots",
+            NONE,
+        ));
     }
-    let reason = if moved { format!("config changed ({what}); moves from {at} to {}", d.address()) } else { format!("config changed ({what})") };
+    let reason = if moved {
+        format!(
+            "config changed ({what}); moves from {at} to {}",
+            d.address()
+        )
+    } else {
+        format!("config changed ({what})")
+    };
     if reboot {
-        drain(plan, &d.name, &d.hostname, kube, "the new config reboots it");
+        drain(
+            plan,
+            &d.name,
+            &d.hostname,
+            kube,
+            "the new config reboots it",
+        );
     }
-    plan.steps.push(step(&d.name, Action::ApplyConfig { mode, address: at, maintenance: false }, reason, if reboot { REBOOT } else { NONE }));
+    plan.steps.push(step(
+        &d.name,
+        Action::ApplyConfig {
+            mode,
+            address: at,
+            maintenance: false,
+        },
+        reason,
+        if reboot { REBOOT } else { NONE },
+    ));
     if reboot || moved {
-        plan.steps.push(step(&d.name, Action::WaitReady { address: d.address().to_string(), version: None }, if moved { "follow the node to its new address" } else { "back after the reboot" }, NONE));
+        plan.steps.push(step(
+            &d.name,
+            Action::WaitReady {
+                address: d.address().to_string(),
+                version: None,
+            },
+            if moved {
+                "follow the node to its new address"
+            } else {
+                "back after the reboot"
+            },
+            NONE,
+        ));
     }
     if reboot {
         if d.role == Role::Controlplane {
-            plan.steps.push(step(&d.name, Action::WaitEtcdMember, "every member started, none a learner", NONE));
+            plan.steps.push(step(
+                &d.name,
+                Action::WaitEtcdMember,
+                "every member started, none a learner",
+                NONE,
+            ));
         }
         back_in_kubernetes(plan, &d.name, &d.hostname, kube, None);
-        plan.steps.push(step(&d.name, Action::Stabilize { millis: desired.stabilization.as_millis() as u64 }, "stabilization wait before the next node", NONE));
+        plan.steps.push(step(
+            &d.name,
+            Action::Stabilize {
+                millis: desired.stabilization.as_millis() as u64,
+            },
+            "stabilization wait before the next node",
+            NONE,
+        ));
     }
 }
 
@@ -413,40 +821,116 @@ fn change_config(plan: &mut Plan, m: &Match<'_>, desired: &Desired, members: usi
 /// [`Refusal::Quorum`] when a control plane must leave etcd while the others lack quorum.
 pub fn plan_decommission(desired: &Desired, observed: &Observed) -> Result<Plan, Refusal> {
     let mut plan = Plan::default();
-    let configured = |name: &str| observed.node(name).is_some_and(|o| o.state == NodeState::Configured);
+    let configured = |name: &str| {
+        observed
+            .node(name)
+            .is_some_and(|o| o.state == NodeState::Configured)
+    };
     let etcd = observed.etcd.clone().unwrap_or_default();
-    let mut workers: Vec<&DesiredNode> = desired.nodes.iter().filter(|n| n.role == Role::Worker).collect();
+    let mut workers: Vec<&DesiredNode> = desired
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Worker)
+        .collect();
     workers.sort_by_key(|n| n.name.as_str());
     for w in workers {
         if configured(&w.name) {
-            plan.steps.push(step(&w.name, Action::Reset { graceful: true }, "decommission: workers first", RESET));
-            plan.steps.push(step(&w.name, Action::WaitMaintenance { address: w.maintenance_address.clone() }, "the reset must finish before the next node", NONE));
+            plan.steps.push(step(
+                &w.name,
+                Action::Reset { graceful: true },
+                "decommission: workers first",
+                RESET,
+            ));
+            plan.steps.push(step(
+                &w.name,
+                Action::WaitMaintenance {
+                    address: w.maintenance_address.clone(),
+                },
+                "the reset must finish before the next node",
+                NONE,
+            ));
         }
     }
-    let mut cps: Vec<&DesiredNode> = desired.nodes.iter().filter(|n| n.role == Role::Controlplane && configured(&n.name)).collect();
-    cps.sort_by_key(|n| (etcd.leader_name() == Some(n.hostname.as_str()), n.name.as_str()));
+    let mut cps: Vec<&DesiredNode> = desired
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Controlplane && configured(&n.name))
+        .collect();
+    cps.sort_by_key(|n| {
+        (
+            etcd.leader_name() == Some(n.hostname.as_str()),
+            n.name.as_str(),
+        )
+    });
     let mut members: Vec<String> = etcd.voters().map(|m| m.name.clone()).collect();
     members.sort();
     let last = cps.pop();
     for cp in cps {
-        let others: Vec<&Member> = etcd.voters().filter(|m| members.contains(&m.name) && m.name != cp.hostname).collect();
+        let others: Vec<&Member> = etcd
+            .voters()
+            .filter(|m| members.contains(&m.name) && m.name != cp.hostname)
+            .collect();
         if others.iter().filter(|m| m.started).count() < quorum(others.len()) {
-            return Err(Refusal::Quorum(format!("{} cannot leave etcd: the other members lack quorum", cp.name)));
+            return Err(Refusal::Quorum(format!(
+                "{} cannot leave etcd: the other members lack quorum",
+                cp.name
+            )));
         }
         if etcd.leader_name() == Some(cp.hostname.as_str()) {
-            plan.steps.push(step(&cp.name, Action::ForfeitLeadership, "decommission: it leads etcd", ETCD));
+            plan.steps.push(step(
+                &cp.name,
+                Action::ForfeitLeadership,
+                "decommission: it leads etcd",
+                ETCD,
+            ));
         }
-        plan.steps.push(step(&cp.name, Action::LeaveEtcd, "decommission: its member leaves etcd before the node goes", ETCD));
+        plan.steps.push(step(
+            &cp.name,
+            Action::LeaveEtcd,
+            "decommission: its member leaves etcd before the node goes",
+            ETCD,
+        ));
         members.retain(|m| *m != cp.hostname);
-        plan.steps.push(step(&cp.name, Action::CheckMembers { expected: members.clone() }, "etcd must list exactly the remaining members", NONE));
-        plan.steps.push(step(&cp.name, Action::Reset { graceful: true }, "decommission", RESET));
-        plan.steps.push(step(&cp.name, Action::WaitMaintenance { address: cp.maintenance_address.clone() }, "the reset must finish before the next node", NONE));
+        plan.steps.push(step(
+            &cp.name,
+            Action::CheckMembers {
+                expected: members.clone(),
+            },
+            "etcd must list exactly the remaining members",
+            NONE,
+        ));
+        plan.steps.push(step(
+            &cp.name,
+            Action::Reset { graceful: true },
+            "decommission",
+            RESET,
+        ));
+        plan.steps.push(step(
+            &cp.name,
+            Action::WaitMaintenance {
+                address: cp.maintenance_address.clone(),
+            },
+            "the reset must finish before the next node",
+            NONE,
+        ));
     }
     if let Some(cp) = last {
         // The last member cannot leave etcd (there is no one to leave to): it is wiped with the
         // node, as Talos does for a non-graceful reset.
-        plan.steps.push(step(&cp.name, Action::Reset { graceful: false }, "decommission: the last control plane, alone", RESET));
-        plan.steps.push(step(&cp.name, Action::WaitMaintenance { address: cp.maintenance_address.clone() }, "back in maintenance mode", NONE));
+        plan.steps.push(step(
+            &cp.name,
+            Action::Reset { graceful: false },
+            "decommission: the last control plane, alone",
+            RESET,
+        ));
+        plan.steps.push(step(
+            &cp.name,
+            Action::WaitMaintenance {
+                address: cp.maintenance_address.clone(),
+            },
+            "back in maintenance mode",
+            NONE,
+        ));
     }
     Ok(plan)
 }

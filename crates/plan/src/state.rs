@@ -34,7 +34,9 @@ pub struct DesiredNode {
 impl DesiredNode {
     /// The first management address.
     pub fn address(&self) -> &str {
-        self.management_addresses.first().map_or(&self.maintenance_address, String::as_str)
+        self.management_addresses
+            .first()
+            .map_or(&self.maintenance_address, String::as_str)
     }
 }
 
@@ -116,7 +118,10 @@ impl EtcdView {
     /// Name of the leader.
     pub fn leader_name(&self) -> Option<&str> {
         let id = self.leader?;
-        self.members.iter().find(|m| m.id == id).map(|m| m.name.as_str())
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.name.as_str())
     }
 }
 
@@ -344,7 +349,11 @@ impl Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match &self.action {
-            Action::ApplyConfig { mode, address, maintenance } => format!(
+            Action::ApplyConfig {
+                mode,
+                address,
+                maintenance,
+            } => format!(
                 "apply config ({}) at {address}{}",
                 match mode {
                     ApplyMode::NoReboot => "no-reboot",
@@ -360,12 +369,27 @@ impl fmt::Display for Step {
             Action::WaitEtcdMember => "wait for its etcd member (joined, promoted)".into(),
             Action::ForfeitLeadership => "forfeit etcd leadership".into(),
             Action::LeaveEtcd => "leave etcd".into(),
-            Action::RemoveMember { member_id, via } => format!("remove etcd member {member_id:x} via {via}"),
-            Action::CheckMembers { expected } => format!("check etcd members = [{}]", expected.join(", ")),
-            Action::Reset { graceful } => format!("reset ({})", if *graceful { "graceful" } else { "forced" }),
-            Action::WaitMaintenance { address } => format!("wait for maintenance mode at {address}"),
+            Action::RemoveMember { member_id, via } => {
+                format!("remove etcd member {member_id:x} via {via}")
+            }
+            Action::CheckMembers { expected } => {
+                format!("check etcd members = [{}]", expected.join(", "))
+            }
+            Action::Reset { graceful } => {
+                format!("reset ({})", if *graceful { "graceful" } else { "forced" })
+            }
+            Action::WaitMaintenance { address } => {
+                format!("wait for maintenance mode at {address}")
+            }
             Action::Upgrade { image, lifecycle } => {
-                format!("upgrade to {image}{}", if *lifecycle { " (lifecycle + reboot)" } else { "" })
+                format!(
+                    "upgrade to {image}{}",
+                    if *lifecycle {
+                        " (lifecycle + reboot)"
+                    } else {
+                        ""
+                    }
+                )
             }
             Action::CheckUpgradeSafe => "check etcd is safe to upgrade a member".into(),
             Action::Stabilize { millis } => format!("stabilize {}s", millis / 1000),
@@ -387,7 +411,11 @@ impl fmt::Display for Step {
         if self.risk.etcd {
             flags.push("ETCD");
         }
-        let flags = if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(",")) };
+        let flags = if flags.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", flags.join(","))
+        };
         write!(f, "{:<10} {what}{flags}  -- {}", self.node, self.reason)
     }
 }
@@ -413,7 +441,9 @@ impl Plan {
 #[non_exhaustive]
 pub enum Refusal {
     /// No control plane is configured: the cluster must be bootstrapped by `vixen bootstrap`.
-    #[error("the cluster is not bootstrapped (no configured control plane answers); run `vixen bootstrap` once")]
+    #[error(
+        "the cluster is not bootstrapped (no configured control plane answers); run `vixen bootstrap` once"
+    )]
     NotBootstrapped,
     /// A Talos upgrade skips a minor version.
     #[error("node {node}: {reason}")]

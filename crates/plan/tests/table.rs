@@ -8,12 +8,21 @@ use vixen_plan::*;
 fn digest(tag: &str, sections: &[(&str, &str)]) -> ConfigDigest {
     ConfigDigest {
         whole: format!("{tag}:{sections:?}"),
-        sections: sections.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        sections: sections
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
 }
 
 fn base_sections() -> Vec<(&'static str, &'static str)> {
-    vec![("machine.network", "n1"), ("machine.install", "i1"), ("machine.kubelet", "k1"), ("cluster", "c1"), ("machine.files", "f1")]
+    vec![
+        ("machine.network", "n1"),
+        ("machine.install", "i1"),
+        ("machine.kubelet", "k1"),
+        ("cluster", "c1"),
+        ("machine.files", "f1"),
+    ]
 }
 
 /// A healthy cluster: `cps` control planes and `workers` workers, all configured on v1.11.6,
@@ -33,21 +42,56 @@ fn world(cps: usize, workers: usize) -> World {
         stabilization: Duration::from_secs(30),
         reset_on_removal: true,
     };
-    let mut observed = Observed { nodes: Vec::new(), etcd: Some(EtcdView::default()), kubernetes: None };
-    let mut inventory = Inventory { nodes: Vec::new(), kubernetes_version: Some("1.34.1".into()) };
+    let mut observed = Observed {
+        nodes: Vec::new(),
+        etcd: Some(EtcdView::default()),
+        kubernetes: None,
+    };
+    let mut inventory = Inventory {
+        nodes: Vec::new(),
+        kubernetes_version: Some("1.34.1".into()),
+    };
     for i in 1..=cps {
-        add(&mut desired, &mut observed, &mut inventory, &format!("cp-{i}"), Role::Controlplane, i, true);
+        add(
+            &mut desired,
+            &mut observed,
+            &mut inventory,
+            &format!("cp-{i}"),
+            Role::Controlplane,
+            i,
+            true,
+        );
     }
     for i in 1..=workers {
-        add(&mut desired, &mut observed, &mut inventory, &format!("worker-{i}"), Role::Worker, 10 + i, true);
+        add(
+            &mut desired,
+            &mut observed,
+            &mut inventory,
+            &format!("worker-{i}"),
+            Role::Worker,
+            10 + i,
+            true,
+        );
     }
     if cps > 0 {
         observed.etcd.as_mut().unwrap().leader = Some(1);
     }
-    World { desired, observed, inventory }
+    World {
+        desired,
+        observed,
+        inventory,
+    }
 }
 
-fn add(desired: &mut Desired, observed: &mut Observed, inventory: &mut Inventory, name: &str, role: Role, n: usize, configured: bool) {
+fn add(
+    desired: &mut Desired,
+    observed: &mut Observed,
+    inventory: &mut Inventory,
+    name: &str,
+    role: Role,
+    n: usize,
+    configured: bool,
+) {
     let config = digest(name, &base_sections());
     let node = DesiredNode {
         name: name.into(),
@@ -57,12 +101,34 @@ fn add(desired: &mut Desired, observed: &mut Observed, inventory: &mut Inventory
         management_addresses: vec![format!("127.0.10.{n}")],
         config: config.clone(),
     };
-    let (address, state) = if configured { (node.management_addresses[0].clone(), NodeState::Configured) } else { (node.maintenance_address.clone(), NodeState::Maintenance) };
-    observed.nodes.push(ObservedNode { name: name.into(), address, state, talos_version: Some("v1.11.6".parse().unwrap()), healthy: true });
+    let (address, state) = if configured {
+        (node.management_addresses[0].clone(), NodeState::Configured)
+    } else {
+        (node.maintenance_address.clone(), NodeState::Maintenance)
+    };
+    observed.nodes.push(ObservedNode {
+        name: name.into(),
+        address,
+        state,
+        talos_version: Some("v1.11.6".parse().unwrap()),
+        healthy: true,
+    });
     if configured {
-        inventory.nodes.push(InventoryNode { name: name.into(), hostname: name.into(), role, maintenance_address: node.maintenance_address.clone(), address: node.management_addresses[0].clone(), config });
+        inventory.nodes.push(InventoryNode {
+            name: name.into(),
+            hostname: name.into(),
+            role,
+            maintenance_address: node.maintenance_address.clone(),
+            address: node.management_addresses[0].clone(),
+            config,
+        });
         if role == Role::Controlplane {
-            observed.etcd.as_mut().unwrap().members.push(Member { id: n as u64, name: name.into(), is_learner: false, started: true });
+            observed.etcd.as_mut().unwrap().members.push(Member {
+                id: n as u64,
+                name: name.into(),
+                is_learner: false,
+                started: true,
+            });
         }
     }
     desired.nodes.push(node);
@@ -76,13 +142,29 @@ impl World {
         self.desired.nodes.retain(|n| n.name != name);
     }
     fn node(&mut self, name: &str) -> &mut DesiredNode {
-        self.desired.nodes.iter_mut().find(|n| n.name == name).unwrap()
+        self.desired
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap()
     }
     fn observed(&mut self, name: &str) -> &mut ObservedNode {
-        self.observed.nodes.iter_mut().find(|n| n.name == name).unwrap()
+        self.observed
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap()
     }
     fn new_node(&mut self, name: &str, role: Role, n: usize) {
-        add(&mut self.desired, &mut self.observed, &mut self.inventory, name, role, n, false);
+        add(
+            &mut self.desired,
+            &mut self.observed,
+            &mut self.inventory,
+            name,
+            role,
+            n,
+            false,
+        );
     }
 }
 
@@ -101,11 +183,16 @@ fn summary(plan: &Plan) -> Vec<(String, String)> {
                 Action::CheckMembers { expected } => format!("members={}", expected.join("+")),
                 Action::Reset { graceful } => format!("reset:{graceful}"),
                 Action::WaitMaintenance { .. } => "maintenance".into(),
-                Action::Upgrade { lifecycle, .. } => format!("upgrade:{}", if *lifecycle { "lifecycle" } else { "legacy" }),
+                Action::Upgrade { lifecycle, .. } => format!(
+                    "upgrade:{}",
+                    if *lifecycle { "lifecycle" } else { "legacy" }
+                ),
                 Action::CheckUpgradeSafe => "upgrade-safe".into(),
                 Action::Stabilize { .. } => "stabilize".into(),
                 Action::Drain { node_name } => format!("drain:{node_name}"),
-                Action::WaitNodeReady { version: Some(v), .. } => format!("node-ready:{v}"),
+                Action::WaitNodeReady {
+                    version: Some(v), ..
+                } => format!("node-ready:{v}"),
                 Action::WaitNodeReady { version: None, .. } => "node-ready".into(),
                 Action::Uncordon { node_name } => format!("uncordon:{node_name}"),
                 Action::DeleteNode { node_name } => format!("delete-node:{node_name}"),
@@ -116,7 +203,10 @@ fn summary(plan: &Plan) -> Vec<(String, String)> {
 }
 
 fn s(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 fn mutated_nodes(plan: &Plan) -> std::collections::BTreeSet<String> {
@@ -136,8 +226,13 @@ fn add_worker_touches_only_the_new_node() {
     let mut w = world(3, 2);
     w.new_node("worker-3", Role::Worker, 13);
     let plan = w.plan().unwrap();
-    assert_eq!(summary(&plan), s(&[("worker-3", "apply:Auto"), ("worker-3", "ready")]));
-    assert!(matches!(&plan.steps[0].action, Action::ApplyConfig { maintenance: true, address, .. } if address == "127.0.10.113"));
+    assert_eq!(
+        summary(&plan),
+        s(&[("worker-3", "apply:Auto"), ("worker-3", "ready")])
+    );
+    assert!(
+        matches!(&plan.steps[0].action, Action::ApplyConfig { maintenance: true, address, .. } if address == "127.0.10.113")
+    );
 }
 
 #[test]
@@ -145,7 +240,10 @@ fn remove_worker_resets_that_node_alone() {
     let mut w = world(3, 2);
     w.drop_from_git("worker-2");
     let plan = w.plan().unwrap();
-    assert_eq!(summary(&plan), s(&[("worker-2", "reset:true"), ("worker-2", "maintenance")]));
+    assert_eq!(
+        summary(&plan),
+        s(&[("worker-2", "reset:true"), ("worker-2", "maintenance")])
+    );
 }
 
 #[test]
@@ -165,8 +263,14 @@ fn scale_control_planes_1_to_3_joins_one_at_a_time() {
     assert_eq!(
         summary(&plan),
         s(&[
-            ("cp-2", "apply:Auto"), ("cp-2", "ready"), ("cp-2", "member"), ("cp-2", "members=cp-1+cp-2"),
-            ("cp-3", "apply:Auto"), ("cp-3", "ready"), ("cp-3", "member"), ("cp-3", "members=cp-1+cp-2+cp-3"),
+            ("cp-2", "apply:Auto"),
+            ("cp-2", "ready"),
+            ("cp-2", "member"),
+            ("cp-2", "members=cp-1+cp-2"),
+            ("cp-3", "apply:Auto"),
+            ("cp-3", "ready"),
+            ("cp-3", "member"),
+            ("cp-3", "members=cp-1+cp-2+cp-3"),
         ])
     );
 }
@@ -182,8 +286,15 @@ fn scale_in_3_to_1_leader_leaves_last_after_forfeiting() {
     assert_eq!(
         summary(&plan),
         s(&[
-            ("cp-3", "leave"), ("cp-3", "members=cp-1+cp-2"), ("cp-3", "reset:true"), ("cp-3", "maintenance"),
-            ("cp-2", "forfeit"), ("cp-2", "leave"), ("cp-2", "members=cp-1"), ("cp-2", "reset:true"), ("cp-2", "maintenance"),
+            ("cp-3", "leave"),
+            ("cp-3", "members=cp-1+cp-2"),
+            ("cp-3", "reset:true"),
+            ("cp-3", "maintenance"),
+            ("cp-2", "forfeit"),
+            ("cp-2", "leave"),
+            ("cp-2", "members=cp-1"),
+            ("cp-2", "reset:true"),
+            ("cp-2", "maintenance"),
         ])
     );
 }
@@ -194,8 +305,13 @@ fn unreachable_leaving_control_plane_is_removed_through_a_peer() {
     w.drop_from_git("cp-3");
     w.observed("cp-3").state = NodeState::Unreachable;
     let plan = w.plan().unwrap();
-    assert_eq!(summary(&plan), s(&[("cp-3", "remove-member"), ("cp-3", "members=cp-1+cp-2")]));
-    assert!(matches!(&plan.steps[0].action, Action::RemoveMember { member_id: 3, via } if via == "cp-1"));
+    assert_eq!(
+        summary(&plan),
+        s(&[("cp-3", "remove-member"), ("cp-3", "members=cp-1+cp-2")])
+    );
+    assert!(
+        matches!(&plan.steps[0].action, Action::RemoveMember { member_id: 3, via } if via == "cp-1")
+    );
 }
 
 #[test]
@@ -228,11 +344,27 @@ fn address_change_applies_at_old_address_then_follows_no_reset() {
     let mut w = world(3, 1);
     let n = w.node("cp-2");
     n.management_addresses = vec!["127.0.10.50".into()];
-    n.config = digest("cp-2b", &[("machine.network", "n2"), ("machine.install", "i1"), ("machine.kubelet", "k1"), ("cluster", "c1"), ("machine.files", "f1")]);
+    n.config = digest(
+        "cp-2b",
+        &[
+            ("machine.network", "n2"),
+            ("machine.install", "i1"),
+            ("machine.kubelet", "k1"),
+            ("cluster", "c1"),
+            ("machine.files", "f1"),
+        ],
+    );
     let plan = w.plan().unwrap();
-    assert_eq!(summary(&plan), s(&[("cp-2", "apply:NoReboot"), ("cp-2", "ready")]));
-    assert!(matches!(&plan.steps[0].action, Action::ApplyConfig { address, .. } if address == "127.0.10.2"));
-    assert!(matches!(&plan.steps[1].action, Action::WaitReady { address, .. } if address == "127.0.10.50"));
+    assert_eq!(
+        summary(&plan),
+        s(&[("cp-2", "apply:NoReboot"), ("cp-2", "ready")])
+    );
+    assert!(
+        matches!(&plan.steps[0].action, Action::ApplyConfig { address, .. } if address == "127.0.10.2")
+    );
+    assert!(
+        matches!(&plan.steps[1].action, Action::WaitReady { address, .. } if address == "127.0.10.50")
+    );
 }
 
 #[test]
@@ -241,7 +373,16 @@ fn rename_is_matched_by_maintenance_address_and_never_reset() {
     let n = w.node("worker-1");
     n.name = "storage-1".into();
     n.hostname = "storage-1".into();
-    n.config = digest("storage-1", &[("machine.network", "n-renamed"), ("machine.install", "i1"), ("machine.kubelet", "k1"), ("cluster", "c1"), ("machine.files", "f1")]);
+    n.config = digest(
+        "storage-1",
+        &[
+            ("machine.network", "n-renamed"),
+            ("machine.install", "i1"),
+            ("machine.kubelet", "k1"),
+            ("cluster", "c1"),
+            ("machine.files", "f1"),
+        ],
+    );
     let plan = w.plan().unwrap();
     assert_eq!(summary(&plan), s(&[("storage-1", "apply:NoReboot")]));
 }
@@ -250,7 +391,17 @@ fn rename_is_matched_by_maintenance_address_and_never_reset() {
 fn metadata_change_is_live_and_unchanged_config_makes_no_call() {
     let mut w = world(3, 2);
     let n = w.node("worker-1");
-    n.config = digest("w1-labels", &[("machine.network", "n1"), ("machine.install", "i1"), ("machine.kubelet", "k1"), ("cluster", "c1"), ("machine.files", "f1"), ("machine.nodeLabels", "l2")]);
+    n.config = digest(
+        "w1-labels",
+        &[
+            ("machine.network", "n1"),
+            ("machine.install", "i1"),
+            ("machine.kubelet", "k1"),
+            ("cluster", "c1"),
+            ("machine.files", "f1"),
+            ("machine.nodeLabels", "l2"),
+        ],
+    );
     let plan = w.plan().unwrap();
     assert_eq!(summary(&plan), s(&[("worker-1", "apply:NoReboot")]));
     assert!(!plan.steps[0].risk.reboot);
@@ -261,14 +412,31 @@ fn reboot_needing_change_goes_one_node_at_a_time_with_gates() {
     let mut w = world(3, 0);
     for name in ["cp-1", "cp-2"] {
         let n = w.node(name);
-        n.config = digest(&format!("{name}-files"), &[("machine.network", "n1"), ("machine.install", "i1"), ("machine.kubelet", "k1"), ("cluster", "c1"), ("machine.files", "f2")]);
+        n.config = digest(
+            &format!("{name}-files"),
+            &[
+                ("machine.network", "n1"),
+                ("machine.install", "i1"),
+                ("machine.kubelet", "k1"),
+                ("cluster", "c1"),
+                ("machine.files", "f2"),
+            ],
+        );
     }
     let plan = w.plan().unwrap();
     assert_eq!(
         summary(&plan),
         s(&[
-            ("cp-1", "upgrade-safe"), ("cp-1", "apply:Reboot"), ("cp-1", "ready"), ("cp-1", "member"), ("cp-1", "stabilize"),
-            ("cp-2", "upgrade-safe"), ("cp-2", "apply:Reboot"), ("cp-2", "ready"), ("cp-2", "member"), ("cp-2", "stabilize"),
+            ("cp-1", "upgrade-safe"),
+            ("cp-1", "apply:Reboot"),
+            ("cp-1", "ready"),
+            ("cp-1", "member"),
+            ("cp-1", "stabilize"),
+            ("cp-2", "upgrade-safe"),
+            ("cp-2", "apply:Reboot"),
+            ("cp-2", "ready"),
+            ("cp-2", "member"),
+            ("cp-2", "stabilize"),
         ])
     );
 }
@@ -280,12 +448,31 @@ fn talos_upgrade_control_planes_first_leader_last_then_workers() {
     w.desired.talos_version = "v1.12.2".parse().unwrap();
     w.desired.installer_image = "ghcr.io/siderolabs/installer:v1.12.2".into();
     let plan = w.plan().unwrap();
-    let order: Vec<(String, String)> = summary(&plan).into_iter().filter(|(_, a)| a.starts_with("upgrade:") || a == "forfeit").collect();
-    assert_eq!(order, s(&[("cp-2", "upgrade:legacy"), ("cp-3", "upgrade:legacy"), ("cp-1", "forfeit"), ("cp-1", "upgrade:legacy"), ("worker-1", "upgrade:legacy"), ("worker-2", "upgrade:legacy")]));
+    let order: Vec<(String, String)> = summary(&plan)
+        .into_iter()
+        .filter(|(_, a)| a.starts_with("upgrade:") || a == "forfeit")
+        .collect();
+    assert_eq!(
+        order,
+        s(&[
+            ("cp-2", "upgrade:legacy"),
+            ("cp-3", "upgrade:legacy"),
+            ("cp-1", "forfeit"),
+            ("cp-1", "upgrade:legacy"),
+            ("worker-1", "upgrade:legacy"),
+            ("worker-2", "upgrade:legacy")
+        ])
+    );
     // every upgrade is followed by its gates before the next node starts
     let sum = summary(&plan);
-    let i = sum.iter().position(|x| x == &("cp-2".to_string(), "upgrade:legacy".to_string())).unwrap();
-    assert_eq!(&sum[i + 1..i + 4], &s(&[("cp-2", "ready"), ("cp-2", "member"), ("cp-2", "stabilize")])[..]);
+    let i = sum
+        .iter()
+        .position(|x| x == &("cp-2".to_string(), "upgrade:legacy".to_string()))
+        .unwrap();
+    assert_eq!(
+        &sum[i + 1..i + 4],
+        &s(&[("cp-2", "ready"), ("cp-2", "member"), ("cp-2", "stabilize")])[..]
+    );
 }
 
 #[test]
@@ -328,10 +515,27 @@ fn kubernetes_upgrade_is_live_config_control_planes_first() {
     let mut w = world(3, 1);
     w.inventory.kubernetes_version = Some("1.33.4".into());
     for n in &mut w.desired.nodes {
-        n.config = digest(&format!("{}-k8s", n.name), &[("machine.network", "n1"), ("machine.install", "i1"), ("machine.kubelet", "k2"), ("cluster", "c2"), ("machine.files", "f1")]);
+        n.config = digest(
+            &format!("{}-k8s", n.name),
+            &[
+                ("machine.network", "n1"),
+                ("machine.install", "i1"),
+                ("machine.kubelet", "k2"),
+                ("cluster", "c2"),
+                ("machine.files", "f1"),
+            ],
+        );
     }
     let plan = w.plan().unwrap();
-    assert_eq!(summary(&plan), s(&[("cp-1", "apply:NoReboot"), ("cp-2", "apply:NoReboot"), ("cp-3", "apply:NoReboot"), ("worker-1", "apply:NoReboot")]));
+    assert_eq!(
+        summary(&plan),
+        s(&[
+            ("cp-1", "apply:NoReboot"),
+            ("cp-2", "apply:NoReboot"),
+            ("cp-3", "apply:NoReboot"),
+            ("worker-1", "apply:NoReboot")
+        ])
+    );
 }
 
 #[test]
@@ -341,10 +545,19 @@ fn promote_worker_to_control_plane_resets_that_node_alone_then_joins() {
     // Keep the control-plane count odd in Git: cp-3 leaves at the same time.
     w.drop_from_git("cp-3");
     let plan = w.plan().unwrap();
-    assert_eq!(mutated_nodes(&plan), ["cp-3".to_string(), "worker-2".to_string()].into());
+    assert_eq!(
+        mutated_nodes(&plan),
+        ["cp-3".to_string(), "worker-2".to_string()].into()
+    );
     let sum = summary(&plan);
-    let reset = sum.iter().position(|x| x == &("worker-2".to_string(), "reset:true".to_string())).unwrap();
-    let apply = sum.iter().position(|x| x == &("worker-2".to_string(), "apply:Auto".to_string())).unwrap();
+    let reset = sum
+        .iter()
+        .position(|x| x == &("worker-2".to_string(), "reset:true".to_string()))
+        .unwrap();
+    let apply = sum
+        .iter()
+        .position(|x| x == &("worker-2".to_string(), "apply:Auto".to_string()))
+        .unwrap();
     assert!(reset < apply);
     assert!(sum.contains(&("worker-2".into(), "member".into())));
 }
@@ -377,11 +590,20 @@ fn decommission_workers_first_then_control_planes_one_by_one_last_alone() {
     assert_eq!(
         summary(&plan),
         s(&[
-            ("worker-1", "reset:true"), ("worker-1", "maintenance"),
-            ("worker-2", "reset:true"), ("worker-2", "maintenance"),
-            ("cp-1", "leave"), ("cp-1", "members=cp-2+cp-3"), ("cp-1", "reset:true"), ("cp-1", "maintenance"),
-            ("cp-3", "leave"), ("cp-3", "members=cp-2"), ("cp-3", "reset:true"), ("cp-3", "maintenance"),
-            ("cp-2", "reset:false"), ("cp-2", "maintenance"),
+            ("worker-1", "reset:true"),
+            ("worker-1", "maintenance"),
+            ("worker-2", "reset:true"),
+            ("worker-2", "maintenance"),
+            ("cp-1", "leave"),
+            ("cp-1", "members=cp-2+cp-3"),
+            ("cp-1", "reset:true"),
+            ("cp-1", "maintenance"),
+            ("cp-3", "leave"),
+            ("cp-3", "members=cp-2"),
+            ("cp-3", "reset:true"),
+            ("cp-3", "maintenance"),
+            ("cp-2", "reset:false"),
+            ("cp-2", "maintenance"),
         ])
     );
 }
@@ -391,12 +613,28 @@ fn decommission_workers_first_then_control_planes_one_by_one_last_alone() {
 impl World {
     /// The API answers and lists every configured node, Ready.
     fn with_kubernetes(mut self) -> Self {
-        let nodes = self.inventory.nodes.iter().map(|n| KubeNode { name: n.hostname.clone(), ready: true, cordoned_by_vixen: false }).collect();
+        let nodes = self
+            .inventory
+            .nodes
+            .iter()
+            .map(|n| KubeNode {
+                name: n.hostname.clone(),
+                ready: true,
+                cordoned_by_vixen: false,
+            })
+            .collect();
         self.observed.kubernetes = Some(KubeView { nodes });
         self
     }
     fn kube_node(&mut self, name: &str) -> &mut KubeNode {
-        self.observed.kubernetes.as_mut().unwrap().nodes.iter_mut().find(|n| n.name == name).unwrap()
+        self.observed
+            .kubernetes
+            .as_mut()
+            .unwrap()
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap()
     }
 }
 
@@ -424,11 +662,16 @@ fn kubernetes_upgrade_drains_each_node_and_waits_for_it_ready_on_the_new_version
         v.push((n, "stabilize".to_string()));
         v
     };
-    let want: Vec<(String, String)> = [("cp-2", true), ("cp-3", true), ("cp-1", true), ("worker-1", false)]
-        .into_iter()
-        .flat_map(|(n, cp)| want_for(n, cp))
-        .map(|(n, a)| (n.to_string(), a))
-        .collect();
+    let want: Vec<(String, String)> = [
+        ("cp-2", true),
+        ("cp-3", true),
+        ("cp-1", true),
+        ("worker-1", false),
+    ]
+    .into_iter()
+    .flat_map(|(n, cp)| want_for(n, cp))
+    .map(|(n, a)| (n.to_string(), a))
+    .collect();
     assert_eq!(summary(&plan), want);
 }
 
@@ -439,7 +682,12 @@ fn kubernetes_removed_worker_is_drained_reset_and_its_node_object_deleted() {
     let plan = w.plan().unwrap();
     assert_eq!(
         summary(&plan),
-        s(&[("worker-2", "drain:worker-2"), ("worker-2", "reset:true"), ("worker-2", "maintenance"), ("worker-2", "delete-node:worker-2")])
+        s(&[
+            ("worker-2", "drain:worker-2"),
+            ("worker-2", "reset:true"),
+            ("worker-2", "maintenance"),
+            ("worker-2", "delete-node:worker-2")
+        ])
     );
     assert_eq!(mutated_nodes(&plan), ["worker-2".to_string()].into());
 }
@@ -470,7 +718,14 @@ fn kubernetes_new_node_must_be_ready_before_the_next_one() {
     let plan = w.plan().unwrap();
     assert_eq!(
         summary(&plan),
-        s(&[("worker-1", "apply:Auto"), ("worker-1", "ready"), ("worker-1", "node-ready"), ("worker-2", "apply:Auto"), ("worker-2", "ready"), ("worker-2", "node-ready")])
+        s(&[
+            ("worker-1", "apply:Auto"),
+            ("worker-1", "ready"),
+            ("worker-1", "node-ready"),
+            ("worker-2", "apply:Auto"),
+            ("worker-2", "ready"),
+            ("worker-2", "node-ready")
+        ])
     );
 }
 
@@ -484,8 +739,15 @@ fn kubernetes_node_left_cordoned_by_a_stopped_run_is_uncordoned_once_ready_befor
     w.kube_node("cp-2").ready = false;
     let plan = w.plan().unwrap();
     let got = summary(&plan);
-    assert_eq!(&got[..2], &s(&[("cp-2", "node-ready"), ("cp-2", "uncordon:cp-2")])[..], "{got:#?}");
-    assert!(got[2..].iter().all(|(n, _)| n != "cp-2"), "cp-2 is not upgraded again: {got:#?}");
+    assert_eq!(
+        &got[..2],
+        &s(&[("cp-2", "node-ready"), ("cp-2", "uncordon:cp-2")])[..],
+        "{got:#?}"
+    );
+    assert!(
+        got[2..].iter().all(|(n, _)| n != "cp-2"),
+        "cp-2 is not upgraded again: {got:#?}"
+    );
 }
 
 #[test]
@@ -507,7 +769,14 @@ fn kubernetes_rebooting_config_change_drains_and_waits_ready() {
     let plan = w.plan().unwrap();
     assert_eq!(
         summary(&plan),
-        s(&[("worker-1", "drain:worker-1"), ("worker-1", "apply:Reboot"), ("worker-1", "ready"), ("worker-1", "node-ready"), ("worker-1", "uncordon:worker-1"), ("worker-1", "stabilize")])
+        s(&[
+            ("worker-1", "drain:worker-1"),
+            ("worker-1", "apply:Reboot"),
+            ("worker-1", "ready"),
+            ("worker-1", "node-ready"),
+            ("worker-1", "uncordon:worker-1"),
+            ("worker-1", "stabilize")
+        ])
     );
 }
 
@@ -518,7 +787,13 @@ fn without_kubernetes_plans_have_no_kubernetes_steps() {
     w.drop_from_git("worker-2");
     let plan = w.plan().unwrap();
     assert!(
-        !plan.steps.iter().any(|s| matches!(s.action, Action::Drain { .. } | Action::WaitNodeReady { .. } | Action::Uncordon { .. } | Action::DeleteNode { .. })),
+        !plan.steps.iter().any(|s| matches!(
+            s.action,
+            Action::Drain { .. }
+                | Action::WaitNodeReady { .. }
+                | Action::Uncordon { .. }
+                | Action::DeleteNode { .. }
+        )),
         "{plan:#?}"
     );
 }

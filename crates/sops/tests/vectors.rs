@@ -5,7 +5,12 @@ use std::path::{Path, PathBuf};
 use vixen_sops::{Format, Keyring};
 
 fn testdata() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from).join("tests/testdata")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            std::path::PathBuf::from,
+        )
+        .join("tests/testdata")
 }
 
 fn keyring() -> Keyring {
