@@ -1,4 +1,4 @@
-//! The `vixen` library: the lifecycle engine that the binary's subcommands drive.
+//! The `vixen` library: the long-running agent (the daemon) that the binary's `agent`
+//! subcommand runs. The lifecycle engine is the `vixen-engine` crate.
 
 pub mod daemon;
-pub mod engine;

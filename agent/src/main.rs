@@ -49,8 +49,16 @@ enum Command {
     /// Write an admin kubeconfig fetched from a control plane (like `talosctl kubeconfig`).
     Kubeconfig(cmd::kubeconfig::Args),
     /// Run simulated Talos nodes with real etcd on loopback, for tests and rehearsals.
+    #[cfg(feature = "lab")]
     #[command(subcommand)]
     Lab(cmd::lab::Command),
+    /// Simulated Talos nodes (not in this build: the shipped image leaves the simulator out).
+    #[cfg(not(feature = "lab"))]
+    Lab {
+        /// Ignored.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,7 +88,12 @@ fn main() -> ExitCode {
         Command::Render(args) => cmd::render::run(args),
         Command::Decrypt(args) => cmd::decrypt::run(args),
         Command::GenSecrets(args) => cmd::gen_secrets::run(args),
+        #[cfg(feature = "lab")]
         Command::Lab(command) => cmd::lab::run(command),
+        #[cfg(not(feature = "lab"))]
+        Command::Lab { .. } => Err(anyhow::anyhow!(
+            "the lab is not built into this vixen (the container image leaves the simulator out); build with the default `lab` feature"
+        )),
         Command::Bootstrap(args) => cmd::bootstrap::run(args),
         Command::Decommission(args) => cmd::decommission::run(args),
         Command::Plan(args) => cmd::agent::plan(args),

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use vixen::daemon::{self, ForgeOptions, GitOptions, KubeOptions, PrepareError, Prepared, Source};
-use vixen::engine::{self, Connector, Outcome, Timeouts};
-use vixen_talos::{Credentials, Talosconfig};
+use vixen_engine::{
+    Configs, Connector, Engine, FileStore, KubeAccess, KubeLink, Outcome, PrepareOptions, Quiet,
+    Timeouts,
+};
 
 /// Where the cluster is and how to reach it.
 #[derive(clap::Args, Clone)]
@@ -54,55 +56,84 @@ impl Target {
             .name)
     }
 
-    /// Loads, validates, decrypts and renders the repo checked out in `dir`, saying which stage
-    /// failed.
+    fn prepare_options(&self) -> PrepareOptions {
+        PrepareOptions {
+            age_key: self.age_key.clone(),
+            talosconfig: self.talosconfig.clone(),
+        }
+    }
+
+    /// Loads, validates, decrypts and renders the repo checked out in `dir` (the daemon's
+    /// [`daemon::Prepare`]), saying which stage failed.
     ///
     /// # Errors
     /// [`PrepareError`] naming the stage; messages never include secret values.
     pub fn prepare_dir(&self, dir: &Path) -> Result<Prepared, PrepareError> {
-        fn at(stage: &'static str) -> impl Fn(anyhow::Error) -> PrepareError {
-            move |error| PrepareError { stage, error }
-        }
-        let repo = super::load_valid_repo(dir).map_err(at("validate"))?;
-        let bundle = super::load_bundle(&repo, self.age_key.as_ref()).map_err(at("decrypt"))?;
-        let (desired, configs) = engine::desired::desired(&repo, &bundle).map_err(at("render"))?;
-        let creds = match &self.talosconfig {
-            Some(path) => Talosconfig::load(path)
-                .and_then(|t| t.credentials(None))
-                .map_err(|e| at("credentials")(e.into()))?,
-            None => Credentials::from_bundle(&bundle).map_err(|e| at("credentials")(e.into()))?,
-        };
+        let p = vixen_engine::prepare::prepare(dir, &self.prepare_options()).map_err(|e| {
+            PrepareError {
+                stage: e.stage(),
+                error: anyhow::anyhow!("{e}"),
+            }
+        })?;
         Ok(Prepared {
-            desired,
-            configs,
-            conn: Connector::new(creds).with_kube(self.kube_access()),
-            network: repo.network.value.clone(),
-            cluster: repo.cluster.value.name.clone(),
+            desired: p.desired,
+            configs: p.configs,
+            conn: Connector::new(p.credentials),
+            kube: self.kube_access(),
+            network: p.repo.network.value.clone(),
+            cluster: p.repo.cluster.value.name.clone(),
         })
     }
 
-    pub fn prepare(
-        &self,
-    ) -> anyhow::Result<(vixen_plan::Desired, engine::desired::Configs, Connector)> {
-        let repo = super::load_valid_repo(&self.repo)?;
-        let bundle = super::load_bundle(&repo, self.age_key.as_ref())?;
-        let (desired, configs) = engine::desired::desired(&repo, &bundle)?;
-        let creds = match &self.talosconfig {
-            Some(path) => Talosconfig::load(path)?.credentials(None)?,
-            None => Credentials::from_bundle(&bundle)?,
-        };
-        Ok((
-            desired,
-            configs,
-            Connector::new(creds).with_kube(self.kube_access()),
-        ))
+    /// The repo at `--repo`, ready for the engine, with its ports.
+    ///
+    /// # Errors
+    /// Every problem of the repo, its secrets or the credentials.
+    pub fn prepare(&self) -> anyhow::Result<Wired> {
+        let p = vixen_engine::prepare::prepare(&self.repo, &self.prepare_options())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let talos = Connector::new(p.credentials);
+        Ok(Wired {
+            kube: KubeLink::new(self.kube_access(), talos.clone()),
+            talos,
+            desired: p.desired,
+            configs: p.configs,
+            store: FileStore::in_dir(&self.state_dir()),
+        })
     }
 
-    fn kube_access(&self) -> engine::KubeAccess {
+    fn kube_access(&self) -> KubeAccess {
         match &self.kubeconfig {
-            Some(p) if p.as_os_str() == "off" => engine::KubeAccess::Off,
-            Some(p) => engine::KubeAccess::Kubeconfig(p.clone()),
-            None => engine::KubeAccess::FromTalos,
+            Some(p) if p.as_os_str() == "off" => KubeAccess::Off,
+            Some(p) => KubeAccess::Kubeconfig(p.clone()),
+            None => KubeAccess::FromTalos,
+        }
+    }
+}
+
+/// A prepared repo and the real ports of the engine.
+pub struct Wired {
+    /// Desired state.
+    pub desired: vixen_plan::Desired,
+    /// Rendered configs.
+    pub configs: Configs,
+    /// Talos.
+    pub talos: Connector,
+    /// Kubernetes.
+    pub kube: KubeLink,
+    /// vixen's state (`--lab`/`--state`).
+    pub store: FileStore,
+}
+
+impl Wired {
+    /// The engine on these ports.
+    pub fn engine(&self, timeouts: Timeouts) -> Engine<'_, Connector, KubeLink, FileStore> {
+        Engine {
+            talos: &self.talos,
+            kube: &self.kube,
+            store: &self.store,
+            timeouts,
+            progress: &Quiet,
         }
     }
 }
@@ -253,19 +284,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if daemon::source::is_remote(&repo) {
         return run_once_remote(args);
     }
-    let (desired, configs, conn) = args.target.prepare()?;
-    let store = engine::file_store(&args.target.state_dir());
-    let outcome = runtime()?
-        .block_on(engine::reconcile(
-            &conn,
-            &desired,
-            &configs,
-            &store,
-            timeouts(&args),
-            &engine::Quiet,
-        ))
-        .context("reconcile")?;
-    Ok(report(&outcome))
+    let w = args.target.prepare()?;
+    let r = runtime()?.block_on(w.engine(timeouts(&args)).reconcile(&w.desired, &w.configs))?;
+    Ok(report(&r.outcome))
 }
 
 fn report(outcome: &Outcome) -> ExitCode {
@@ -293,9 +314,11 @@ fn report(outcome: &Outcome) -> ExitCode {
 }
 
 pub fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let (desired, _configs, conn) = args.target.prepare()?;
-    let store = engine::file_store(&args.target.state_dir());
-    let planned = runtime()?.block_on(engine::plan_only(&conn, &desired, &store))?;
+    let w = args.target.prepare()?;
+    let (planned, _observed) = runtime()?.block_on(
+        w.engine(Timeouts::default())
+            .plan_only(&w.desired, &w.configs),
+    )?;
     match planned {
         Err(refusal) => {
             eprintln!("refused: {refusal}");
@@ -366,19 +389,10 @@ fn run_once_remote(args: Args) -> anyhow::Result<ExitCode> {
     );
     let mut target = args.target.clone();
     target.repo = checkout.path.clone();
-    let (desired, configs, conn) = target.prepare()?;
-    let store = engine::file_store(&args.target.state_dir());
-    let outcome = runtime()?
-        .block_on(engine::reconcile(
-            &conn,
-            &desired,
-            &configs,
-            &store,
-            timeouts(&args),
-            &engine::Quiet,
-        ))
-        .context("reconcile")?;
-    Ok(report(&outcome))
+    let mut w = target.prepare()?;
+    w.store = FileStore::in_dir(&args.target.state_dir());
+    let r = runtime()?.block_on(w.engine(timeouts(&args)).reconcile(&w.desired, &w.configs))?;
+    Ok(report(&r.outcome))
 }
 
 fn forge_options(d: &DaemonArgs) -> anyhow::Result<Option<ForgeOptions>> {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use vixen::engine::{self, bootstrap::Done};
+use vixen_engine::bootstrap::Done;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,7 +38,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
-    let (desired, configs, conn) = args.target.prepare()?;
+    let w = args.target.prepare()?;
+    let (desired, configs, conn) = (&w.desired, &w.configs, &w.talos);
     let node = match &args.node {
         Some(n) => n.clone(),
         None => desired
@@ -52,7 +53,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "[  0.0s] repo valid, secrets decrypted, {} configs rendered",
         configs.len()
     );
-    let store = engine::file_store(&args.target.state_dir());
     let rt = super::agent::runtime()?;
     let mut progress = |what: &str, took: Duration| {
         eprintln!(
@@ -61,12 +61,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             took.as_secs_f64()
         );
     };
-    let done = rt.block_on(engine::bootstrap::bootstrap(
-        &conn,
-        &desired,
-        &configs,
+    let done = rt.block_on(vixen_engine::bootstrap::bootstrap(
+        conn,
+        desired,
+        configs,
         &node,
-        &store,
+        &w.store,
         Duration::from_secs(args.timeout),
         &mut progress,
     ));
@@ -97,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .credentials()
         .to_talosconfig(&args.target.cluster_name()?, &endpoints);
     super::write_private(&args.out.join("talosconfig"), talosconfig.as_bytes(), true)?;
-    match rt.block_on(conn.kubeconfig(&address)) {
+    match rt.block_on(vixen_engine::kube::kubeconfig(conn, &address)) {
         Ok(kubeconfig) => super::write_private(&args.out.join("kubeconfig"), &kubeconfig, true)?,
         Err(e) => eprintln!("no kubeconfig: {e:#}"),
     }
@@ -117,7 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "[{:>5.1}s] waiting for the Kubernetes API to install vixen",
             started.elapsed().as_secs_f64()
         );
-        match rt.block_on(super::install::run(&conn, &address, &install)) {
+        match rt.block_on(super::install::run(&w.kube, conn, &address, &install)) {
             Ok(kubeconfig) => {
                 super::write_private(&args.out.join("kubeconfig"), &kubeconfig, true)?;
                 println!(

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vixen::engine::{self, Outcome, Timeouts};
+use vixen_engine::{Outcome, Timeouts};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,8 +24,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("refused: --confirm must be the cluster's name ({name}); nothing was changed");
         return Ok(ExitCode::FAILURE);
     }
-    let (desired, configs, conn) = args.target.prepare()?;
-    let store = engine::file_store(&args.target.state_dir());
+    let w = args.target.prepare()?;
     let t = Duration::from_secs(args.timeout);
     let timeouts = Timeouts {
         ready: t,
@@ -33,14 +32,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         maintenance: t,
         ..Timeouts::default()
     };
-    let outcome = super::agent::runtime()?.block_on(engine::decommission(
-        &conn,
-        &desired,
-        &configs,
-        &store,
-        timeouts,
-        &engine::Quiet,
-    ))?;
+    let outcome = super::agent::runtime()?
+        .block_on(w.engine(timeouts).decommission(&w.desired, &w.configs))?;
     match outcome {
         Outcome::Converged { steps } => {
             println!(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use base64::Engine as _;
 use serde::Deserialize as _;
-use vixen::engine::Connector;
+use vixen_engine::{Connector, KubeLink};
 use zeroize::Zeroizing;
 
 /// `manifests/`, in its kustomization's order.
@@ -103,11 +103,16 @@ fn age_identity(path: Option<&PathBuf>) -> anyhow::Result<Zeroizing<String>> {
 
 /// Waits for the API (through `address`'s Kubeconfig RPC), then applies everything. Returns
 /// the admin kubeconfig the API answered with, to be written by the caller.
-pub async fn run(conn: &Connector, address: &str, install: &Install) -> anyhow::Result<Vec<u8>> {
+pub async fn run(
+    kube: &KubeLink,
+    talos: &Connector,
+    address: &str,
+    install: &Install,
+) -> anyhow::Result<Vec<u8>> {
     let docs = documents(install)?;
     let until = Instant::now() + install.timeout;
     let client = loop {
-        if let Some(c) = conn.kube_client(&[address.to_string()]).await {
+        if let Some(c) = kube.client(&[address.to_string()]).await {
             break c;
         }
         anyhow::ensure!(
@@ -126,5 +131,7 @@ pub async fn run(conn: &Connector, address: &str, install: &Install) -> anyhow::
     for (id, why) in &report.skipped {
         eprintln!("  skipped {id}: {why}");
     }
-    conn.kubeconfig(address).await
+    vixen_engine::kube::kubeconfig(talos, address)
+        .await
+        .map_err(anyhow::Error::msg)
 }

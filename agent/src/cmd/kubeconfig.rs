@@ -20,7 +20,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (desired, _configs, conn) = args.target.prepare()?;
+    let w = args.target.prepare()?;
+    let desired = &w.desired;
     let addresses: Vec<String> = desired
         .nodes
         .iter()
@@ -30,7 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = super::agent::runtime()?;
     let mut last = None;
     for address in &addresses {
-        match rt.block_on(conn.kubeconfig(address)) {
+        match rt.block_on(vixen_engine::kube::kubeconfig(&w.talos, address)) {
             Ok(kubeconfig) => {
                 if args.out.as_os_str() == "-" {
                     use std::io::Write as _;

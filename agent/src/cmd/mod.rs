@@ -1,4 +1,5 @@
-//! One module per subcommand: argument parsing and printing only; the work lives in the crates.
+//! The subcommands (one module each, `agent` also holds `plan` and `status`): argument parsing
+//! and printing only; the work lives in the crates.
 
 pub mod agent;
 pub mod bootstrap;
@@ -7,17 +8,16 @@ pub mod decrypt;
 pub mod gen_secrets;
 pub mod install;
 pub mod kubeconfig;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod render;
 pub mod validate;
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::Context as _;
 use vixen_model::Repo;
-use vixen_pki::SecretsBundle;
 
 /// Writes a file readable by its owner only (it holds secrets).
 ///
@@ -50,48 +50,7 @@ pub fn load_valid_repo(root: &Path) -> anyhow::Result<Repo> {
     })
 }
 
-/// Reads the repo's secrets bundle, decrypting it when it is a SOPS file.
-///
-/// # Errors
-/// When the file cannot be read, decrypted or parsed. Messages never include secret values.
-pub fn load_bundle(repo: &Repo, age_key: Option<&PathBuf>) -> anyhow::Result<SecretsBundle> {
-    let rel = &repo.cluster.value.secrets;
-    let raw = std::fs::read(repo.root.join(rel))
-        .with_context(|| format!("reading secrets bundle {rel}"))?;
-    let plain = decrypt_if_sops(&raw, rel, age_key)?;
-    let text = std::str::from_utf8(&plain).with_context(|| format!("{rel} is not UTF-8"))?;
-    // serde_yaml_ng errors show the offending value only for type errors of scalars we
-    // deserialize as strings; map them to a fixed message so no secret can leak.
-    serde_yaml_ng::from_str::<SecretsBundle>(text).map_err(|e| {
-        let at = e
-            .location()
-            .map(|l| format!(" at line {}", l.line()))
-            .unwrap_or_default();
-        anyhow::anyhow!(
-            "{rel}: not a Talos secrets bundle{at} (expected the `talosctl gen secrets` layout)"
-        )
-    })
-}
-
-fn decrypt_if_sops(
-    raw: &[u8],
-    rel: &str,
-    age_key: Option<&PathBuf>,
-) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
-    use vixen_sops::{Format, Keyring};
-    if !vixen_sops::is_sops_file(raw, Format::Yaml) {
-        // A plaintext bundle (tests, or a repo that keeps secrets elsewhere).
-        return Ok(zeroize::Zeroizing::new(raw.to_vec()));
-    }
-    let keys = match age_key {
-        Some(path) => Keyring::from_file(path)?,
-        None => Keyring::from_env()?,
-    };
-    let plain = vixen_sops::decrypt(raw, Format::Yaml, &keys)
-        .with_context(|| format!("cannot decrypt {rel}"))?;
-    Ok(plain.into_inner())
-}
-
+#[cfg(feature = "lab")]
 /// The lab's node list for a cluster repo (`vixen lab up --repo DIR`).
 ///
 /// # Errors

@@ -33,7 +33,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let repo = super::load_valid_repo(&args.repo)?;
-    let bundle = super::load_bundle(&repo, args.age_key.as_ref())?;
+    let bundle = vixen_engine::prepare::load_bundle(&repo, args.age_key.as_deref())?;
     if let Some(name) = &args.node {
         let node = repo.node(name).with_context(|| {
             let names: Vec<_> = repo.nodes.iter().map(|n| n.value.name.as_str()).collect();

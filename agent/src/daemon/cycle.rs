@@ -14,12 +14,13 @@ use vixen_k8s::{
 };
 
 use super::http::{self, Shared};
+use super::kube_store::AgentStore;
 use super::kube_store::KubeStore;
 use super::relay::{self, PUSH_CONFIGMAP, Relay};
 use super::secrets::{SecretWatch, watch_files};
 use super::steps::{self, Note, StepReporter};
 use super::{Backoff, Config, KubeOptions, Prepare, Prepared, read_forge_secret};
-use crate::engine::{self, FileStore, Outcome, StateStore};
+use vixen_engine::{Engine, FileStore, KubeAccess, KubeLink, Outcome};
 
 /// The Kubernetes clients, once a cluster name is known.
 struct Kube {
@@ -171,7 +172,7 @@ impl Agent {
             Some(f) => Some(status_client(f, cluster.as_deref().unwrap_or_default())?),
             None => None,
         };
-        let file_store = engine::file_store(&cfg.state_dir);
+        let file_store = FileStore::in_dir(&cfg.state_dir);
         let backoff = Backoff::new(std::time::Duration::from_secs(5), cfg.backoff_max);
         Ok(Self {
             cfg,
@@ -523,18 +524,16 @@ impl Agent {
         sha: Option<&str>,
         started: Instant,
     ) -> Ended {
-        let store: &dyn StateStore = match &self.kube {
-            Some(k) => &k.store,
-            None => &self.file_store,
+        let store = match &self.kube {
+            Some(k) => AgentStore::Kube(&k.store),
+            None => AgentStore::File(&self.file_store),
         };
         // In the cluster, drains and readiness gates go through the agent's own client.
-        let conn = match &self.kube {
-            Some(k) => p
-                .conn
-                .clone()
-                .with_kube(engine::KubeAccess::Client(k.client.clone())),
-            None => p.conn.clone(),
+        let access = match &self.kube {
+            Some(k) => KubeAccess::Client(k.client.clone()),
+            None => p.kube.clone(),
         };
+        let kube = KubeLink::new(access, p.conn.clone());
         let progress = StepReporter::new(
             &self.shared.metrics,
             self.kube
@@ -542,17 +541,19 @@ impl Agent {
                 .and_then(|k| k.named.as_ref())
                 .map(|n| n.steps.clone()),
         );
-        let outcome = engine::reconcile(
-            &conn,
-            &p.desired,
-            &p.configs,
-            store,
-            self.cfg.timeouts.clone(),
-            &progress,
-        )
-        .await;
-        let inventory = store.load().map(|s| s.inventory).unwrap_or_default();
-        let observed = engine::observe::observe(&conn, &p.desired.nodes, &inventory).await;
+        let engine = Engine {
+            talos: &p.conn,
+            kube: &kube,
+            store: &store,
+            timeouts: self.cfg.timeouts.clone(),
+            progress: &progress,
+        };
+        let report = engine.reconcile(&p.desired, &p.configs).await;
+        let observed = match &report {
+            Ok(r) => r.observed.clone(),
+            Err(_) => vixen_plan::Observed::default(),
+        };
+        let outcome = report.map(|r| r.outcome);
         let (label, phase, state, reason, mut message) = match &outcome {
             Ok(Outcome::Converged { steps }) => (
                 "converged",

@@ -37,8 +37,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vixen_plan::Desired;
 
-use crate::engine::{Connector, Timeouts, desired::Configs};
 pub use source::{GitOptions, Source};
+use vixen_engine::{Configs, Connector, KubeAccess, Timeouts};
 
 /// What [`Prepare`] gives for one checkout.
 pub struct Prepared {
@@ -48,6 +48,8 @@ pub struct Prepared {
     pub configs: Configs,
     /// How to reach the nodes.
     pub conn: Connector,
+    /// How to reach Kubernetes (in the cluster the agent's own client replaces it).
+    pub kube: KubeAccess,
     /// `network.yaml`.
     pub network: vixen_model::NetworkFile,
     /// Cluster name.

@@ -21,7 +21,7 @@ use vixen_k8s::{EventRecorder, EventType};
 use vixen_plan::Step;
 
 use super::metrics::Metrics;
-use crate::engine::{Progress, StepEvent};
+use vixen_engine::{Progress, StepEvent};
 
 /// Events waiting to be posted; beyond this they are dropped.
 pub const QUEUE: usize = 64;
@@ -41,13 +41,9 @@ pub struct Note {
     pub note: String,
 }
 
-/// The kind of a step's action as the plan serializes it (`apply_config`, `upgrade`...): a
-/// fixed set, fit for a metric label.
+/// The step's action as the journal's `kind` word (`upgrade`, `apply_config`, ...).
 pub fn action_kind(step: &Step) -> String {
-    serde_json::to_value(&step.action)
-        .ok()
-        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| "unknown".into())
+    step.action.kind().as_str().to_owned()
 }
 
 fn camel(snake: &str) -> String {
@@ -188,7 +184,7 @@ impl Progress for StepReporter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::execute::StepError;
+    use vixen_engine::StepError;
     use vixen_plan::{Action, Risk};
 
     fn upgrade() -> Step {
@@ -196,7 +192,6 @@ mod tests {
             node: "cp-1".into(),
             action: Action::Upgrade {
                 image: "ghcr.io/siderolabs/installer:v1.12.2".into(),
-                lifecycle: false,
             },
             reason: "Talos v1.11.6 -> v1.12.2".into(),
             risk: Risk {

@@ -2,8 +2,10 @@
 //! (what vixen applied before) -> an ordered plan of steps. No I/O: the executor in the agent
 //! runs the plan; tests here are table-driven.
 
+pub mod action;
 pub mod planner;
 pub mod state;
 
+pub use action::*;
 pub use planner::{changed_sections, needs_reboot, plan, plan_decommission};
 pub use state::*;

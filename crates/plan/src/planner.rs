@@ -24,6 +24,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::action::*;
 use crate::state::*;
 use vixen_model::version;
 
@@ -650,6 +651,30 @@ fn upgrade_node(
         .and_then(|o| o.talos_version)
         .expect("filtered on a version");
     let cp = d.role == Role::Controlplane;
+    let image = desired.installer_image.clone();
+    let to = format!("Talos v{from} -> v{}", desired.talos_version);
+    // Talos 1.13+: LifecycleService.Upgrade installs an image that must already be in the
+    // containerd store, and does not reboot (talosctl 1.13 pulls first, then reboots). Pulling
+    // and installing disrupt nothing, so they go before the drain.
+    let lifecycle = from.minor_pair() >= (1, 13);
+    if lifecycle {
+        plan.steps.push(step(
+            &d.name,
+            Action::PullImage {
+                image: image.clone(),
+            },
+            format!("{to}: the installer image must be in the node's store"),
+            NONE,
+        ));
+        plan.steps.push(step(
+            &d.name,
+            Action::LifecycleUpgrade {
+                image: image.clone(),
+            },
+            format!("{to}: install on the inactive partition"),
+            NONE,
+        ));
+    }
     if cp {
         plan.steps.push(step(
             &d.name,
@@ -667,16 +692,17 @@ fn upgrade_node(
         }
     }
     drain(plan, &d.name, &d.hostname, kube, "upgrade");
-    let lifecycle = from.minor_pair() >= (1, 13);
-    plan.steps.push(step(
-        &d.name,
-        Action::Upgrade {
-            image: desired.installer_image.clone(),
-            lifecycle,
-        },
-        format!("Talos v{from} -> v{}", desired.talos_version),
-        REBOOT,
-    ));
+    if lifecycle {
+        plan.steps.push(step(
+            &d.name,
+            Action::Reboot,
+            format!("{to}: boot the new version"),
+            REBOOT,
+        ));
+    } else {
+        plan.steps
+            .push(step(&d.name, Action::Upgrade { image }, to, REBOOT));
+    }
     plan.steps.push(step(
         &d.name,
         Action::WaitReady {

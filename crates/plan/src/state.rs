@@ -6,16 +6,17 @@
 //! Inventory (what vixen applied)    ─┘
 //! ```
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::action::Step;
 pub use vixen_model::Role;
 pub use vixen_model::render::ConfigDigest;
 pub use vixen_model::version::Version;
 
 /// A node as Git wants it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DesiredNode {
     /// Node name.
     pub name: String,
@@ -40,14 +41,17 @@ impl DesiredNode {
     }
 }
 
-/// The whole cluster as Git wants it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The whole cluster as Git wants it. It serializes (every field) so that the engine's journal
+/// can fingerprint it: a new field counts without anyone listing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Desired {
     /// Talos version (from the installer image tag).
+    #[serde(serialize_with = "as_text")]
     pub talos_version: Version,
     /// Installer image, with tag.
     pub installer_image: String,
     /// Kubernetes version.
+    #[serde(serialize_with = "as_text")]
     pub kubernetes_version: Version,
     /// Nodes, in repo order.
     pub nodes: Vec<DesiredNode>,
@@ -55,6 +59,10 @@ pub struct Desired {
     pub stabilization: Duration,
     /// Reset nodes that leave Git (else only leave etcd).
     pub reset_on_removal: bool,
+}
+
+fn as_text<S: serde::Serializer>(v: &Version, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 /// What a node looks like from outside.
@@ -213,211 +221,6 @@ pub enum ApplyMode {
     Reboot,
     /// Let Talos decide (first configuration in maintenance mode).
     Auto,
-}
-
-/// One thing to do to one node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Action {
-    /// Send the rendered config.
-    ApplyConfig {
-        /// Mode.
-        mode: ApplyMode,
-        /// Address to send it to (where the node is now).
-        address: String,
-        /// The node is in maintenance mode (insecure TLS, no client cert).
-        maintenance: bool,
-    },
-    /// Wait until the node answers configured at `address`, healthy, at `version`.
-    WaitReady {
-        /// Address to reach it at.
-        address: String,
-        /// Talos version it must report (None: any).
-        version: Option<String>,
-    },
-    /// Wait until the node's etcd member has joined, started and been promoted.
-    WaitEtcdMember,
-    /// Move etcd leadership away from this node.
-    ForfeitLeadership,
-    /// Remove this node's own member from etcd (EtcdLeaveCluster on the node).
-    LeaveEtcd,
-    /// Remove a member through a healthy peer (the node is unreachable).
-    RemoveMember {
-        /// Member ID.
-        member_id: u64,
-        /// Control plane to ask.
-        via: String,
-    },
-    /// Check that etcd has exactly the expected voting members, all started.
-    CheckMembers {
-        /// Expected member names.
-        expected: Vec<String>,
-    },
-    /// Reset the node back to maintenance mode.
-    Reset {
-        /// Graceful (cordon, drain, leave etcd) as Talos does it.
-        graceful: bool,
-    },
-    /// Wait until the node answers in maintenance mode at its maintenance address.
-    WaitMaintenance {
-        /// Maintenance address.
-        address: String,
-    },
-    /// Upgrade Talos to `image`.
-    Upgrade {
-        /// Installer image with tag.
-        image: String,
-        /// Use LifecycleService.Upgrade then Reboot (Talos 1.13+), else the legacy RPC.
-        lifecycle: bool,
-    },
-    /// Check, before a control-plane upgrade, what Talos' legacy Upgrade checked: not exactly
-    /// 2 members, every member started, none a learner, etcd healthy.
-    CheckUpgradeSafe,
-    /// Wait so the node proves stable.
-    Stabilize {
-        /// How long.
-        millis: u64,
-    },
-    /// Cordon the Node and evict its pods (not DaemonSet or mirror pods) through the Eviction
-    /// API, so PodDisruptionBudgets are honoured; done when no such pod is left.
-    Drain {
-        /// Node object name (the hostname).
-        node_name: String,
-    },
-    /// Wait until the Node is `Ready` in Kubernetes (on `version` when given: its OS image).
-    WaitNodeReady {
-        /// Node object name.
-        node_name: String,
-        /// Talos version its OS image must show (`v1.11.6`).
-        version: Option<String>,
-    },
-    /// Make the Node schedulable again (only a cordon vixen made).
-    Uncordon {
-        /// Node object name.
-        node_name: String,
-    },
-    /// Delete the Node object of a machine that left the cluster.
-    DeleteNode {
-        /// Node object name.
-        node_name: String,
-    },
-}
-
-/// What a step can disrupt.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Risk {
-    /// The node reboots.
-    pub reboot: bool,
-    /// The node is wiped.
-    pub reset: bool,
-    /// etcd membership changes.
-    pub etcd: bool,
-}
-
-/// One step of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Step {
-    /// Target node.
-    pub node: String,
-    /// What to do.
-    #[serde(flatten)]
-    pub action: Action,
-    /// Why, in words.
-    pub reason: String,
-    /// What it can disrupt.
-    pub risk: Risk,
-}
-
-impl Step {
-    /// True when the step changes something on a node (as opposed to waiting or checking).
-    pub fn is_mutating(&self) -> bool {
-        matches!(
-            self.action,
-            Action::ApplyConfig { .. }
-                | Action::ForfeitLeadership
-                | Action::LeaveEtcd
-                | Action::RemoveMember { .. }
-                | Action::Reset { .. }
-                | Action::Upgrade { .. }
-                | Action::Drain { .. }
-                | Action::Uncordon { .. }
-                | Action::DeleteNode { .. }
-        )
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match &self.action {
-            Action::ApplyConfig {
-                mode,
-                address,
-                maintenance,
-            } => format!(
-                "apply config ({}) at {address}{}",
-                match mode {
-                    ApplyMode::NoReboot => "no-reboot",
-                    ApplyMode::Reboot => "reboot",
-                    ApplyMode::Auto => "auto",
-                },
-                if *maintenance { " [maintenance]" } else { "" }
-            ),
-            Action::WaitReady { address, version } => match version {
-                Some(v) => format!("wait ready at {address} on {v}"),
-                None => format!("wait ready at {address}"),
-            },
-            Action::WaitEtcdMember => "wait for its etcd member (joined, promoted)".into(),
-            Action::ForfeitLeadership => "forfeit etcd leadership".into(),
-            Action::LeaveEtcd => "leave etcd".into(),
-            Action::RemoveMember { member_id, via } => {
-                format!("remove etcd member {member_id:x} via {via}")
-            }
-            Action::CheckMembers { expected } => {
-                format!("check etcd members = [{}]", expected.join(", "))
-            }
-            Action::Reset { graceful } => {
-                format!("reset ({})", if *graceful { "graceful" } else { "forced" })
-            }
-            Action::WaitMaintenance { address } => {
-                format!("wait for maintenance mode at {address}")
-            }
-            Action::Upgrade { image, lifecycle } => {
-                format!(
-                    "upgrade to {image}{}",
-                    if *lifecycle {
-                        " (lifecycle + reboot)"
-                    } else {
-                        ""
-                    }
-                )
-            }
-            Action::CheckUpgradeSafe => "check etcd is safe to upgrade a member".into(),
-            Action::Stabilize { millis } => format!("stabilize {}s", millis / 1000),
-            Action::Drain { node_name } => format!("cordon and drain Node {node_name}"),
-            Action::WaitNodeReady { node_name, version } => match version {
-                Some(v) => format!("wait for Node {node_name} Ready on {v}"),
-                None => format!("wait for Node {node_name} Ready"),
-            },
-            Action::Uncordon { node_name } => format!("uncordon Node {node_name}"),
-            Action::DeleteNode { node_name } => format!("delete Node {node_name}"),
-        };
-        let mut flags = Vec::new();
-        if self.risk.reboot {
-            flags.push("REBOOT");
-        }
-        if self.risk.reset {
-            flags.push("RESET");
-        }
-        if self.risk.etcd {
-            flags.push("ETCD");
-        }
-        let flags = if flags.is_empty() {
-            String::new()
-        } else {
-            format!(" [{}]", flags.join(","))
-        };
-        write!(f, "{:<10} {what}{flags}  -- {}", self.node, self.reason)
-    }
 }
 
 /// The planner's answer.

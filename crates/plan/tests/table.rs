@@ -183,10 +183,10 @@ fn summary(plan: &Plan) -> Vec<(String, String)> {
                 Action::CheckMembers { expected } => format!("members={}", expected.join("+")),
                 Action::Reset { graceful } => format!("reset:{graceful}"),
                 Action::WaitMaintenance { .. } => "maintenance".into(),
-                Action::Upgrade { lifecycle, .. } => format!(
-                    "upgrade:{}",
-                    if *lifecycle { "lifecycle" } else { "legacy" }
-                ),
+                Action::Upgrade { .. } => "upgrade:legacy".into(),
+                Action::PullImage { .. } => "pull".into(),
+                Action::LifecycleUpgrade { .. } => "upgrade:lifecycle".into(),
+                Action::Reboot => "reboot".into(),
                 Action::CheckUpgradeSafe => "upgrade-safe".into(),
                 Action::Stabilize { .. } => "stabilize".into(),
                 Action::Drain { node_name } => format!("drain:{node_name}"),
@@ -481,7 +481,113 @@ fn talos_1_13_nodes_upgrade_through_lifecycle_service() {
     w.observed("cp-1").talos_version = Some("v1.13.0".parse().unwrap());
     w.desired.talos_version = "v1.13.2".parse().unwrap();
     let plan = w.plan().unwrap();
-    assert!(summary(&plan).contains(&("cp-1".into(), "upgrade:lifecycle".into())));
+    // Pull, install, then the etcd check and the reboot: three journaled steps, so a crash
+    // between them resumes at the right one.
+    assert_eq!(
+        summary(&plan)[..5],
+        s(&[
+            ("cp-1", "pull"),
+            ("cp-1", "upgrade:lifecycle"),
+            ("cp-1", "upgrade-safe"),
+            ("cp-1", "reboot"),
+            ("cp-1", "ready")
+        ])[..]
+    );
+    assert!(!summary(&plan).iter().any(|(_, a)| a == "upgrade:legacy"));
+}
+
+/// Every action is classified once; the reboot-causing ones are fire-once, reads are not
+/// mutating, and pulling or installing an image may be sent again after a crash.
+#[test]
+fn action_classes_say_what_a_crash_may_repeat() {
+    let apply = |mode, maintenance| Action::ApplyConfig {
+        mode,
+        address: "a".into(),
+        maintenance,
+    };
+    let cases: Vec<(Action, bool, bool, Disruption)> = vec![
+        (apply(ApplyMode::Auto, true), true, true, Disruption::None),
+        (
+            apply(ApplyMode::NoReboot, false),
+            true,
+            false,
+            Disruption::None,
+        ),
+        (
+            apply(ApplyMode::Reboot, false),
+            true,
+            true,
+            Disruption::Node,
+        ),
+        (apply(ApplyMode::Auto, false), true, true, Disruption::Node),
+        (
+            Action::Upgrade { image: "i".into() },
+            true,
+            true,
+            Disruption::Node,
+        ),
+        (Action::Reboot, true, true, Disruption::Node),
+        (
+            Action::Reset { graceful: true },
+            true,
+            true,
+            Disruption::Node,
+        ),
+        (
+            Action::PullImage { image: "i".into() },
+            true,
+            false,
+            Disruption::None,
+        ),
+        (
+            Action::LifecycleUpgrade { image: "i".into() },
+            true,
+            false,
+            Disruption::None,
+        ),
+        (Action::LeaveEtcd, true, true, Disruption::Member),
+        (
+            Action::RemoveMember {
+                member_id: 1,
+                via: "cp-1".into(),
+            },
+            true,
+            true,
+            Disruption::Member,
+        ),
+        (
+            Action::WaitReady {
+                address: "a".into(),
+                version: None,
+            },
+            false,
+            false,
+            Disruption::None,
+        ),
+        (Action::CheckUpgradeSafe, false, false, Disruption::None),
+        (
+            Action::Drain {
+                node_name: "n".into(),
+            },
+            true,
+            false,
+            Disruption::None,
+        ),
+    ];
+    for (action, mutating, fire_once, disrupts) in cases {
+        assert_eq!(
+            action.class(),
+            Class {
+                mutating,
+                fire_once,
+                disrupts
+            },
+            "{action:?}"
+        );
+        // The label is the journal's `kind` word.
+        let json = serde_json::to_value(&action).unwrap();
+        assert_eq!(json["kind"], action.kind().as_str(), "{action:?}");
+    }
 }
 
 #[test]

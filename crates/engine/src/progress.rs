@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use vixen_plan::Step;
 
-use super::execute::StepError;
+use crate::error::StepError;
 
 /// What happened to a step.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum StepEvent<'a> {
     /// The step's call is about to be sent (its interlocks passed).
     Started,

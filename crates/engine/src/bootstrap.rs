@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use vixen_plan::{Desired, InventoryNode, Role};
 use vixen_talos::ApplyMode;
 
-use super::desired::Configs;
-use super::observe::{Connector, etcd_view, probe_configured, probe_maintenance};
-use super::store::StateStore;
+use crate::observe::{etcd_view, probe_configured, probe_maintenance};
+use crate::ports::{NodeApi, StateStore};
+use crate::prepare::Configs;
 
 /// What bootstrap did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,11 +84,11 @@ where
 /// # Errors
 /// [`BootstrapError`], each saying what to check.
 pub async fn bootstrap(
-    conn: &Connector,
+    conn: &impl NodeApi,
     desired: &Desired,
     configs: &Configs,
     node: &str,
-    store: &dyn StateStore,
+    store: &impl StateStore,
     timeout: Duration,
     progress: &mut dyn FnMut(&str, Duration),
 ) -> Result<Done, BootstrapError> {
@@ -113,7 +113,7 @@ pub async fn bootstrap(
                 && !view.members.is_empty()
             {
                 if cp.name == node {
-                    record(store, d);
+                    record(store, d).await;
                     return Ok(Done::AlreadyBootstrapped { address: a.clone() });
                 }
                 return Err(BootstrapError::OtherBootstrapped(
@@ -144,19 +144,18 @@ pub async fn bootstrap(
             let config = configs
                 .get(node)
                 .expect("desired and configs come from the same repo");
-            let client = conn
-                .maintenance(&d.maintenance_address, &conn.act)
-                .map_err(|source| BootstrapError::Talos {
-                    stage: "connect",
-                    source,
-                })?;
-            client
-                .apply_configuration(config.as_bytes(), ApplyMode::Auto, false, None)
-                .await
-                .map_err(|source| BootstrapError::Talos {
-                    stage: "apply config in maintenance mode",
-                    source,
-                })?;
+            conn.apply(
+                &d.maintenance_address,
+                config.as_bytes(),
+                ApplyMode::Auto,
+                false,
+                true,
+            )
+            .await
+            .map_err(|source| BootstrapError::Talos {
+                stage: "apply config in maintenance mode",
+                source,
+            })?;
             progress("config applied; the node installs and reboots", t.elapsed());
             let t = Instant::now();
             // Follow the node: management addresses in order (interfaces, then VLANs), then
@@ -174,14 +173,7 @@ pub async fn bootstrap(
         }
     };
     let t = Instant::now();
-    let client = conn
-        .node(&address)
-        .map_err(|source| BootstrapError::Talos {
-            stage: "connect",
-            source,
-        })?;
-    client
-        .bootstrap()
+    conn.bootstrap(&address)
         .await
         .map_err(|source| BootstrapError::Talos {
             stage: "bootstrap etcd",
@@ -200,11 +192,11 @@ pub async fn bootstrap(
         ))
     })?;
     progress("etcd bootstrapped: one healthy member", t.elapsed());
-    record(store, d);
+    record(store, d).await;
     Ok(Done::Bootstrapped { address })
 }
 
-async fn first_configured(conn: &Connector, addresses: &[String]) -> Option<String> {
+async fn first_configured(conn: &impl NodeApi, addresses: &[String]) -> Option<String> {
     for a in addresses {
         if probe_configured(conn, a).await.is_some() {
             return Some(a.clone());
@@ -214,8 +206,8 @@ async fn first_configured(conn: &Connector, addresses: &[String]) -> Option<Stri
 }
 
 /// Records the node in vixen's inventory, so the agent sees its config as applied.
-fn record(store: &dyn StateStore, d: &vixen_plan::DesiredNode) {
-    if let Ok(mut state) = store.load() {
+async fn record(store: &impl StateStore, d: &vixen_plan::DesiredNode) {
+    if let Ok(mut state) = store.load().await {
         state.inventory.nodes.retain(|n| n.name != d.name);
         state.inventory.nodes.push(InventoryNode {
             name: d.name.clone(),
@@ -225,7 +217,7 @@ fn record(store: &dyn StateStore, d: &vixen_plan::DesiredNode) {
             address: d.address().to_string(),
             config: d.config.clone(),
         });
-        if let Err(e) = store.save(&state) {
+        if let Err(e) = store.save(&state).await {
             tracing::warn!(error = %e, "could not record the bootstrapped node");
         }
     }

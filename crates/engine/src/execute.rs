@@ -1,0 +1,524 @@
+//! Runs a plan step by step. Deciding is the planner's; this module acts, checks its interlocks
+//! before every dangerous step whatever the plan says, journals each step before and after it
+//! runs, and stops at the first failure.
+//!
+//! Interlocks (checked against a fresh look at etcd, not the plan's assumptions):
+//! - a reset targets only a node that left Git or changes role, and only once it left etcd;
+//! - a step that disrupts a control plane or its member passes the health rule of
+//!   [`crate::health`] (every other member healthy, a majority kept), else it is not sent and
+//!   the rollout waits ([`StepError::Unsafe`]);
+//! - Bootstrap is never part of a plan: the executor has no way to call it.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use vixen_plan::{Action, ApplyMode, Desired, Disruption, Inventory, InventoryNode, Role, Step};
+use vixen_talos::ApplyMode as WireMode;
+
+use crate::error::{ExecError, StepError};
+use crate::gates::{control_plane_addresses, wait};
+use crate::health::etcd_health;
+use crate::journal::{Run, State};
+use crate::observe::{etcd_view, probe_configured, probe_maintenance};
+use crate::ports::{KubeGates, NodeApi, StateStore};
+use crate::prepare::Configs;
+use crate::progress::{Progress, StepEvent};
+
+/// How long the gates wait.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// A node coming back from a reboot, install or upgrade.
+    pub ready: Duration,
+    /// An etcd member joining and being promoted.
+    pub member: Duration,
+    /// A node going back to maintenance mode.
+    pub maintenance: Duration,
+    /// Draining a Node (PodDisruptionBudgets may hold evictions back).
+    pub drain: Duration,
+    /// Between two polls.
+    pub poll: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            ready: Duration::from_secs(600),
+            member: Duration::from_secs(300),
+            maintenance: Duration::from_secs(600),
+            drain: Duration::from_secs(600),
+            poll: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Runs plans through the ports.
+pub struct Executor<'a, T, K, S> {
+    /// Talos.
+    pub talos: &'a T,
+    /// Kubernetes.
+    pub kube: &'a K,
+    /// Where progress is journaled.
+    pub store: &'a S,
+    /// Rendered configs by node name.
+    pub configs: &'a Configs,
+    /// The desired state the plan was made for.
+    pub desired: &'a Desired,
+    /// Gate timeouts.
+    pub timeouts: Timeouts,
+    /// `vixen decommission --confirm`: every node may be reset, the last etcd member with it.
+    pub decommission: bool,
+    /// Told about every step.
+    pub progress: &'a dyn Progress,
+}
+
+impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
+    /// Runs `state.run`'s plan from its first unfinished step, journaling as it goes.
+    ///
+    /// # Errors
+    /// [`ExecError`] for the first step that fails; nothing after it runs.
+    pub async fn run(&self, state: &mut State) -> Result<(), ExecError> {
+        let Some(run) = state.run.clone() else {
+            return Ok(());
+        };
+        // Nodes that Talos said it reboots: their next readiness gate must first see them go
+        // down (until then they still look healthy on their old boot).
+        let mut rebooting: BTreeSet<String> = BTreeSet::new();
+        for index in run.done..run.plan.steps.len() {
+            let step = &run.plan.steps[index];
+            let fail = |source: StepError| {
+                self.progress
+                    .step(index, step, StepEvent::Failed { error: &source });
+                ExecError {
+                    index,
+                    node: step.node.clone(),
+                    action: step.action.describe(),
+                    source,
+                }
+            };
+            // A fire-once step that was in flight when the agent died is not sent again: its
+            // gate (the next step) finds out whether it took. Any other step is sent again.
+            let resumed = run.in_flight == Some(index) && step.action.class().fire_once;
+            if resumed {
+                tracing::warn!(node = %step.node, step = index, "resuming after a crash: not sending this step again");
+                self.progress.step(index, step, StepEvent::Resumed);
+            } else {
+                self.interlocks(step, state).await.map_err(fail)?;
+                journal(self.store, state, |r| r.in_flight = Some(index))
+                    .await
+                    .map_err(fail)?;
+                tracing::info!(node = %step.node, step = index, action = %step.action.describe(), reason = %step.reason, "step started");
+                self.progress.step(index, step, StepEvent::Started);
+                let started = Instant::now();
+                self.act(step, &state.inventory, &mut rebooting)
+                    .await
+                    .map_err(fail)?;
+                tracing::info!(node = %step.node, step = index, elapsed_ms = started.elapsed().as_millis() as u64, "step done");
+                self.progress.step(
+                    index,
+                    step,
+                    StepEvent::Done {
+                        elapsed: started.elapsed(),
+                    },
+                );
+            }
+            record(&mut state.inventory, step, self.desired);
+            journal(self.store, state, |r| {
+                r.done = index + 1;
+                r.in_flight = None;
+            })
+            .await
+            .map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    async fn interlocks(&self, step: &Step, state: &State) -> Result<(), StepError> {
+        let in_git = self.desired.nodes.iter().find(|n| n.name == step.node);
+        let role_change = matches!((state.inventory.node(&step.node), in_git), (Some(i), Some(w)) if i.role != w.role);
+        if let Action::Reset { .. } = step.action
+            && in_git.is_some()
+            && !role_change
+            && !self.decommission
+        {
+            return Err(StepError::Interlock(format!(
+                "{} is in Git with the same role: it is never reset",
+                step.node
+            )));
+        }
+        let how = match step.action {
+            Action::CheckUpgradeSafe => Disruption::Node,
+            _ => step.action.class().disrupts,
+        };
+        if how == Disruption::None || !self.is_control_plane(&step.node, &state.inventory) {
+            return Ok(());
+        }
+        let cps = control_plane_addresses(self.desired, &state.inventory);
+        let hostnames = |name: &str| self.addresses_of_hostname(name, &state.inventory);
+        let health = etcd_health(self.talos, &cps, hostnames)
+            .await
+            .ok_or_else(|| {
+                StepError::Unsafe("no control plane answers with an etcd member list".into())
+            })?;
+        let hostname = self.hostname(&step.node, &state.inventory);
+        let addresses = self.addresses(&step.node, &state.inventory);
+        let target = match &step.action {
+            Action::RemoveMember { member_id, .. } => {
+                health.members.iter().find(|m| m.id == *member_id)
+            }
+            _ => health.member_of(&hostname, &addresses),
+        };
+        if let Action::Reset { .. } = step.action {
+            let last = health.members.len() == 1;
+            return match target {
+                Some(_) if self.decommission && last => Ok(()),
+                Some(_) => Err(StepError::Interlock(format!(
+                    "{} is still an etcd member: it must leave etcd before it is reset",
+                    step.node
+                ))),
+                None => Ok(()),
+            };
+        }
+        let what = format!("{} {}", verb(&step.action), step.node);
+        if self.decommission && how == Disruption::Member && health.members.len() == 1 {
+            return Ok(());
+        }
+        match health.refuse(target.map(|m| m.id), how, &what) {
+            Some(reason) => Err(StepError::Unsafe(reason)),
+            None => Ok(()),
+        }
+    }
+
+    fn is_control_plane(&self, node: &str, inv: &Inventory) -> bool {
+        inv.node(node).map(|n| n.role).or_else(|| {
+            self.desired
+                .nodes
+                .iter()
+                .find(|n| n.name == node)
+                .map(|n| n.role)
+        }) == Some(Role::Controlplane)
+    }
+
+    fn hostname(&self, node: &str, inv: &Inventory) -> String {
+        inv.node(node)
+            .map(|n| n.hostname.clone())
+            .or_else(|| {
+                self.desired
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == node)
+                    .map(|n| n.hostname.clone())
+            })
+            .unwrap_or_else(|| node.to_string())
+    }
+
+    /// Every address `node` may answer at: Git's, then where vixen last reached it.
+    fn addresses(&self, node: &str, inv: &Inventory) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .desired
+            .nodes
+            .iter()
+            .filter(|n| n.name == node)
+            .flat_map(|n| n.management_addresses.clone())
+            .collect();
+        out.extend(inv.node(node).map(|n| n.address.clone()));
+        out
+    }
+
+    fn addresses_of_hostname(&self, hostname: &str, inv: &Inventory) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .desired
+            .nodes
+            .iter()
+            .filter(|n| n.hostname == hostname)
+            .map(|n| n.address().to_string())
+            .collect();
+        out.extend(
+            inv.nodes
+                .iter()
+                .filter(|n| n.hostname == hostname)
+                .map(|n| n.address.clone()),
+        );
+        out
+    }
+
+    /// The address of `node`: its desired management address, else where vixen last reached it.
+    fn address(&self, node: &str, inv: &Inventory) -> String {
+        if let Some(d) = self.desired.nodes.iter().find(|n| n.name == node) {
+            return d.address().to_string();
+        }
+        inv.node(node)
+            .map_or_else(|| node.to_string(), |n| n.address.clone())
+    }
+
+    async fn act(
+        &self,
+        step: &Step,
+        inv: &Inventory,
+        rebooting: &mut BTreeSet<String>,
+    ) -> Result<(), StepError> {
+        let talos = self.talos;
+        let cps = || control_plane_addresses(self.desired, inv);
+        let at = || self.address(&step.node, inv);
+        match &step.action {
+            Action::ApplyConfig {
+                mode,
+                address,
+                maintenance,
+            } => {
+                let config = self.configs.get(&step.node).ok_or_else(|| {
+                    StepError::Interlock(format!("no rendered config for {}", step.node))
+                })?;
+                let wire = match mode {
+                    ApplyMode::Auto => WireMode::Auto,
+                    ApplyMode::NoReboot => WireMode::NoReboot,
+                    ApplyMode::Reboot => WireMode::Reboot,
+                };
+                let outcome = talos
+                    .apply(address, config.as_bytes(), wire, false, *maintenance)
+                    .await?;
+                // A configured node answers, then reboots. (A node in maintenance mode comes
+                // back at another address, which cannot answer before its reboot.)
+                if !*maintenance && outcome.mode == Some(WireMode::Reboot) {
+                    rebooting.insert(step.node.clone());
+                }
+            }
+            Action::WaitReady { address, version } => {
+                let must_go_down = rebooting.remove(&step.node);
+                crate::gates::ready(
+                    talos,
+                    &self.timeouts,
+                    &step.node,
+                    address,
+                    version.as_deref(),
+                    must_go_down,
+                )
+                .await?;
+            }
+            Action::WaitEtcdMember => {
+                let hostname = self.hostname(&step.node, inv);
+                let address = at();
+                wait(
+                    &self.timeouts,
+                    self.timeouts.member,
+                    &format!("{hostname} joined etcd, started and promoted"),
+                    || async {
+                        etcd_view(talos, &address).await.is_some_and(|v| {
+                            v.member(&hostname)
+                                .is_some_and(|m| m.started && !m.is_learner)
+                                && v.members.iter().all(|m| m.started && !m.is_learner)
+                        })
+                    },
+                )
+                .await?;
+            }
+            Action::ForfeitLeadership => talos.etcd_forfeit(&at()).await?,
+            Action::LeaveEtcd => self.leave(step, inv).await?,
+            Action::RemoveMember { member_id, via } => {
+                talos
+                    .etcd_remove_member(&self.address(via, inv), *member_id)
+                    .await?
+            }
+            Action::CheckMembers { expected } => {
+                let mut seen = None;
+                for a in cps() {
+                    if let Some(v) = etcd_view(talos, &a).await {
+                        seen = Some(v);
+                        break;
+                    }
+                }
+                let view = seen.ok_or_else(|| {
+                    StepError::Gate("no control plane answers with an etcd member list".into())
+                })?;
+                let mut names: Vec<String> = view.voters().map(|m| m.name.clone()).collect();
+                names.sort();
+                if &names != expected {
+                    return Err(StepError::Gate(format!(
+                        "etcd members are [{}], expected [{}]",
+                        names.join(", "),
+                        expected.join(", ")
+                    )));
+                }
+            }
+            Action::Reset { graceful } => talos.reset(&at(), *graceful).await?,
+            Action::WaitMaintenance { address } => {
+                let what = format!(
+                    "{} in maintenance mode at {address} (a reset node boots its install media: check it is still attached)",
+                    step.node
+                );
+                wait(&self.timeouts, self.timeouts.maintenance, &what, || {
+                    probe_maintenance(talos, address)
+                })
+                .await?;
+            }
+            Action::Upgrade { image } => talos.upgrade(&at(), image).await?,
+            Action::PullImage { image } => talos.pull_image(&at(), image).await?,
+            Action::LifecycleUpgrade { image } => talos.lifecycle_upgrade(&at(), image).await?,
+            Action::Reboot => {
+                talos.reboot(&at()).await?;
+                rebooting.insert(step.node.clone());
+            }
+            // The health rule ran as this step's interlock.
+            Action::CheckUpgradeSafe => {}
+            Action::Drain { node_name } => {
+                let report = self
+                    .kube
+                    .drain(
+                        &cps(),
+                        node_name,
+                        self.timeouts.drain,
+                        self.timeouts.poll.max(Duration::from_secs(1)),
+                    )
+                    .await?;
+                tracing::info!(node = %node_name, evicted = report.evicted.len(), ignored = report.ignored.len(), "drained");
+            }
+            Action::WaitNodeReady { node_name, version } => {
+                let what = match version {
+                    Some(v) => format!("Node {node_name} Ready in Kubernetes on Talos {v}"),
+                    None => format!("Node {node_name} Ready in Kubernetes"),
+                };
+                let cps = cps();
+                wait(&self.timeouts, self.timeouts.ready, &what, || async {
+                    // The OS image names the Talos version the kubelet last registered with:
+                    // a Ready from before the reboot does not count.
+                    self.kube
+                        .node(&cps, node_name)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some_and(|n| {
+                            n.ready
+                                && version
+                                    .as_ref()
+                                    .is_none_or(|v| n.os_image.contains(&format!("({v})")))
+                        })
+                })
+                .await?;
+            }
+            Action::Uncordon { node_name } => self.kube.uncordon(&cps(), node_name).await?,
+            Action::DeleteNode { node_name } => self.kube.delete_node(&cps(), node_name).await?,
+            Action::Stabilize { millis } => {
+                let address = at();
+                let until = Instant::now() + Duration::from_millis(*millis);
+                while Instant::now() < until {
+                    tokio::time::sleep(
+                        self.timeouts
+                            .poll
+                            .min(until.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
+                    if *millis > 0
+                        && !probe_configured(talos, &address)
+                            .await
+                            .is_some_and(|p| p.healthy)
+                    {
+                        return Err(StepError::Gate(format!(
+                            "{} became unhealthy during the stabilization wait",
+                            step.node
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The node's member leaves etcd. When its own etcd does not answer (crashed, stopped
+    /// mid-join), the member cannot leave by itself: a healthy peer removes it, as for an
+    /// unreachable node. Decided from what is observed, not from an error code Talos does not
+    /// promise (Talos answers `Unknown` after a long wait there: internal/pkg/etcd/local.go).
+    async fn leave(&self, step: &Step, inv: &Inventory) -> Result<(), StepError> {
+        let address = self.address(&step.node, inv);
+        if self.talos.etcd_status(&address).await.is_ok() {
+            match self.talos.etcd_leave(&address).await {
+                Ok(()) => return Ok(()),
+                Err(e) if self.talos.etcd_status(&address).await.is_ok() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(node = %step.node, error = %e, "its etcd stopped answering during the leave")
+                }
+            }
+        }
+        tracing::warn!(node = %step.node, "its etcd does not answer: removing its member through a peer");
+        self.remove_through_peer(&step.node, &address, inv).await
+    }
+
+    /// Removes `node`'s member through another control plane whose etcd answers.
+    async fn remove_through_peer(
+        &self,
+        node: &str,
+        node_address: &str,
+        inv: &Inventory,
+    ) -> Result<(), StepError> {
+        let hostname = self.hostname(node, inv);
+        let addresses = self.addresses(node, inv);
+        for peer in control_plane_addresses(self.desired, inv)
+            .iter()
+            .filter(|p| p.as_str() != node_address)
+        {
+            let Some(health) =
+                etcd_health(self.talos, std::slice::from_ref(peer), |_| vec![]).await
+            else {
+                continue;
+            };
+            let Some(member) = health.member_of(&hostname, &addresses) else {
+                return Ok(());
+            };
+            self.talos.etcd_remove_member(peer, member.id).await?;
+            return Ok(());
+        }
+        Err(StepError::Gate(format!(
+            "no healthy peer to remove {hostname}'s etcd member through"
+        )))
+    }
+}
+
+/// The verb of a disrupting action, for interlock messages.
+fn verb(action: &Action) -> &'static str {
+    match action {
+        Action::Upgrade { .. } | Action::CheckUpgradeSafe => "upgrading",
+        Action::Reset { .. } => "resetting",
+        Action::LeaveEtcd => "removing the member of",
+        Action::RemoveMember { .. } => "removing the member of",
+        _ => "rebooting",
+    }
+}
+
+async fn journal(
+    store: &impl StateStore,
+    state: &mut State,
+    f: impl FnOnce(&mut Run),
+) -> Result<(), StepError> {
+    if let Some(run) = state.run.as_mut() {
+        f(run);
+    }
+    Ok(store.save(state).await?)
+}
+
+/// Updates the inventory after a finished step.
+fn record(inventory: &mut Inventory, step: &Step, desired: &Desired) {
+    match &step.action {
+        Action::ApplyConfig { .. } => {
+            if let Some(d) = desired.nodes.iter().find(|n| n.name == step.node) {
+                // A rename: the old entry of the same machine goes.
+                inventory
+                    .nodes
+                    .retain(|i| i.name == d.name || i.maintenance_address != d.maintenance_address);
+                let entry = InventoryNode {
+                    name: d.name.clone(),
+                    hostname: d.hostname.clone(),
+                    role: d.role,
+                    maintenance_address: d.maintenance_address.clone(),
+                    address: d.address().to_string(),
+                    config: d.config.clone(),
+                };
+                match inventory.nodes.iter_mut().find(|i| i.name == d.name) {
+                    Some(i) => *i = entry,
+                    None => inventory.nodes.push(entry),
+                }
+            }
+        }
+        // Only a node seen back in maintenance mode leaves the inventory: a node whose member
+        // was removed while it was unreachable is remembered, and reset when it returns.
+        Action::WaitMaintenance { .. } => inventory.nodes.retain(|i| i.name != step.node),
+        _ => {}
+    }
+}

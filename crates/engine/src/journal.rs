@@ -1,0 +1,89 @@
+//! What vixen remembers between runs: the inventory of nodes it configured, and the operation
+//! journal of the plan in progress, so that a killed agent resumes without redoing a reboot.
+//!
+//! The store is a port ([`StateStore`]): a JSON file in the lab and for `--once` runs, a
+//! Kubernetes ConfigMap in the cluster. Only digests and names are stored: never a config or a
+//! secret.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vixen_plan::{Desired, Inventory, Plan};
+
+use crate::error::StoreError;
+use crate::ports::StateStore;
+
+/// A plan being carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// Digest of the desired state the plan was made for.
+    pub revision: String,
+    /// The plan.
+    pub plan: Plan,
+    /// Steps finished (a prefix of the plan).
+    pub done: usize,
+    /// A step that was started and not yet seen finished (its index).
+    pub in_flight: Option<usize>,
+}
+
+/// Everything vixen keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Nodes vixen configured.
+    pub inventory: Inventory,
+    /// The plan in progress, if any.
+    pub run: Option<Run>,
+}
+
+/// A fingerprint of the desired state: a journaled plan is resumed only for the same one.
+/// SHA-256 over the serialized [`Desired`], so it is stable across Rust releases and every
+/// field counts, a new one included.
+pub fn fingerprint(desired: &Desired) -> String {
+    use sha2::{Digest as _, Sha256};
+    let bytes = serde_json::to_vec(desired).expect("Desired serializes");
+    let digest = Sha256::digest(&bytes);
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A JSON file, replaced atomically on every save.
+pub struct FileStore {
+    path: PathBuf,
+}
+
+impl FileStore {
+    /// A store at `path` (its folder is created on first save).
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    /// The state file used by `--lab LABDIR` or `--state DIR`: `DIR/state.json`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self::new(dir.join("state.json"))
+    }
+}
+
+impl StateStore for FileStore {
+    async fn load(&self) -> Result<State, StoreError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", self.path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(StoreError::Read(format!("{}: {e}", self.path.display()))),
+        }
+    }
+
+    async fn save(&self, state: &State) -> Result<(), StoreError> {
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = self.path.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
+            // fsync before rename: the journal must survive a SIGKILL right after a step
+            // started.
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| StoreError::Write(format!("{}: {e}", self.path.display())))
+    }
+}

@@ -1,0 +1,121 @@
+//! The engine's ports: the only ways it reaches the world. Each has a real implementation at
+//! the edge ([`crate::talos::TalosLink`], [`crate::kube::KubeLink`], [`crate::journal::FileStore`])
+//! and an in-memory fake ([`crate::fake`], feature `fake`) that the executor's tests drive in
+//! milliseconds.
+//!
+//! ```text
+//!            ┌──────────── Engine ────────────┐
+//!  NodeApi ◄─┤ observe · adopt · execute      ├─► StateStore (inventory + journal)
+//! KubeGates ◄┤ (interlocks, gates, resume)    │
+//!            └────────────────────────────────┘
+//! ```
+//!
+//! Addresses are plain strings (`127.0.10.1`, `[fd00::1]:50000`); the real Talos port adds
+//! the API port. Reads may be retried by the port; mutating calls are sent once.
+
+use std::future::Future;
+use std::time::Duration;
+
+use vixen_k8s::{DrainReport, NodeView};
+use vixen_plan::KubeView;
+use vixen_talos::{
+    ApplyMode, ApplyOutcome, EtcdMember, EtcdMemberStatus, ServiceStatus, VersionInfo,
+};
+
+use crate::error::{KubeError, StoreError};
+use crate::journal::State;
+
+/// What a Talos call returns.
+pub type TalosResult<T> = Result<T, vixen_talos::Error>;
+
+/// The Talos operations the engine uses, by node address.
+pub trait NodeApi: Send + Sync {
+    /// Version over mTLS (a configured node).
+    fn version(&self, at: &str) -> impl Future<Output = TalosResult<VersionInfo>> + Send;
+    /// Version asked anonymously (a node in maintenance mode answers with a gRPC status).
+    fn maintenance_version(
+        &self,
+        at: &str,
+    ) -> impl Future<Output = TalosResult<VersionInfo>> + Send;
+    /// The node's services.
+    fn services(&self, at: &str) -> impl Future<Output = TalosResult<Vec<ServiceStatus>>> + Send;
+    /// The etcd members the node sees.
+    fn etcd_members(&self, at: &str) -> impl Future<Output = TalosResult<Vec<EtcdMember>>> + Send;
+    /// The node's own etcd member status.
+    fn etcd_status(&self, at: &str) -> impl Future<Output = TalosResult<EtcdMemberStatus>> + Send;
+    /// ApplyConfiguration (anonymous when `maintenance`).
+    fn apply(
+        &self,
+        at: &str,
+        config: &[u8],
+        mode: ApplyMode,
+        dry_run: bool,
+        maintenance: bool,
+    ) -> impl Future<Output = TalosResult<ApplyOutcome>> + Send;
+    /// Legacy MachineService.Upgrade (the node reboots by itself).
+    fn upgrade(&self, at: &str, image: &str) -> impl Future<Output = TalosResult<()>> + Send;
+    /// ImageService.Pull into the containerd store (Talos 1.13+).
+    fn pull_image(&self, at: &str, image: &str) -> impl Future<Output = TalosResult<()>> + Send;
+    /// LifecycleService.Upgrade (Talos 1.13+: installs, does not reboot).
+    fn lifecycle_upgrade(
+        &self,
+        at: &str,
+        image: &str,
+    ) -> impl Future<Output = TalosResult<()>> + Send;
+    /// Reboot.
+    fn reboot(&self, at: &str) -> impl Future<Output = TalosResult<()>> + Send;
+    /// Reset to maintenance mode (graceful: Talos leaves etcd and drains first).
+    fn reset(&self, at: &str, graceful: bool) -> impl Future<Output = TalosResult<()>> + Send;
+    /// Bootstrap etcd on this node (only `vixen bootstrap` calls it).
+    fn bootstrap(&self, at: &str) -> impl Future<Output = TalosResult<()>> + Send;
+    /// Remove this node's own member from etcd.
+    fn etcd_leave(&self, at: &str) -> impl Future<Output = TalosResult<()>> + Send;
+    /// Move etcd leadership away from this node.
+    fn etcd_forfeit(&self, at: &str) -> impl Future<Output = TalosResult<()>> + Send;
+    /// Remove member `id` through this node.
+    fn etcd_remove_member(&self, at: &str, id: u64)
+    -> impl Future<Output = TalosResult<()>> + Send;
+    /// The admin kubeconfig the node hands out (a `.tar.gz`).
+    fn kubeconfig(&self, at: &str) -> impl Future<Output = TalosResult<Vec<u8>>> + Send;
+}
+
+/// The Kubernetes side of a disruption: drain before, readiness after. `control_planes` are the
+/// addresses a port may ask for a kubeconfig.
+pub trait KubeGates: Send + Sync {
+    /// The Node objects, or `None` when no API answers (plans then have no Kubernetes steps).
+    fn view(&self, control_planes: &[String]) -> impl Future<Output = Option<KubeView>> + Send;
+    /// Cordon `node` and evict its pods (budgets honoured), within `limit`.
+    fn drain(
+        &self,
+        control_planes: &[String],
+        node: &str,
+        limit: Duration,
+        poll: Duration,
+    ) -> impl Future<Output = Result<DrainReport, KubeError>> + Send;
+    /// The Node called `node`.
+    fn node(
+        &self,
+        control_planes: &[String],
+        node: &str,
+    ) -> impl Future<Output = Result<Option<NodeView>, KubeError>> + Send;
+    /// Undo vixen's own cordon of `node`.
+    fn uncordon(
+        &self,
+        control_planes: &[String],
+        node: &str,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send;
+    /// Delete the Node object `node`.
+    fn delete_node(
+        &self,
+        control_planes: &[String],
+        node: &str,
+    ) -> impl Future<Output = Result<(), KubeError>> + Send;
+}
+
+/// Where vixen keeps its inventory and journal.
+pub trait StateStore: Send + Sync {
+    /// The stored state (empty when there is none).
+    fn load(&self) -> impl Future<Output = Result<State, StoreError>> + Send;
+    /// Replaces the stored state, durably (a SIGKILL right after must not lose it).
+    fn save(&self, state: &State) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
