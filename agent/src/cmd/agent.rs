@@ -453,10 +453,17 @@ fn run_daemon(args: Args) -> anyhow::Result<ExitCode> {
         forge: forge_options(&d)?,
         kube,
         state_dir: args.target.state_dir(),
-        watch_files: [args.target.age_key.clone(), args.target.talosconfig.clone()]
-            .into_iter()
-            .flatten()
-            .collect(),
+        // The key sops would find through SOPS_AGE_KEY_FILE is watched too (a mounted Secret).
+        watch_files: [
+            args.target.age_key.clone(),
+            std::env::var_os("SOPS_AGE_KEY_FILE")
+                .filter(|_| args.target.age_key.is_none())
+                .map(PathBuf::from),
+            args.target.talosconfig.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         source_label,
         cluster: if remote {
             None

@@ -23,6 +23,10 @@ fn digest(files: &[PathBuf]) -> u64 {
 /// Keeps the watcher alive; `changed` ticks once per change of the files' contents.
 pub struct SecretWatch {
     _watcher: Option<notify::RecommendedWatcher>,
+    /// Held when no file is watched: a dropped sender would make `changed()` return at once,
+    /// forever, and wake the agent's loop on every turn (issue 14: an idle agent sent 8,776
+    /// Talos calls in 10 s).
+    _idle: Option<watch::Sender<u64>>,
     /// A counter bumped on every change.
     pub changed: watch::Receiver<u64>,
 }

@@ -474,7 +474,7 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
 /// The verb of a disrupting action, for interlock messages.
 fn verb(action: &Action) -> &'static str {
     match action {
-        Action::Upgrade { .. } | Action::CheckUpgradeSafe => "upgrading",
+        Action::Upgrade { .. } => "upgrading",
         Action::Reset { .. } => "resetting",
         Action::LeaveEtcd => "removing the member of",
         Action::RemoveMember { .. } => "removing the member of",

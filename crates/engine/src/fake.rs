@@ -560,9 +560,7 @@ impl KubeGates for FakeCluster {
             let k = w.kube.as_mut().ok_or(KubeError::NoApi)?;
             // The kubelet follows its node: NotReady while it is down, its OS image its version.
             if let (Some(n), Some(v)) = (hostnode, k.get_mut(node)) {
-                if v.ready {
-                    v.ready = n.mode == Mode::Configured && n.down_for == 0;
-                }
+                v.ready = n.mode == Mode::Configured && n.down_for == 0;
                 v.os_image = format!("Talos ({})", n.version);
             }
             Ok(k.get(node).cloned())

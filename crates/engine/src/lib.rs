@@ -27,6 +27,8 @@ pub mod ports;
 pub mod prepare;
 pub mod progress;
 pub mod talos;
+#[cfg(test)]
+mod tests;
 
 use vixen_plan::{Desired, Observed, Plan, Refusal};
 

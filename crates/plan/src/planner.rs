@@ -242,6 +242,27 @@ pub fn plan(
         } else if desired.reset_on_removal || l.role_change {
             reset_node(&mut plan, l, "left Git", kube, true);
         }
+        // A machine that left Git must be seen wiped: one that does not answer may still run
+        // its config with the cluster's keys, so the cluster is not converged while it is out
+        // of sight. One found in maintenance mode is done (the gate drops it from the record).
+        let state = l.observed.map(|o| o.state);
+        if !l.role_change && desired.reset_on_removal {
+            match state {
+                Some(NodeState::Maintenance) => plan.steps.push(step(
+                    l.name,
+                    Action::WaitMaintenance {
+                        address: l.maintenance.to_string(),
+                    },
+                    "left Git and is back in maintenance mode",
+                    NONE,
+                )),
+                Some(NodeState::Configured) => {}
+                _ => plan.waiting.push(format!(
+                    "{}: left Git but does not answer; it is reset when it answers again",
+                    l.name
+                )),
+            }
+        }
     }
 
     // --- additions: nodes in maintenance mode (new, reset, or changing role).
