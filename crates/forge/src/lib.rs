@@ -3,22 +3,27 @@
 //!
 //! ```text
 //! forge --POST--> serve_webhooks / handle_webhook --verify--> PushEvent --> on_push (trigger)
-//!                                      \--unverified--> 401, nothing triggered
-//! agent --StatusClient::post(sha, CommitStatus)--> forge API (retries, rate limits, dedup)
+//!                                      \--unverified--> 401 + why, nothing triggered
+//! reconcile --StatusQueue::post(sha, CommitStatus)  (sync)
+//!               --> worker task --StatusClient--> forge API (seed + dedup, retries, rate limits)
 //! ```
 
+mod queue;
 mod server;
 mod status;
+mod text;
 mod webhook;
 
 use std::fmt;
 
 use zeroize::Zeroizing;
 
+pub use queue::{QueueStats, StatusQueue};
 pub use server::{WebhookResponse, handle_webhook, serve_webhooks};
 pub use status::{
     CommitState, CommitStatus, Posted, RetryPolicy, StatusClient, StatusError, context_for,
 };
+pub use text::{description_limit, fit_description};
 pub use webhook::{PushEvent, WebhookError, verify_push};
 
 /// The kind of forge.

@@ -22,19 +22,31 @@ const MAX_BODY: usize = 5 * 1024 * 1024;
 /// What to answer, and the push to act on (only when verified).
 #[derive(Debug)]
 pub struct WebhookResponse {
-    /// HTTP status: 202 for a verified push or an ignored event, 401 when unverified.
+    /// HTTP status: 202 for a verified push or an ignored event, 200 for a ping, 401 when
+    /// unverified, 400 for a request that is not a webhook or a payload that is not a push.
     pub status: u16,
+    /// A short plain-text reason for the forge's delivery log (ends with a newline; never holds
+    /// the secret or a signature).
+    pub body: String,
+    /// A fixed label for metrics: `accepted`, or [`crate::WebhookError::category`].
+    pub outcome: &'static str,
     /// The verified push, if any.
     pub event: Option<PushEvent>,
 }
 
-/// Verifies one request. The caller answers `status` and triggers a reconcile only for `event`.
+/// Verifies one request. The caller answers `status` with `body` (`text/plain`) and triggers a
+/// reconcile only for `event`.
 pub fn handle_webhook(headers: &HeaderMap, body: &[u8], secret: &Secret) -> WebhookResponse {
     match verify_push(headers, body, secret) {
         Ok(event) => {
             tracing::info!(forge = %event.forge, repo = %event.repo, reference = %event.reference, after = %event.after, "verified push webhook");
             WebhookResponse {
                 status: 202,
+                body: format!(
+                    "accepted: {} push of {} at {}\n",
+                    event.forge, event.reference, event.after
+                ),
+                outcome: "accepted",
                 event: Some(event),
             }
         }
@@ -42,6 +54,8 @@ pub fn handle_webhook(headers: &HeaderMap, body: &[u8], secret: &Secret) -> Webh
             tracing::warn!(error = %e, category = e.category(), "webhook not acted on");
             WebhookResponse {
                 status: e.status_code(),
+                body: format!("{e}\n"),
+                outcome: e.category(),
                 event: None,
             }
         }
@@ -92,22 +106,33 @@ async fn respond<F: Fn(PushEvent)>(
     on_push: &F,
 ) -> Response<Full<Bytes>> {
     if req.method() != Method::POST {
-        return reply(StatusCode::METHOD_NOT_ALLOWED);
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "webhooks are POST requests\n".into(),
+        );
     }
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE),
+        Err(_) => {
+            let why = format!("the body is larger than {} MiB\n", MAX_BODY >> 20);
+            return reply(StatusCode::PAYLOAD_TOO_LARGE, why);
+        }
     };
     let out = handle_webhook(&parts.headers, &body, secret);
     if let Some(event) = out.event {
         on_push(event);
     }
-    reply(StatusCode::from_u16(out.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+    let status = StatusCode::from_u16(out.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    reply(status, out.body)
 }
 
-fn reply(status: StatusCode) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::new()));
+fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }

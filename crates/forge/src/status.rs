@@ -9,15 +9,27 @@
 //!
 //! 5xx answers and network errors are retried with exponential backoff; 429, and 403 carrying
 //! rate-limit headers, wait for `Retry-After` or the reset time, up to a cap. A status equal to
-//! the last one posted for the same commit and context is not sent again.
+//! the last one posted for the same commit and context is not sent again; [`StatusClient::seed`]
+//! reads the commit's current statuses from the forge so that this holds across a restart too:
+//!
+//! | forge | list a commit's statuses | state field |
+//! |---|---|---|
+//! | GitHub | `GET {base}/repos/{owner}/{repo}/commits/{sha}/statuses` | `state` |
+//! | Gitea, Forgejo | `GET {base}/api/v1/repos/{owner}/{repo}/statuses/{sha}` | `status` |
+//! | GitLab | `GET {base}/projects/{id}/repository/commits/{sha}/statuses` | `status` |
+//!
+//! The latest status of a context is the one with the highest `id` (all three number statuses in
+//! creation order; Gitea's `modules/structs/status.go` names the state `status` in answers, as
+//! GitLab's `lib/api/commit_statuses.rb` does).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Value, json};
 
+use crate::text::{fit_description, forge_message};
 use crate::{Forge, Secret};
 
 /// vixen's view of a commit.
@@ -113,12 +125,14 @@ pub enum StatusError {
         reason: String,
     },
     /// 5xx on every attempt.
-    #[error("forge answered {status} after {attempts} attempts")]
+    #[error("forge answered {status} after {attempts} attempts: {message}")]
     Server {
         /// Last HTTP status.
         status: u16,
         /// Attempts made.
         attempts: u32,
+        /// The forge's own message (its answer's `message` field), at most 200 characters.
+        message: String,
     },
     /// Rate limited for longer than allowed, or on every attempt.
     #[error("rate limited by the forge; retry in {}s", retry_after.as_secs())]
@@ -131,7 +145,7 @@ pub enum StatusError {
     Rejected {
         /// HTTP status.
         status: u16,
-        /// The start of the forge's answer.
+        /// The forge's own message (its answer's `message` field), at most 200 characters.
         message: String,
     },
 }
@@ -145,7 +159,50 @@ pub struct StatusClient {
     token: Secret,
     context: String,
     retry: RetryPolicy,
-    last: Mutex<HashMap<String, (CommitState, String)>>,
+    last: Mutex<Memory>,
+}
+
+/// What the forge holds for a commit under this client's context, as the forge spells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Remembered {
+    state: String,
+    description: String,
+}
+
+/// The last status of the most recent commits (bounded: old commits are forgotten first).
+#[derive(Default)]
+struct Memory {
+    by_sha: HashMap<String, Option<Remembered>>,
+    order: VecDeque<String>,
+}
+
+impl Memory {
+    const MAX: usize = 512;
+
+    fn insert(&mut self, sha: &str, value: Option<Remembered>) {
+        if self.by_sha.insert(sha.to_owned(), value).is_none() {
+            self.order.push_back(sha.to_owned());
+            while self.order.len() > Self::MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.by_sha.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// One request's outcome, for a caller that does its own retrying.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// Accepted.
+    Sent,
+    /// Worth retrying: after `wait` when the forge said how long.
+    Retry {
+        wait: Option<Duration>,
+        error: StatusError,
+    },
+    /// Retrying will not help.
+    Fatal(StatusError),
 }
 
 impl std::fmt::Debug for StatusClient {
@@ -205,8 +262,36 @@ impl StatusClient {
             token,
             context,
             retry,
-            last: Mutex::new(HashMap::new()),
+            last: Mutex::new(Memory::default()),
         })
+    }
+
+    /// The forge this client posts to.
+    pub fn forge(&self) -> Forge {
+        self.forge
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    fn list_url(&self, sha: &str) -> String {
+        match self.forge {
+            Forge::GitHub => format!(
+                "{}/repos/{}/commits/{sha}/statuses?per_page=100",
+                self.base_url, self.repo
+            ),
+            Forge::Gitea | Forge::Forgejo => format!(
+                "{}/api/v1/repos/{}/statuses/{sha}?limit=50",
+                self.base_url, self.repo
+            ),
+            Forge::GitLab => format!(
+                "{}/projects/{}/repository/commits/{sha}/statuses?per_page=100",
+                self.base_url,
+                self.repo.replace('/', "%2F")
+            ),
+        }
     }
 
     fn url(&self, sha: &str) -> String {
@@ -224,13 +309,16 @@ impl StatusClient {
         }
     }
 
+    /// What the forge will hold once `status` is posted.
+    fn remembered(&self, status: &CommitStatus) -> Remembered {
+        Remembered {
+            state: status.state.api_name(self.forge).to_owned(),
+            description: fit_description(self.forge, &status.description),
+        }
+    }
+
     fn body(&self, status: &CommitStatus) -> Value {
-        let limit = if self.forge == Forge::GitHub {
-            140
-        } else {
-            255
-        };
-        let description = truncate(&status.description, limit);
+        let description = fit_description(self.forge, &status.description);
         let state = status.state.api_name(self.forge);
         let mut body = match self.forge {
             Forge::GitLab => {
@@ -261,92 +349,180 @@ impl StatusClient {
         (name, v)
     }
 
-    /// Posts `status` for commit `sha` unless it equals the last one posted for it.
+    /// Whether `seed` (or a post) already told what the forge holds for `sha`.
+    pub(crate) fn knows(&self, sha: &str) -> bool {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_sha
+            .contains_key(sha)
+    }
+
+    /// Whether `status` is what the forge already holds for `sha` under this context.
+    pub(crate) fn is_unchanged(&self, sha: &str, status: &CommitStatus) -> bool {
+        let want = self.remembered(status);
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_sha
+            .get(sha)
+            .is_some_and(|held| held.as_ref() == Some(&want))
+    }
+
+    fn remember(&self, sha: &str, status: &CommitStatus) {
+        let held = self.remembered(status);
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sha, Some(held));
+    }
+
+    /// Reads the commit's current statuses from the forge and remembers the latest one under this
+    /// context, so that posting the same state and description again is skipped (also after a
+    /// restart of the agent). One request, no retry.
+    ///
+    /// # Errors
+    /// [`StatusError`] when the forge cannot be read; nothing is remembered then.
+    pub async fn seed(&self, sha: &str) -> Result<(), StatusError> {
+        check_sha(sha)?;
+        let (auth_name, auth_value) = self.auth_header();
+        let resp = self
+            .http
+            .get(self.list_url(sha))
+            .header(auth_name, auth_value)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| StatusError::Network {
+                attempts: 1,
+                reason: e.without_url().to_string(),
+            })?;
+        let code = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !code.is_success() {
+            return Err(StatusError::Rejected {
+                status: code.as_u16(),
+                message: forge_message(&text, self.token.expose()),
+            });
+        }
+        let list: Vec<Value> = serde_json::from_str(&text).map_err(|e| StatusError::Rejected {
+            status: code.as_u16(),
+            message: format!("the list of statuses is not JSON: {e}"),
+        })?;
+        let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        let name_key = if self.forge == Forge::GitLab {
+            "name"
+        } else {
+            "context"
+        };
+        let latest = list
+            .iter()
+            .filter(|v| field(v, name_key).as_deref() == Some(self.context.as_str()))
+            .max_by_key(|v| v.get("id").and_then(Value::as_i64).unwrap_or(i64::MIN))
+            .map(|v| Remembered {
+                state: field(v, "state")
+                    .or_else(|| field(v, "status"))
+                    .unwrap_or_default(),
+                description: field(v, "description").unwrap_or_default(),
+            });
+        tracing::debug!(forge = %self.forge, %sha, found = latest.is_some(), "read the commit's statuses");
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sha, latest);
+        Ok(())
+    }
+
+    /// One POST of `status` for `sha`, no retry; remembers it when the forge accepted it.
+    pub(crate) async fn attempt(&self, sha: &str, status: &CommitStatus) -> Attempt {
+        let (auth_name, auth_value) = self.auth_header();
+        let sent = self
+            .http
+            .post(self.url(sha))
+            .header(auth_name, auth_value)
+            .header("accept", "application/json")
+            .json(&self.body(status))
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt::Retry {
+                    wait: None,
+                    error: StatusError::Network {
+                        attempts: 1,
+                        reason: e.without_url().to_string(),
+                    },
+                };
+            }
+        };
+        let code = resp.status();
+        if code.is_success() {
+            self.remember(sha, status);
+            return Attempt::Sent;
+        }
+        let wait = rate_limit_wait(code, resp.headers());
+        let message = forge_message(&resp.text().await.unwrap_or_default(), self.token.expose());
+        if let Some(wait) = wait {
+            let error = StatusError::RateLimited { retry_after: wait };
+            if wait > self.retry.max_rate_limit_wait {
+                return Attempt::Fatal(error);
+            }
+            return Attempt::Retry {
+                wait: Some(wait),
+                error,
+            };
+        }
+        if code.is_server_error() {
+            return Attempt::Retry {
+                wait: None,
+                error: StatusError::Server {
+                    status: code.as_u16(),
+                    attempts: 1,
+                    message,
+                },
+            };
+        }
+        Attempt::Fatal(StatusError::Rejected {
+            status: code.as_u16(),
+            message,
+        })
+    }
+
+    /// Posts `status` for commit `sha` unless it equals the last one posted for it, retrying
+    /// inline (this awaits the network, backoffs included: a reconcile should use
+    /// [`crate::StatusQueue`] instead).
     ///
     /// # Errors
     /// [`StatusError`]; the dedup memory is only updated on success.
     pub async fn post(&self, sha: &str, status: &CommitStatus) -> Result<Posted, StatusError> {
-        if sha.len() != 40 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StatusError::InvalidConfig(format!("bad commit id {sha:?}")));
-        }
-        let key = format!("{sha}\n{}", self.context);
-        let desc = status.description.clone();
-        if self
-            .last
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            == Some(&(status.state, desc.clone()))
-        {
+        check_sha(sha)?;
+        if self.is_unchanged(sha, status) {
             return Ok(Posted::Unchanged);
         }
-        let url = self.url(sha);
-        let body = self.body(status);
-        let (auth_name, auth_value) = self.auth_header();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let last = attempt >= self.retry.max_attempts;
-            let sent = self
-                .http
-                .post(&url)
-                .header(auth_name, auth_value.clone())
-                .header("accept", "application/json")
-                .json(&body)
-                .send()
-                .await;
-            let resp = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    let reason = e.without_url().to_string();
-                    tracing::warn!(forge = %self.forge, attempt, error = %reason, "commit status: network error");
-                    if last {
-                        return Err(StatusError::Network {
-                            attempts: attempt,
-                            reason,
-                        });
+            match self.attempt(sha, status).await {
+                Attempt::Sent => {
+                    tracing::debug!(forge = %self.forge, %sha, state = ?status.state, attempt, "commit status posted");
+                    return Ok(Posted::Sent { attempts: attempt });
+                }
+                Attempt::Fatal(e) => return Err(e),
+                Attempt::Retry { wait, error } => {
+                    tracing::warn!(forge = %self.forge, attempt, error = %error, "commit status not accepted; retrying");
+                    if attempt >= self.retry.max_attempts {
+                        return Err(with_attempts(error, attempt));
                     }
-                    tokio::time::sleep(self.backoff(attempt)).await;
-                    continue;
+                    tokio::time::sleep(wait.unwrap_or_else(|| self.backoff(attempt))).await;
                 }
-            };
-            let code = resp.status();
-            if code.is_success() {
-                self.last
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, (status.state, desc));
-                tracing::debug!(forge = %self.forge, %sha, state = ?status.state, attempt, "commit status posted");
-                return Ok(Posted::Sent { attempts: attempt });
             }
-            if let Some(wait) = rate_limit_wait(code, resp.headers()) {
-                tracing::warn!(forge = %self.forge, attempt, wait_s = wait.as_secs_f64(), "commit status: rate limited");
-                if wait > self.retry.max_rate_limit_wait || last {
-                    return Err(StatusError::RateLimited { retry_after: wait });
-                }
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            if code.is_server_error() {
-                tracing::warn!(forge = %self.forge, attempt, status = code.as_u16(), "commit status: server error");
-                if last {
-                    return Err(StatusError::Server {
-                        status: code.as_u16(),
-                        attempts: attempt,
-                    });
-                }
-                tokio::time::sleep(self.backoff(attempt)).await;
-                continue;
-            }
-            let text = resp.text().await.unwrap_or_default();
-            return Err(StatusError::Rejected {
-                status: code.as_u16(),
-                message: truncate(&text, 200),
-            });
         }
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
+    /// The wait after failed attempt number `attempt` (1-based): doubling from the initial
+    /// backoff up to the ceiling.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let factor = 1u32
             .checked_shl(attempt.saturating_sub(1))
             .unwrap_or(u32::MAX);
@@ -389,14 +565,26 @@ fn rate_limit_wait(code: StatusCode, headers: &HeaderMap) -> Option<Duration> {
     }
 }
 
-/// Cuts to `max` characters, ending with an ellipsis when cut.
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
+/// `error` with the number of attempts made.
+pub(crate) fn with_attempts(error: StatusError, attempts: u32) -> StatusError {
+    match error {
+        StatusError::Network { reason, .. } => StatusError::Network { attempts, reason },
+        StatusError::Server {
+            status, message, ..
+        } => StatusError::Server {
+            status,
+            attempts,
+            message,
+        },
+        other => other,
     }
-    let mut out: String = s.chars().take(max - 1).collect();
-    out.push('…');
-    out
+}
+
+fn check_sha(sha: &str) -> Result<(), StatusError> {
+    if sha.len() != 40 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StatusError::InvalidConfig(format!("bad commit id {sha:?}")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -409,15 +597,6 @@ mod tests {
         assert_eq!(CommitState::Error.api_name(Forge::GitLab), "failed");
         assert_eq!(CommitState::Failure.api_name(Forge::GitHub), "failure");
         assert_eq!(CommitState::Error.api_name(Forge::Gitea), "error");
-    }
-
-    #[test]
-    fn truncation_counts_characters() {
-        let long = "é".repeat(200);
-        let t = truncate(&long, 140);
-        assert_eq!(t.chars().count(), 140);
-        assert!(t.ends_with('…'));
-        assert_eq!(truncate("short", 140), "short");
     }
 
     #[test]

@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 
 use git2::{
     AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, ErrorCode,
-    FetchOptions, Oid, RemoteCallbacks, Repository,
+    FetchOptions, Oid, RemoteCallbacks, RemoteRedirect, Repository,
 };
+use zeroize::Zeroizing;
 
-use crate::config::{Auth, GitRef, Validated};
+use crate::config::{Auth, GitRef, Scheme, Validated};
 use crate::signature::{self, VerifiedSignature};
 use crate::{Error, GitSourceConfig, Result, checkout, known_hosts};
 
@@ -22,6 +23,9 @@ use crate::{Error, GitSourceConfig, Result, checkout, known_hosts};
 const SOURCE_REF: &str = "refs/vixen/source";
 /// Recreate the cache repository when it holds more packs than this.
 const MAX_PACKS: usize = 64;
+/// A refspec no remote ref matches: a "download" with it connects and lists the refs (the
+/// `info/refs` request) but wants nothing, so no `git-upload-pack` request follows.
+const WANT_NOTHING: &str = "refs/vixen/poll-wants-nothing:refs/vixen/poll-wants-nothing";
 
 /// A commit the remote ref points at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,18 +112,41 @@ impl GitSource {
             .repo
             .remote_anonymous(&self.cfg.url.url)
             .map_err(|e| self.git_error("connect", &failure, e))?;
-        let conn = remote
-            .connect_auth(Direction::Fetch, Some(self.callbacks(&failure)), None)
-            .map_err(|e| self.git_error("connect", &failure, e))?;
-        let heads = conn
-            .list()
-            .map_err(|e| self.git_error("list refs", &failure, e))?;
+        let heads: Vec<(String, Oid)> = if let Some(auth) = self.preemptive_auth() {
+            // libgit2's connect takes no custom headers (git2's `connect_auth` passes none), but
+            // a download does: one that wants nothing is a connect plus the ref list.
+            let mut opts = self.fetch_options(&failure, &auth);
+            remote
+                .download(&[WANT_NOTHING], Some(&mut opts))
+                .map_err(|e| self.git_error("connect", &failure, e))?;
+            let heads = remote
+                .list()
+                .map_err(|e| self.git_error("list refs", &failure, e))?
+                .iter()
+                .map(|h| (h.name().to_owned(), h.oid()))
+                .collect();
+            let _ = remote.disconnect();
+            heads
+        } else {
+            let conn = remote
+                .connect_auth(
+                    Direction::Fetch,
+                    Some(self.callbacks(&failure, false)),
+                    None,
+                )
+                .map_err(|e| self.git_error("connect", &failure, e))?;
+            conn.list()
+                .map_err(|e| self.git_error("list refs", &failure, e))?
+                .iter()
+                .map(|h| (h.name().to_owned(), h.oid()))
+                .collect()
+        };
         let peeled = format!("{reference}^{{}}");
         let found = heads
             .iter()
-            .find(|h| h.name() == peeled)
-            .or_else(|| heads.iter().find(|h| h.name() == reference))
-            .map(|h| h.oid().to_string());
+            .find(|(name, _)| *name == peeled)
+            .or_else(|| heads.iter().find(|(name, _)| *name == reference))
+            .map(|(_, oid)| oid.to_string());
         let commit = found.ok_or_else(|| Error::RefNotFound {
             url: self.url(),
             reference: reference.clone(),
@@ -230,9 +257,16 @@ impl GitSource {
             .repo
             .remote_anonymous(&self.cfg.url.url)
             .map_err(|e| self.git_error("fetch", &failure, e))?;
-        let mut opts = FetchOptions::new();
-        opts.remote_callbacks(self.callbacks(&failure))
-            .depth(1)
+        let auth = self.preemptive_auth();
+        let mut opts = match &auth {
+            Some(a) => self.fetch_options(&failure, a),
+            None => {
+                let mut o = FetchOptions::new();
+                o.remote_callbacks(self.callbacks(&failure, false));
+                o
+            }
+        };
+        opts.depth(1)
             .download_tags(AutotagOption::None)
             .update_fetchhead(false);
         let refspec = format!("+{reference}:{SOURCE_REF}");
@@ -284,8 +318,49 @@ impl GitSource {
         Ok(v)
     }
 
+    /// The `Authorization` header for an HTTP(S) remote with basic or token credentials, sent
+    /// on the first request. libgit2 itself sends credentials only after a 401 challenge
+    /// (libgit2 `transports/httpclient.c` `apply_credentials`: no auth context until the server
+    /// asked), which made every idle poll two requests.
+    fn preemptive_auth(&self) -> Option<Zeroizing<String>> {
+        if !matches!(self.cfg.url.scheme, Scheme::Https | Scheme::Http) {
+            return None;
+        }
+        let (user, password) = match &self.cfg.auth {
+            Auth::Basic { username, password } => (username.as_str(), password.expose()),
+            Auth::Token(token) => ("x-access-token", token.expose()),
+            _ => return None,
+        };
+        let pair = Zeroizing::new(format!("{user}:{password}"));
+        Some(Zeroizing::new(format!(
+            "Authorization: Basic {}",
+            *base64(pair.as_bytes())
+        )))
+    }
+
+    /// Fetch options that send `auth` on every request. Redirects are not followed: libgit2
+    /// would send custom headers to the redirect's host too.
+    fn fetch_options<'a>(
+        &'a self,
+        failure: &'a RefCell<Option<Error>>,
+        auth: &str,
+    ) -> FetchOptions<'a> {
+        let mut opts = FetchOptions::new();
+        opts.remote_callbacks(self.callbacks(failure, true))
+            .custom_headers(&[auth])
+            .follow_redirects(RemoteRedirect::None)
+            .download_tags(AutotagOption::None);
+        opts
+    }
+
     /// Callbacks for credentials and host key checks; the precise failure lands in `failure`.
-    fn callbacks<'a>(&'a self, failure: &'a RefCell<Option<Error>>) -> RemoteCallbacks<'a> {
+    /// With `sent_already`, the credentials went with the request: a challenge means they were
+    /// refused, and sending them again would not help.
+    fn callbacks<'a>(
+        &'a self,
+        failure: &'a RefCell<Option<Error>>,
+        sent_already: bool,
+    ) -> RemoteCallbacks<'a> {
         let mut cb = RemoteCallbacks::new();
         let attempts = Cell::new(0u32);
         let url = self.url();
@@ -301,7 +376,7 @@ impl GitSource {
                 return Cred::username(user_from_url.unwrap_or("git"));
             }
             attempts.set(attempts.get() + 1);
-            if attempts.get() > 1 {
+            if attempts.get() > 1 || sent_already {
                 return fail("credentials rejected by the server");
             }
             match &self.cfg.auth {
@@ -432,6 +507,24 @@ fn open_cache(cache_dir: &Path, url: &str) -> Result<Repository> {
     }
 }
 
+/// Standard base64 with padding (RFC 4648), for the basic-auth header.
+fn base64(input: &[u8]) -> Zeroizing<String> {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Zeroizing::new(String::with_capacity(input.len().div_ceil(3) * 4));
+    for c in input.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 fn remove_all(path: &Path) -> Result<()> {
     match fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
@@ -439,5 +532,23 @@ fn remove_all(path: &Path) -> Result<()> {
             source: e,
         }),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(*super::base64(plain.as_bytes()), encoded);
+        }
     }
 }

@@ -2,5 +2,7 @@
 //! fake forge API checking each commit status request. One binary to keep link time low.
 
 mod mock;
+mod queue;
+mod real_hooks;
 mod status;
 mod webhooks;

@@ -148,7 +148,8 @@ async fn server_error_is_retried_then_succeeds() {
             err,
             StatusError::Server {
                 status: 502,
-                attempts: 3
+                attempts: 3,
+                ..
             }
         ),
         "{err:?}"

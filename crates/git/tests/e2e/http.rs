@@ -102,6 +102,50 @@ fn http_clone_poll_new_commit_and_force_push() {
     assert_eq!(src.fetch().unwrap().commit, c);
 }
 
+/// Fault: an idle poll made two HTTP requests (anonymous, 401, then with credentials), because
+/// libgit2 only sends credentials when challenged. Basic and token credentials now go with the
+/// first request: one request per poll, answered 200, and no 401 while fetching either.
+#[test]
+fn http_poll_sends_credentials_on_the_first_request() {
+    let remote = Remote::new();
+    let a = remote.commit(&[("a", "1")], "a", None);
+    let root = remote.bare.parent().unwrap();
+    for (user, auth) in [
+        (
+            "vixen",
+            Auth::Basic {
+                username: "vixen".into(),
+                password: Secret::new("pw"),
+            },
+        ),
+        ("x-access-token", Auth::Token(Secret::new("pw"))),
+    ] {
+        let server = GitHttpServer::start(root, user, "pw");
+        let mut cfg = config(server.url("repo.git"), remote.dir.path().join(user), "", "");
+        cfg.auth = auth;
+        let mut src = GitSource::new(&cfg).unwrap();
+        for _ in 0..2 {
+            assert_eq!(src.poll().unwrap().commit, a);
+            let log = server.take_log();
+            assert_eq!(log.len(), 1, "{user}: one request per poll: {log:?}");
+            assert_eq!(
+                (log[0].method.as_str(), log[0].status),
+                ("GET", 200),
+                "{log:?}"
+            );
+            assert!(
+                log[0]
+                    .target
+                    .ends_with("/info/refs?service=git-upload-pack")
+            );
+        }
+        assert_eq!(src.fetch().unwrap().commit, a);
+        let log = server.take_log();
+        assert!(log.iter().all(|r| r.status == 200), "{user}: {log:?}");
+        assert!(log.iter().any(|r| r.method == "POST"), "{log:?}");
+    }
+}
+
 #[test]
 fn http_wrong_or_missing_credentials() {
     let remote = Remote::new();
@@ -117,6 +161,10 @@ fn http_wrong_or_missing_credentials() {
     .unwrap();
     let err = src.poll().unwrap_err();
     assert!(matches!(err, Error::AuthFailed { .. }), "{err:?}");
+    // Refused credentials are not sent a second time.
+    let log = server.take_log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].status, 401);
     assert!(matches!(src.fetch().unwrap_err(), Error::AuthFailed { .. }));
 
     let mut cfg = config(server.url("repo.git"), cache.clone(), "", "");

@@ -14,7 +14,6 @@ use std::thread::JoinHandle;
 pub struct Logged {
     pub method: String,
     pub target: String,
-    #[allow(dead_code)]
     pub status: u16,
 }
 
