@@ -18,14 +18,41 @@ use crate::version::{self, Version};
 use crate::yaml::{Pos, Seg};
 
 /// Runs every rule.
+///
+/// Without a key, the secrets bundle and `*.sops.yaml` patches are checked for what can be seen
+/// without decrypting (see [`crate::secrets`]); [`validate_with_keys`] decrypts them as well.
 pub fn validate(repo: &Repo) -> Diagnostics {
     let mut d = Diagnostics::default();
     cluster_rules(repo, &mut d);
     node_rules(repo, &mut d);
+    crate::checks::label_rules(repo, &mut d);
     address_rules(repo, &mut d);
     network_rules(repo, &mut d);
-    patch_rules(repo, &mut d);
+    d.0.extend(crate::secrets::check_bundle_file(repo).0);
+    patch_rules(repo, None, &mut d);
     d.sort();
+    d.0.dedup();
+    d
+}
+
+/// Every rule of [`validate`], and with `keys`: the bundle decrypted (MAC verified) and every
+/// node rendered with its decrypted `*.sops.yaml` patches.
+pub fn validate_with_keys(repo: &Repo, keys: &vixen_sops::Keyring) -> Diagnostics {
+    let mut d = Diagnostics::default();
+    cluster_rules(repo, &mut d);
+    node_rules(repo, &mut d);
+    crate::checks::label_rules(repo, &mut d);
+    address_rules(repo, &mut d);
+    network_rules(repo, &mut d);
+    match crate::secrets::load_render_inputs(repo, keys) {
+        Ok(inputs) => patch_rules(repo, Some(&inputs), &mut d),
+        Err(e) => {
+            d.0.extend(e.0);
+            patch_rules(repo, None, &mut d);
+        }
+    }
+    d.sort();
+    d.0.dedup();
     d
 }
 
@@ -94,12 +121,11 @@ fn cluster_rules(repo: &Repo, d: &mut Diagnostics) {
             "use lowercase letters, digits and `-`, at most 63 characters",
         );
     }
-    let ep = &c.value.endpoint;
-    if !ep.starts_with("https://") || render::endpoint_host(ep).is_empty() {
+    if let Some(problem) = crate::checks::endpoint_problem(&c.value.endpoint) {
         d.push(
             f,
             c.pos(&path!["endpoint"]),
-            format!("endpoint `{ep}` is not an https URL"),
+            problem,
             "write it as https://<VIP or DNS name>:6443",
         );
     }
@@ -124,9 +150,15 @@ fn cluster_rules(repo: &Repo, d: &mut Diagnostics) {
     if let (Ok(t), Ok(k)) = (talos, k8s)
         && let Some(problem) = version::compatibility_problem(t, k)
     {
+        // An unknown Talos version is the Talos line's fault, not the Kubernetes line's.
+        let at = if version::kubernetes_range(t).is_none() {
+            path!["talos", "version"]
+        } else {
+            path!["kubernetes", "version"]
+        };
         d.push(
             f,
-            c.pos(&path!["kubernetes", "version"]),
+            c.pos(&at),
             problem,
             "pick a Kubernetes version the Talos version supports, or change the Talos version",
         );
@@ -147,14 +179,6 @@ fn cluster_rules(repo: &Repo, d: &mut Diagnostics) {
             c.pos(&path!["talos", "schematic"]),
             "schematic is not a 64-character hex ID",
             "copy the schematic ID from the Image Factory",
-        );
-    }
-    if !repo.root.join(&c.value.secrets).is_file() {
-        d.push(
-            f,
-            c.pos(&path!["secrets"]),
-            format!("secrets file `{}` does not exist", c.value.secrets),
-            "create it with `vixen gen-secrets` and encrypt it with sops, or correct the path",
         );
     }
     if parse_duration(&c.value.upgrade.stabilization).is_none() {
@@ -196,12 +220,12 @@ fn cluster_rules(repo: &Repo, d: &mut Diagnostics) {
     ];
     for (group, list) in groups {
         for (i, p) in list.iter().enumerate() {
-            if !repo.root.join(p).is_file() {
+            if let Err(r) = repo.sandbox().check_file(p) {
                 d.push(
                     f,
                     c.pos(&path!["patches", group, i]),
-                    format!("patch file `{p}` does not exist"),
-                    "create it or correct the path",
+                    format!("patch file {r}"),
+                    r.fix(),
                 );
             }
         }
@@ -282,12 +306,12 @@ fn node_rules(repo: &Repo, d: &mut Diagnostics) {
             );
         }
         for (i, p) in v.patches.iter().enumerate() {
-            if !repo.root.join(p).is_file() {
+            if let Err(r) = repo.sandbox().check_file(p) {
                 d.push(
                     &n.path,
                     n.pos(&path!["patches", i]),
-                    format!("patch file `{p}` does not exist"),
-                    "create it or correct the path",
+                    format!("patch file {r}"),
+                    r.fix(),
                 );
             }
         }
@@ -682,18 +706,25 @@ fn placeholder_bundle() -> vixen_pki::SecretsBundle {
     }
 }
 
-fn patch_rules(repo: &Repo, d: &mut Diagnostics) {
-    let bundle = placeholder_bundle();
+fn patch_rules(repo: &Repo, inputs: Option<&render::RenderInputs>, d: &mut Diagnostics) {
+    if inputs.is_none() {
+        crate::secrets::check_sops_patches(repo, d);
+    }
+    let placeholder = placeholder_bundle();
     let mut seen = std::collections::BTreeSet::new();
     for n in &repo.nodes {
-        // A missing patch file is reported once by the existence rules above.
+        // A refused patch file is reported once by the path rules above.
         if render::patch_files(repo, n)
             .iter()
-            .any(|(p, _, _)| !repo.root.join(p).is_file())
+            .any(|(p, _, _)| repo.sandbox().check_file(p).is_err())
         {
             continue;
         }
-        if let Err(e) = render::render(repo, n, &bundle)
+        let result = match inputs {
+            Some(i) => render::render_with(repo, n, i),
+            None => render::render_inner(repo, n, &placeholder, None, render::Encrypted::Skip),
+        };
+        if let Err(e) = result
             && seen.insert(e.to_string())
         {
             d.0.push(e);
