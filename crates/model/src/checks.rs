@@ -54,7 +54,9 @@ pub fn key_problem(key: &str) -> Option<String> {
     if name.is_empty() {
         Some(format!("key `{key}` has an empty name"))
     } else if name.len() > 63 {
-        Some(format!("the name of key `{key}` is longer than 63 characters"))
+        Some(format!(
+            "the name of key `{key}` is longer than 63 characters"
+        ))
     } else if !is_qualified_name_part(name) {
         Some(format!(
             "the name of key `{key}` must be letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit"
@@ -367,7 +369,12 @@ pub(crate) fn label_rules(repo: &crate::Repo, d: &mut crate::Diagnostics) {
         }
         for (i, t) in v.taints.iter().enumerate() {
             if let Some(problem) = key_problem(&t.key) {
-                d.push(&n.path, n.pos(&crate::path!["taints", i, "key"]), problem, fix);
+                d.push(
+                    &n.path,
+                    n.pos(&crate::path!["taints", i, "key"]),
+                    problem,
+                    fix,
+                );
             }
             if let Some(problem) = t.value.as_deref().and_then(label_value_problem) {
                 d.push(

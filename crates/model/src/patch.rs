@@ -171,6 +171,12 @@ fn extra_doc(
         }
     };
     if let Some(problem) = checks::kind_problem(&api, &kind, t.talos_minor) {
+        let field = if problem.starts_with("`apiVersion") {
+            "apiVersion"
+        } else {
+            "kind"
+        };
+        let pos = at.position(&crate::path![field]);
         let problem = if secret {
             "this config document's kind is not one Talos accepts".to_string()
         } else {
@@ -178,7 +184,7 @@ fn extra_doc(
         };
         return Err(diag(
             file,
-            at.position(&crate::path!["kind"]),
+            pos,
             problem,
             "use a document kind Talos accepts (e.g. UserVolumeConfig), or a v1alpha1 patch",
         ));
@@ -230,20 +236,20 @@ fn after_change(
     secret: bool,
     pos: impl Fn(&[Seg]) -> Pos,
 ) -> Result<(), Diagnostic> {
-    if t.main.pointer("/machine/type") != Some(&json!(t.node.role.machine_type())) {
-        return Err(diag(
-            file,
-            pos(&crate::path!["machine", "type"]),
-            format!("patch changes machine.type of {}", t.node.name),
-            "change the node's `role` in its node file instead",
-        ));
-    }
     if let Some((path, message)) = checks::shape_problem(t.main) {
         return Err(diag(
             file,
             pos(&path),
             message,
             "write the field in the shape Talos' v1alpha1 config has (see `vixen render`)",
+        ));
+    }
+    if t.main.pointer("/machine/type") != Some(&json!(t.node.role.machine_type())) {
+        return Err(diag(
+            file,
+            pos(&crate::path!["machine", "type"]),
+            format!("patch changes machine.type of {}", t.node.name),
+            "change the node's `role` in its node file instead",
         ));
     }
     let after = labels_of(t.main);

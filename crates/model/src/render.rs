@@ -483,14 +483,9 @@ pub(crate) fn render_inner(
         } else {
             repo.cluster.pos(&at)
         };
-        let text = repo.read(&rel).map_err(|r| {
-            diag(
-                &referenced_in,
-                src,
-                format!("patch file {r}"),
-                r.fix(),
-            )
-        })?;
+        let text = repo
+            .read(&rel)
+            .map_err(|r| diag(&referenced_in, src, format!("patch file {r}"), r.fix()))?;
         let file = PathBuf::from(&rel);
         let mut target = crate::patch::Target {
             main: &mut main,

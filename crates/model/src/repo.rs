@@ -219,7 +219,12 @@ fn load_file<T: DeserializeOwned>(
     let text = match sandbox.read_to_string(rel) {
         Ok(text) => text,
         Err(r) => {
-            diags.push(Path::new(rel), Pos { line: 1, col: 1 }, r.to_string(), r.fix());
+            diags.push(
+                Path::new(rel),
+                Pos { line: 1, col: 1 },
+                r.to_string(),
+                r.fix(),
+            );
             return None;
         }
     };

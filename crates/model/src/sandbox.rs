@@ -244,10 +244,12 @@ impl Sandbox {
     /// The [`Refusal`]; the file is not read when it is refused.
     pub fn read_bytes(&self, rel: &str) -> Result<Zeroizing<Vec<u8>>, Refusal> {
         let path = self.resolve(rel, Want::File)?;
-        std::fs::read(path).map(Zeroizing::new).map_err(|e| Refusal::Io {
-            path: rel.to_string(),
-            kind: e.kind(),
-        })
+        std::fs::read(path)
+            .map(Zeroizing::new)
+            .map_err(|e| Refusal::Io {
+                path: rel.to_string(),
+                kind: e.kind(),
+            })
     }
 
     /// Reads the file `rel` as UTF-8 text.

@@ -68,6 +68,7 @@ fn sops_path(p: &str) -> Vec<Seg> {
 fn sops_error(e: &vixen_sops::Error, tree: Option<&Node>) -> (Pos, String, &'static str) {
     use vixen_sops::Error as E;
     let at = |segs: &[Seg]| tree.map_or(TOP, |t| t.position(segs));
+    let sops_key = tree.map_or(TOP, |t| t.key_position(&crate::path!["sops"]));
     let fix_encrypt = "encrypt the file again with `sops -e` (or restore it from Git)";
     match e {
         E::MalformedValue { path, reason } => {
@@ -93,11 +94,11 @@ fn sops_error(e: &vixen_sops::Error, tree: Option<&Node>) -> (Pos, String, &'sta
             "restore the file from Git",
         ),
         E::NoMatchingKey { .. } | E::NotEnoughKeyGroups { .. } | E::UnsupportedKeyType(_) => (
-            at(&crate::path!["sops"]),
+            sops_key,
             e.to_string(),
             "give vixen an age identity of one of these recipients (--age-key or SOPS_AGE_KEY_FILE)",
         ),
-        E::InvalidMetadata(_) => (at(&crate::path!["sops"]), e.to_string(), fix_encrypt),
+        E::InvalidMetadata(_) => (sops_key, e.to_string(), fix_encrypt),
         _ => (TOP, e.to_string(), fix_encrypt),
     }
 }

@@ -17,7 +17,11 @@ fn plant_outside(outside: &Path) {
     std::fs::create_dir_all(outside.join("patches")).unwrap();
     let patch = format!("machine:\n  env:\n    STOLEN: {CANARY}\n");
     std::fs::write(outside.join("patch.yaml"), &patch).unwrap();
-    std::fs::write(outside.join("broken.yaml"), format!("{CANARY}: [unclosed\n")).unwrap();
+    std::fs::write(
+        outside.join("broken.yaml"),
+        format!("{CANARY}: [unclosed\n"),
+    )
+    .unwrap();
     for name in ["common.yaml", "controlplane.yaml", "worker-2-storage.yaml"] {
         std::fs::write(outside.join("patches").join(name), &patch).unwrap();
     }
@@ -31,7 +35,11 @@ fn plant_outside(outside: &Path) {
         .unwrap()
         .replace("name: homelab", &format!("name: {CANARY}"));
     std::fs::write(outside.join("cluster.yaml"), cluster).unwrap();
-    std::fs::write(outside.join("secrets.yaml"), format!("cluster:\n  id: {CANARY}\n")).unwrap();
+    std::fs::write(
+        outside.join("secrets.yaml"),
+        format!("cluster:\n  id: {CANARY}\n"),
+    )
+    .unwrap();
 }
 
 type Setup = fn(&Path, &Path);
@@ -76,7 +84,11 @@ const CASES: &[(&str, Setup, &str, &str)] = &[
         "relative symlink climbing out of the repo",
         |repo, _| {
             std::fs::remove_file(repo.join("patches/common.yaml")).unwrap();
-            symlink("../../outside/broken.yaml", repo.join("patches/common.yaml")).unwrap();
+            symlink(
+                "../../outside/broken.yaml",
+                repo.join("patches/common.yaml"),
+            )
+            .unwrap();
         },
         "cluster.yaml:18:7",
         "symlink",
@@ -103,7 +115,11 @@ const CASES: &[(&str, Setup, &str, &str)] = &[
         "symlinked node file",
         |repo, outside| {
             std::fs::remove_file(repo.join("nodes/cp-1.yaml")).unwrap();
-            symlink(outside.join("nodes/cp-1.yaml"), repo.join("nodes/cp-1.yaml")).unwrap();
+            symlink(
+                outside.join("nodes/cp-1.yaml"),
+                repo.join("nodes/cp-1.yaml"),
+            )
+            .unwrap();
         },
         "nodes/cp-1.yaml:1:1",
         "symlink",

@@ -170,7 +170,9 @@ pub fn check(input: &[u8], format: Format) -> Result<()> {
     let mut doc = formats::load(input, format)?;
     let meta = metadata::Metadata::from_value(&doc.metadata)?;
     if meta.recipients().is_empty() {
-        return Err(Error::InvalidMetadata("the file lists no age recipient".into()));
+        return Err(Error::InvalidMetadata(
+            "the file lists no age recipient".into(),
+        ));
     }
     walk::check_tree(&mut doc.branches, &meta)
 }

@@ -179,13 +179,12 @@ impl Walker<'_> {
                 let Some(key) = self.key else {
                     return Ok(());
                 };
-                let plain =
-                    envelope
-                        .open(key, self.aad().as_bytes())
-                        .map_err(|e| match e {
-                            CipherError::Auth => Error::MacMismatch,
-                            CipherError::Malformed => self.malformed("not an ENC[...] value"),
-                        })?;
+                let plain = envelope
+                    .open(key, self.aad().as_bytes())
+                    .map_err(|e| match e {
+                        CipherError::Auth => Error::MacMismatch,
+                        CipherError::Malformed => self.malformed("not an ENC[...] value"),
+                    })?;
                 *v = self.typed(&envelope.kind, plain)?;
             }
         }

@@ -10,10 +10,8 @@ use vixen_sops::Keyring;
 
 /// `crates/model`.
 pub fn manifest() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")),
-        PathBuf::from,
-    )
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 /// The homelab example.
@@ -51,7 +49,11 @@ pub fn edit(file: &Path, old: &str, new: &str) {
     let text = if old.is_empty() {
         format!("{text}{new}")
     } else {
-        assert!(text.contains(old), "{} does not contain {old:?}", file.display());
+        assert!(
+            text.contains(old),
+            "{} does not contain {old:?}",
+            file.display()
+        );
         text.replacen(old, new, 1)
     };
     std::fs::write(file, text).unwrap();
