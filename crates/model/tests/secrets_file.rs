@@ -45,6 +45,12 @@ const CASES: &[(&str, Option<At>, At)] = &[
         None,
         ("secrets/talos.sops.yaml:36:10", "MAC mismatch"),
     ),
+    // The values are intact but in another order: only the MAC comparison can tell.
+    (
+        "fail_values_reordered.sops.yaml",
+        None,
+        ("secrets/talos.sops.yaml:36:10", "MAC mismatch"),
+    ),
     (
         "fail_truncated.sops.yaml",
         Some(("secrets/talos.sops.yaml:1:1", "not SOPS-encrypted")),
