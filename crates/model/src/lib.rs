@@ -5,6 +5,7 @@
 // `path![...]` builds a Vec because some paths are extended afterwards; borrowing one is fine.
 #![allow(clippy::useless_vec)]
 
+mod addresses;
 pub mod checks;
 mod patch;
 pub mod render;
