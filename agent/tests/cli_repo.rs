@@ -25,6 +25,13 @@ fn plaintext_example() -> tempfile::TempDir {
         )
         .join("../crates/model/tests/testdata/bundle.yaml");
     std::fs::copy(bundle, dir.path().join("secrets/talos.sops.yaml")).unwrap();
+    // A plaintext bundle is refused unless cluster.yaml says it is one on purpose.
+    let cluster = dir.path().join("cluster.yaml");
+    let text = std::fs::read_to_string(&cluster).unwrap().replace(
+        "secrets: secrets/talos.sops.yaml",
+        "secrets: {file: secrets/talos.sops.yaml, plaintext: true}",
+    );
+    std::fs::write(&cluster, text).unwrap();
     dir
 }
 

@@ -13,7 +13,12 @@ fn generate(dir: &Path, nodes: usize) {
     std::fs::create_dir_all(dir.join("nodes")).unwrap();
     std::fs::create_dir_all(dir.join("patches")).unwrap();
     std::fs::create_dir_all(dir.join("secrets")).unwrap();
-    std::fs::write(dir.join("secrets/talos.sops.yaml"), "placeholder: true\n").unwrap();
+    let bundle = vixen_pki::SecretsBundle::generate().unwrap();
+    std::fs::write(
+        dir.join("secrets/talos.yaml"),
+        serde_yaml_ng::to_string(&bundle).unwrap(),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("patches/common.yaml"),
         "machine:\n  sysctls:\n    vm.swappiness: \"10\"\n",
@@ -21,7 +26,7 @@ fn generate(dir: &Path, nodes: usize) {
     .unwrap();
     std::fs::write(
         dir.join("cluster.yaml"),
-        "name: big\nendpoint: https://127.1.0.1:6443\ntalos:\n  version: v1.11.6\nkubernetes:\n  version: 1.34.1\nsecrets: secrets/talos.sops.yaml\npatches:\n  all: [patches/common.yaml]\n",
+        "name: big\nendpoint: https://127.1.0.1:6443\ntalos:\n  version: v1.11.6\nkubernetes:\n  version: 1.34.1\nsecrets: {file: secrets/talos.yaml, plaintext: true}\npatches:\n  all: [patches/common.yaml]\n",
     )
     .unwrap();
     std::fs::write(

@@ -5,13 +5,19 @@
 // `path![...]` builds a Vec because some paths are extended afterwards; borrowing one is fine.
 #![allow(clippy::useless_vec)]
 
+mod addresses;
+pub mod checks;
+mod patch;
 pub mod render;
 pub mod repo;
+pub mod sandbox;
 pub mod schema;
+pub mod secrets;
 pub mod types;
 pub mod validate;
 pub mod version;
 pub mod yaml;
 
 pub use repo::{Diagnostic, Diagnostics, Repo, Source};
+pub use sandbox::{Refusal, Sandbox};
 pub use types::*;

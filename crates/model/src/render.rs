@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 use vixen_pki::SecretsBundle;
+use zeroize::Zeroizing;
 
 use crate::repo::{Diagnostic, Repo, Source};
 use crate::types::{Interface, NodeFile, Role, Route, TaintEffect};
@@ -403,7 +404,33 @@ fn diag(file: &Path, pos: Pos, message: String, fix: &str) -> Diagnostic {
     }
 }
 
-/// Renders the machine config of `node`.
+/// True for a patch file vixen decrypts with SOPS before applying it.
+pub fn is_sops_patch(rel: &str) -> bool {
+    rel.ends_with(".sops.yaml") || rel.ends_with(".sops.yml")
+}
+
+/// Everything secret that rendering needs: the bundle and the decrypted `*.sops.yaml` patches
+/// (by their path as the repo names them), in buffers wiped on drop. Made by
+/// [`crate::secrets::load_render_inputs`].
+#[derive(Debug)]
+pub struct RenderInputs {
+    /// The Talos secrets bundle.
+    pub bundle: SecretsBundle,
+    /// Decrypted SOPS patches: path -> YAML text.
+    pub patches: std::collections::BTreeMap<String, Zeroizing<String>>,
+}
+
+/// What to do with a `*.sops.yaml` patch that has no decrypted text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encrypted {
+    /// Refuse: the caller meant to render for real.
+    Refuse,
+    /// Leave it out (key-less validation checks it separately).
+    Skip,
+}
+
+/// Renders the machine config of `node` with `bundle`. A node with a `*.sops.yaml` patch needs
+/// [`render_with`] and decrypted patches.
 ///
 /// # Errors
 /// A [`Diagnostic`] naming the patch file (and line) that could not be read, parsed or applied,
@@ -413,72 +440,84 @@ pub fn render(
     node: &Source<NodeFile>,
     bundle: &SecretsBundle,
 ) -> Result<MachineConfig, Diagnostic> {
+    render_inner(repo, node, bundle, None, Encrypted::Refuse)
+}
+
+/// Renders the machine config of `node` with the bundle and decrypted patches of `inputs`.
+///
+/// # Errors
+/// As [`render`].
+pub fn render_with(
+    repo: &Repo,
+    node: &Source<NodeFile>,
+    inputs: &RenderInputs,
+) -> Result<MachineConfig, Diagnostic> {
+    render_inner(
+        repo,
+        node,
+        &inputs.bundle,
+        Some(&inputs.patches),
+        Encrypted::Refuse,
+    )
+}
+
+pub(crate) fn render_inner(
+    repo: &Repo,
+    node: &Source<NodeFile>,
+    bundle: &SecretsBundle,
+    decrypted: Option<&std::collections::BTreeMap<String, Zeroizing<String>>>,
+    encrypted: Encrypted,
+) -> Result<MachineConfig, Diagnostic> {
     let mut main = base(repo, &node.value, bundle);
     let mut extra = Vec::new();
+    let talos_minor = repo
+        .cluster
+        .value
+        .talos
+        .version
+        .parse::<crate::version::Version>()
+        .map_or(13, |v| v.minor);
     for (rel, referenced_in, at) in patch_files(repo, node) {
-        let text = repo.read(&rel).map_err(|e| {
-            let src = if referenced_in == node.path {
-                node.pos(&at)
-            } else {
-                repo.cluster.pos(&at)
-            };
-            diag(
-                &referenced_in,
-                src,
-                format!("patch file `{rel}` cannot be read: {e}"),
-                "create the file or correct the path",
-            )
-        })?;
+        let src = if referenced_in == node.path {
+            node.pos(&at)
+        } else {
+            repo.cluster.pos(&at)
+        };
+        let text = repo
+            .read(&rel)
+            .map_err(|r| diag(&referenced_in, src, format!("patch file {r}"), r.fix()))?;
         let file = PathBuf::from(&rel);
-        let docs = yaml::parse_all(&text).map_err(|e| {
-            diag(
-                &file,
-                e.pos,
-                format!("invalid YAML in patch: {}", e.message),
-                "fix the YAML syntax here",
-            )
-        })?;
-        for doc in docs {
-            match doc.to_json() {
-                Value::Object(map)
-                    if map.contains_key("apiVersion") && map.contains_key("kind") =>
-                {
-                    extra.push(Value::Object(map));
-                }
-                Value::Object(map) => merge(&mut main, Value::Object(map), &mut Vec::new()),
-                Value::Array(ops) => {
-                    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))
-                        .map_err(|e| {
-                            diag(
-                                &file,
-                                doc.pos,
-                                format!("not a valid RFC 6902 JSON patch: {e}"),
-                                "each item needs `op` and `path` (and `value` or `from`)",
-                            )
-                        })?;
-                    json_patch::patch(&mut main, &patch).map_err(|e| {
-                        let pos = doc.position(&crate::path![e.operation]);
-                        diag(&file, pos, format!("JSON patch does not apply to {}: {e}", node.value.name), "point the operation at a path that exists in the rendered config (see `vixen render`)")
-                    })?;
-                }
-                Value::Null => {}
-                _ => {
-                    return Err(diag(
+        let mut target = crate::patch::Target {
+            main: &mut main,
+            extra: &mut extra,
+            node: &node.value,
+            talos_minor,
+        };
+        if is_sops_patch(&rel) {
+            let plain = decrypted.and_then(|d| d.get(&rel));
+            match (plain, encrypted) {
+                (Some(plain), _) => {
+                    let positions = yaml::parse_all(&text).ok();
+                    crate::patch::apply_file(
+                        &mut target,
                         &file,
-                        doc.pos,
-                        "a patch must be a mapping (strategic merge) or a list (JSON patch)".into(),
-                        "rewrite the document as a mapping or a list of operations",
+                        plain,
+                        positions.as_deref(),
+                        true,
+                    )?;
+                }
+                (None, Encrypted::Skip) => {}
+                (None, Encrypted::Refuse) => {
+                    return Err(diag(
+                        &referenced_in,
+                        src,
+                        format!("patch file `{rel}` is SOPS-encrypted and was not decrypted"),
+                        "render with the cluster's age key (vixen_model::secrets::load_render_inputs)",
                     ));
                 }
             }
-        }
-        if main["machine"]["type"] != json!(node.value.role.machine_type()) {
-            return Err(diag(
-                &file,
-                Pos { line: 1, col: 1 },
-                format!("patch changes machine.type of {}", node.value.name),
-                "change the node's `role` in its node file instead",
-            ));
+        } else {
+            crate::patch::apply_file(&mut target, &file, &text, None, false)?;
         }
     }
     Ok(MachineConfig { main, extra })

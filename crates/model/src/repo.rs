@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+use crate::sandbox::{Refusal, Sandbox};
 use crate::types::{ClusterFile, NetworkFile, NodeFile};
 use crate::yaml::{self, Node, Pos, Seg};
 
@@ -113,6 +114,8 @@ pub struct Repo {
     pub nodes: Vec<Source<NodeFile>>,
     /// `network.yaml` (empty when the file is absent).
     pub network: Source<NetworkFile>,
+    /// The only way to read the repo's files.
+    sandbox: Sandbox,
 }
 
 impl Repo {
@@ -122,42 +125,53 @@ impl Repo {
     /// Every read, YAML and shape problem of every file, as [`Diagnostics`].
     pub fn load(root: &Path) -> Result<Repo, Diagnostics> {
         let mut diags = Diagnostics::default();
-        let cluster = load_file::<ClusterFile>(root, Path::new(CLUSTER_FILE), &mut diags);
+        let top = Pos { line: 1, col: 1 };
+        let sandbox = match Sandbox::open(root) {
+            Ok(s) => s,
+            Err(e) => {
+                diags.push(
+                    Path::new("."),
+                    top,
+                    format!("the repo folder cannot be opened: {}", e.kind()),
+                    "point vixen at the folder that holds cluster.yaml",
+                );
+                return Err(diags);
+            }
+        };
+        let cluster = load_file::<ClusterFile>(&sandbox, CLUSTER_FILE, &mut diags);
 
         let mut node_paths = Vec::new();
-        match std::fs::read_dir(root.join(NODES_DIR)) {
-            Ok(entries) => {
-                for entry in entries.flatten() {
-                    let name = entry.file_name().to_string_lossy().into_owned();
+        match sandbox.list_dir(NODES_DIR) {
+            Ok(names) => {
+                for name in names {
                     if name.ends_with(".yaml") || name.ends_with(".yml") {
-                        node_paths.push(Path::new(NODES_DIR).join(name));
+                        node_paths.push(format!("{NODES_DIR}/{name}"));
                     }
                 }
             }
-            Err(_) => diags.push(
+            Err(Refusal::Missing(_)) => diags.push(
                 Path::new(NODES_DIR),
-                Pos { line: 1, col: 1 },
+                top,
                 "the nodes/ folder is missing",
                 "create nodes/ with one <name>.yaml file per node",
             ),
+            Err(r) => diags.push(Path::new(NODES_DIR), top, r.to_string(), r.fix()),
         }
-        node_paths.sort();
         let nodes: Vec<_> = node_paths
             .iter()
-            .filter_map(|p| load_file::<NodeFile>(root, p, &mut diags))
+            .filter_map(|p| load_file::<NodeFile>(&sandbox, p, &mut diags))
             .collect();
 
-        let network = if root.join(NETWORK_FILE).exists() {
-            load_file::<NetworkFile>(root, Path::new(NETWORK_FILE), &mut diags)
-        } else {
-            Some(Source {
+        let network = match sandbox.check_file(NETWORK_FILE) {
+            Err(r) if r.is_missing() => Some(Source {
                 path: PathBuf::from(NETWORK_FILE),
                 value: NetworkFile::default(),
                 tree: Node {
-                    pos: Pos { line: 1, col: 1 },
+                    pos: top,
                     kind: yaml::Kind::Scalar(serde_json::Value::Null),
                 },
-            })
+            }),
+            _ => load_file::<NetworkFile>(&sandbox, NETWORK_FILE, &mut diags),
         };
 
         match (cluster, network) {
@@ -166,6 +180,7 @@ impl Repo {
                 cluster,
                 nodes,
                 network,
+                sandbox,
             }),
             _ => {
                 diags.sort();
@@ -179,34 +194,41 @@ impl Repo {
         self.nodes.iter().find(|n| n.value.name == name)
     }
 
-    /// Reads a file the repo refers to (a patch, the secrets bundle), relative to the root.
+    /// The sandbox every read of this repo goes through.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// Reads a file the repo refers to (a patch, a manifest), relative to the root, through
+    /// the [`Sandbox`]: absolute paths, `..` and symlinks that leave the repo are refused and
+    /// never read.
     ///
     /// # Errors
-    /// The I/O error of the read.
-    pub fn read(&self, relative: &str) -> std::io::Result<String> {
-        std::fs::read_to_string(self.root.join(relative))
+    /// The [`Refusal`].
+    pub fn read(&self, relative: &str) -> Result<String, Refusal> {
+        self.sandbox.read_to_string(relative)
     }
 }
 
 /// Reads, parses and types one file; problems go to `diags`.
 fn load_file<T: DeserializeOwned>(
-    root: &Path,
-    rel: &Path,
+    sandbox: &Sandbox,
+    rel: &str,
     diags: &mut Diagnostics,
 ) -> Option<Source<T>> {
-    let text = match std::fs::read_to_string(root.join(rel)) {
+    let text = match sandbox.read_to_string(rel) {
         Ok(text) => text,
-        Err(e) => {
+        Err(r) => {
             diags.push(
-                rel,
+                Path::new(rel),
                 Pos { line: 1, col: 1 },
-                format!("cannot read the file: {e}"),
-                "create it or fix its permissions",
+                r.to_string(),
+                r.fix(),
             );
             return None;
         }
     };
-    parse_typed(rel, &text, diags)
+    parse_typed(Path::new(rel), &text, diags)
 }
 
 /// Parses `text` (the content of `rel`) as YAML of type `T`; problems go to `diags`.

@@ -27,8 +27,10 @@ pub struct ClusterFile {
     /// Kubernetes version.
     pub kubernetes: KubernetesSpec,
     /// Path, relative to the repo, of the Talos secrets bundle (`talosctl gen secrets` format),
-    /// SOPS-encrypted, e.g. `secrets/talos.sops.yaml`.
-    pub secrets: String,
+    /// SOPS-encrypted, e.g. `secrets/talos.sops.yaml`; or `{file: ..., plaintext: true}` for a
+    /// bundle kept in clear (tests, throwaway labs).
+    #[schemars(with = "SecretsRefForm")]
+    pub secrets: SecretsRef,
     /// Pod and service networks of the cluster.
     #[serde(default)]
     pub cluster_network: ClusterNetwork,
@@ -41,6 +43,98 @@ pub struct ClusterFile {
     /// What happens to a node that leaves Git.
     #[serde(default)]
     pub removal: Removal,
+}
+
+/// Where the secrets bundle is and whether it may be in clear. Reads as the path (`Deref` to
+/// `str`), so code that only wants the path keeps working with the plain string form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretsRef {
+    /// Path relative to the repo root.
+    pub file: String,
+    /// The bundle is plaintext on purpose (never for a real cluster).
+    pub plaintext: bool,
+}
+
+/// The two ways `secrets:` is written (for the schema).
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum SecretsRefForm {
+    /// Path, relative to the repo, of the SOPS-encrypted bundle, e.g. `secrets/talos.sops.yaml`.
+    Path(String),
+    /// The bundle file, with `plaintext: true` when it is deliberately not encrypted.
+    File(SecretsFile),
+}
+
+/// `secrets: {file: ..., plaintext: true}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SecretsFile {
+    /// Path, relative to the repo, of the bundle.
+    file: String,
+    /// `true` accepts a bundle that is not SOPS-encrypted. Without it, a plaintext bundle is
+    /// refused.
+    #[serde(default)]
+    plaintext: bool,
+}
+
+impl std::ops::Deref for SecretsRef {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.file
+    }
+}
+
+impl AsRef<std::path::Path> for SecretsRef {
+    fn as_ref(&self) -> &std::path::Path {
+        std::path::Path::new(&self.file)
+    }
+}
+
+impl std::fmt::Display for SecretsRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.file)
+    }
+}
+
+impl Serialize for SecretsRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.plaintext {
+            SecretsFile {
+                file: self.file.clone(),
+                plaintext: true,
+            }
+            .serialize(s)
+        } else {
+            s.serialize_str(&self.file)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretsRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SecretsRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a path, or a map with `file` and `plaintext`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretsRef, E> {
+                Ok(SecretsRef {
+                    file: v.to_string(),
+                    plaintext: false,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<SecretsRef, A::Error> {
+                let f = SecretsFile::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
+                Ok(SecretsRef {
+                    file: f.file,
+                    plaintext: f.plaintext,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Talos version and where its installer comes from.

@@ -5,8 +5,7 @@
 //! so validation needs no key and touches no node.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ipnet::IpNet;
 
@@ -15,17 +14,44 @@ use crate::render;
 use crate::repo::{Diagnostics, Repo, Source};
 use crate::types::{NodeFile, Role};
 use crate::version::{self, Version};
-use crate::yaml::{Pos, Seg};
+use crate::yaml::Pos;
 
 /// Runs every rule.
+///
+/// Without a key, the secrets bundle and `*.sops.yaml` patches are checked for what can be seen
+/// without decrypting (see [`crate::secrets`]); [`validate_with_keys`] decrypts them as well.
 pub fn validate(repo: &Repo) -> Diagnostics {
     let mut d = Diagnostics::default();
     cluster_rules(repo, &mut d);
     node_rules(repo, &mut d);
-    address_rules(repo, &mut d);
-    network_rules(repo, &mut d);
-    patch_rules(repo, &mut d);
+    crate::checks::label_rules(repo, &mut d);
+    crate::addresses::address_rules(repo, &mut d);
+    crate::addresses::network_rules(repo, &mut d);
+    d.0.extend(crate::secrets::check_bundle_file(repo).0);
+    patch_rules(repo, None, &mut d);
     d.sort();
+    d.0.dedup();
+    d
+}
+
+/// Every rule of [`validate`], and with `keys`: the bundle decrypted (MAC verified) and every
+/// node rendered with its decrypted `*.sops.yaml` patches.
+pub fn validate_with_keys(repo: &Repo, keys: &vixen_sops::Keyring) -> Diagnostics {
+    let mut d = Diagnostics::default();
+    cluster_rules(repo, &mut d);
+    node_rules(repo, &mut d);
+    crate::checks::label_rules(repo, &mut d);
+    crate::addresses::address_rules(repo, &mut d);
+    crate::addresses::network_rules(repo, &mut d);
+    match crate::secrets::load_render_inputs(repo, keys) {
+        Ok(inputs) => patch_rules(repo, Some(&inputs), &mut d),
+        Err(e) => {
+            d.0.extend(e.0);
+            patch_rules(repo, None, &mut d);
+        }
+    }
+    d.sort();
+    d.0.dedup();
     d
 }
 
@@ -94,12 +120,11 @@ fn cluster_rules(repo: &Repo, d: &mut Diagnostics) {
             "use lowercase letters, digits and `-`, at most 63 characters",
         );
     }
-    let ep = &c.value.endpoint;
-    if !ep.starts_with("https://") || render::endpoint_host(ep).is_empty() {
+    if let Some(problem) = crate::checks::endpoint_problem(&c.value.endpoint) {
         d.push(
             f,
             c.pos(&path!["endpoint"]),
-            format!("endpoint `{ep}` is not an https URL"),
+            problem,
             "write it as https://<VIP or DNS name>:6443",
         );
     }
@@ -124,9 +149,15 @@ fn cluster_rules(repo: &Repo, d: &mut Diagnostics) {
     if let (Ok(t), Ok(k)) = (talos, k8s)
         && let Some(problem) = version::compatibility_problem(t, k)
     {
+        // An unknown Talos version is the Talos line's fault, not the Kubernetes line's.
+        let at = if version::kubernetes_range(t).is_none() {
+            path!["talos", "version"]
+        } else {
+            path!["kubernetes", "version"]
+        };
         d.push(
             f,
-            c.pos(&path!["kubernetes", "version"]),
+            c.pos(&at),
             problem,
             "pick a Kubernetes version the Talos version supports, or change the Talos version",
         );
@@ -147,14 +178,6 @@ fn cluster_rules(repo: &Repo, d: &mut Diagnostics) {
             c.pos(&path!["talos", "schematic"]),
             "schematic is not a 64-character hex ID",
             "copy the schematic ID from the Image Factory",
-        );
-    }
-    if !repo.root.join(&c.value.secrets).is_file() {
-        d.push(
-            f,
-            c.pos(&path!["secrets"]),
-            format!("secrets file `{}` does not exist", c.value.secrets),
-            "create it with `vixen gen-secrets` and encrypt it with sops, or correct the path",
         );
     }
     if parse_duration(&c.value.upgrade.stabilization).is_none() {
@@ -196,12 +219,12 @@ fn cluster_rules(repo: &Repo, d: &mut Diagnostics) {
     ];
     for (group, list) in groups {
         for (i, p) in list.iter().enumerate() {
-            if !repo.root.join(p).is_file() {
+            if let Err(r) = repo.sandbox().check_file(p) {
                 d.push(
                     f,
                     c.pos(&path!["patches", group, i]),
-                    format!("patch file `{p}` does not exist"),
-                    "create it or correct the path",
+                    format!("patch file {r}"),
+                    r.fix(),
                 );
             }
         }
@@ -282,12 +305,12 @@ fn node_rules(repo: &Repo, d: &mut Diagnostics) {
             );
         }
         for (i, p) in v.patches.iter().enumerate() {
-            if !repo.root.join(p).is_file() {
+            if let Err(r) = repo.sandbox().check_file(p) {
                 d.push(
                     &n.path,
                     n.pos(&path!["patches", i]),
-                    format!("patch file `{p}` does not exist"),
-                    "create it or correct the path",
+                    format!("patch file {r}"),
+                    r.fix(),
                 );
             }
         }
@@ -311,344 +334,6 @@ fn node_rules(repo: &Repo, d: &mut Diagnostics) {
                     );
                 }
             }
-        }
-    }
-}
-
-/// Where an address of the repo stands.
-struct Place {
-    file: PathBuf,
-    pos: Pos,
-    owner: String,
-}
-
-impl Place {
-    fn describe(&self) -> String {
-        format!("{} ({}:{})", self.owner, self.file.display(), self.pos)
-    }
-}
-
-/// A node's subnets: (interface address, path of the address list owner).
-fn node_addresses(n: &Source<NodeFile>) -> Vec<(String, Vec<Seg>)> {
-    let mut out = Vec::new();
-    for (i, iface) in n.value.interfaces.iter().enumerate() {
-        for (j, a) in iface.addresses.iter().enumerate() {
-            out.push((a.clone(), path!["interfaces", i, "addresses", j]));
-        }
-        for (k, vlan) in iface.vlans.iter().enumerate() {
-            for (j, a) in vlan.addresses.iter().enumerate() {
-                out.push((
-                    a.clone(),
-                    path!["interfaces", i, "vlans", k, "addresses", j],
-                ));
-            }
-        }
-    }
-    out
-}
-
-fn address_rules(repo: &Repo, d: &mut Diagnostics) {
-    let mut used: BTreeMap<IpAddr, Place> = BTreeMap::new();
-    let mut claim = |d: &mut Diagnostics, ip: IpAddr, place: Place| {
-        if let Some(first) = used.get(&ip) {
-            d.push(
-                &place.file,
-                place.pos,
-                format!("address {ip} is already used by {}", first.describe()),
-                "give every node and interface its own address",
-            );
-        } else {
-            used.insert(ip, place);
-        }
-    };
-    for n in &repo.nodes {
-        let v = &n.value;
-        match v.maintenance_address.parse::<IpAddr>() {
-            Ok(ip) => claim(
-                d,
-                ip,
-                Place {
-                    file: n.path.clone(),
-                    pos: n.pos(&path!["maintenanceAddress"]),
-                    owner: format!("node {} (maintenance)", v.name),
-                },
-            ),
-            Err(_) => d.push(
-                &n.path,
-                n.pos(&path!["maintenanceAddress"]),
-                format!("`{}` is not an IP address", v.maintenance_address),
-                "write the address the node has in maintenance mode, without a prefix length",
-            ),
-        }
-        let own = node_addresses(n);
-        let mut own_ips = vec![v.maintenance_address.clone()];
-        for (cidr, p) in &own {
-            match cidr.parse::<IpNet>() {
-                Ok(net) if cidr.contains('/') => {
-                    own_ips.push(net.addr().to_string());
-                    claim(
-                        d,
-                        net.addr(),
-                        Place {
-                            file: n.path.clone(),
-                            pos: n.pos(p),
-                            owner: format!("node {}", v.name),
-                        },
-                    );
-                }
-                _ => d.push(
-                    &n.path,
-                    n.pos(p),
-                    format!("`{cidr}` is not an address in CIDR form"),
-                    "write it like 192.168.1.10/24",
-                ),
-            }
-        }
-        for (i, m) in v.management_addresses.iter().enumerate() {
-            if !own_ips.contains(m) {
-                d.push(
-                    &n.path,
-                    n.pos(&path!["managementAddresses", i]),
-                    format!("management address {m} is not one of the node's own addresses"),
-                    "list an address of one of its interfaces or VLANs",
-                );
-            }
-        }
-        for (i, iface) in v.interfaces.iter().enumerate() {
-            let mut routes: Vec<(&crate::types::Route, Vec<Seg>)> = iface
-                .routes
-                .iter()
-                .enumerate()
-                .map(|(j, r)| (r, path!["interfaces", i, "routes", j]))
-                .collect();
-            for (k, vlan) in iface.vlans.iter().enumerate() {
-                routes.extend(
-                    vlan.routes
-                        .iter()
-                        .enumerate()
-                        .map(|(j, r)| (r, path!["interfaces", i, "vlans", k, "routes", j])),
-                );
-            }
-            for (r, p) in routes {
-                if r.network.parse::<IpNet>().is_err() {
-                    let mut p = p.clone();
-                    p.push(Seg::Key("network".into()));
-                    d.push(
-                        &n.path,
-                        n.pos(&p),
-                        format!("route network `{}` is not a CIDR", r.network),
-                        "write it like 0.0.0.0/0",
-                    );
-                }
-                if r.gateway.parse::<IpAddr>().is_err() {
-                    let mut p = p.clone();
-                    p.push(Seg::Key("gateway".into()));
-                    d.push(
-                        &n.path,
-                        n.pos(&p),
-                        format!("gateway `{}` is not an IP address", r.gateway),
-                        "write the gateway's address",
-                    );
-                }
-            }
-        }
-    }
-    // VIPs: shared by control planes, so the same VIP on several nodes is expected; it must not
-    // be any node's own address, and must sit in a subnet of the link it is on.
-    for n in &repo.nodes {
-        for (i, iface) in n.value.interfaces.iter().enumerate() {
-            let mut vips = vec![(
-                iface.vip.as_ref(),
-                path!["interfaces", i, "vip"],
-                &iface.addresses,
-            )];
-            for (k, vlan) in iface.vlans.iter().enumerate() {
-                vips.push((
-                    vlan.vip.as_ref(),
-                    path!["interfaces", i, "vlans", k, "vip"],
-                    &vlan.addresses,
-                ));
-            }
-            for (vip, p, link_addrs) in vips {
-                let Some(vip) = vip else { continue };
-                if n.value.role != Role::Controlplane {
-                    d.push(
-                        &n.path,
-                        n.pos(&p),
-                        "a VIP on a worker: Talos only runs the shared VIP on control planes",
-                        "move the VIP to the control planes' interfaces",
-                    );
-                }
-                let Ok(ip) = vip.parse::<IpAddr>() else {
-                    d.push(
-                        &n.path,
-                        n.pos(&p),
-                        format!("VIP `{vip}` is not an IP address"),
-                        "write the VIP without a prefix length",
-                    );
-                    continue;
-                };
-                if let Some(owner) = used.get(&ip) {
-                    d.push(
-                        &n.path,
-                        n.pos(&p),
-                        format!("VIP {ip} is also the address of {}", owner.describe()),
-                        "pick a free address for the VIP",
-                    );
-                }
-                let inside = link_addrs
-                    .iter()
-                    .filter_map(|a| a.parse::<IpNet>().ok())
-                    .any(|net| net.contains(&ip));
-                if !inside {
-                    d.push(
-                        &n.path,
-                        n.pos(&p),
-                        format!("VIP {ip} is outside the subnets of this link"),
-                        "pick a VIP inside the subnet of an address on the same interface or VLAN",
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// An address block as an inclusive integer range (IPv4 mapped into the IPv6 space).
-fn block_range(start: IpAddr, stop: IpAddr) -> (u128, u128) {
-    let n = |ip: IpAddr| match ip {
-        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
-        IpAddr::V6(v6) => u128::from(v6),
-    };
-    (n(start), n(stop))
-}
-
-fn network_rules(repo: &Repo, d: &mut Diagnostics) {
-    let net = &repo.network;
-    let f = net.path.as_path();
-    let mut blocks: Vec<((u128, u128), String, Pos)> = Vec::new();
-    let mut names = BTreeMap::new();
-    for (i, pool) in net.value.pools.iter().enumerate() {
-        if names.insert(pool.name.clone(), i).is_some() {
-            d.push(
-                f,
-                net.pos(&path!["pools", i, "name"]),
-                format!("pool name `{}` appears twice", pool.name),
-                "give every pool its own name",
-            );
-        }
-        if pool.cidrs.is_empty() && pool.ranges.is_empty() {
-            d.push(
-                f,
-                net.pos(&path!["pools", i]),
-                format!("pool `{}` has no addresses", pool.name),
-                "add `cidrs` or `ranges`",
-            );
-        }
-        for (j, cidr) in pool.cidrs.iter().enumerate() {
-            match cidr.parse::<IpNet>() {
-                Ok(n) => blocks.push((
-                    block_range(n.network(), n.broadcast()),
-                    pool.name.clone(),
-                    net.pos(&path!["pools", i, "cidrs", j]),
-                )),
-                Err(_) => d.push(
-                    f,
-                    net.pos(&path!["pools", i, "cidrs", j]),
-                    format!("`{cidr}` is not a CIDR"),
-                    "write it like 192.168.1.240/28",
-                ),
-            }
-        }
-        for (j, r) in pool.ranges.iter().enumerate() {
-            let p = path!["pools", i, "ranges", j];
-            match (r.start.parse::<IpAddr>(), r.stop.parse::<IpAddr>()) {
-                (Ok(a), Ok(b)) if a.is_ipv4() == b.is_ipv4() && a <= b => {
-                    blocks.push((block_range(a, b), pool.name.clone(), net.pos(&p)))
-                }
-                (Ok(_), Ok(_)) => d.push(
-                    f,
-                    net.pos(&p),
-                    format!(
-                        "range {}-{} is empty or mixes IPv4 and IPv6",
-                        r.start, r.stop
-                    ),
-                    "make `start` not greater than `stop`, in one family",
-                ),
-                _ => d.push(
-                    f,
-                    net.pos(&p),
-                    format!(
-                        "range {}-{} has an address that does not parse",
-                        r.start, r.stop
-                    ),
-                    "write both ends as IP addresses",
-                ),
-            }
-        }
-    }
-    for (i, a) in blocks.iter().enumerate() {
-        for b in &blocks[..i] {
-            if a.0.0 <= b.0.1 && b.0.0 <= a.0.1 {
-                d.push(
-                    f,
-                    a.2,
-                    format!("pool `{}` overlaps pool `{}` (line {})", a.1, b.1, b.2.line),
-                    "make the pools' blocks disjoint",
-                );
-            }
-        }
-    }
-    for n in &repo.nodes {
-        let mut ips: Vec<(String, Vec<Seg>)> = node_addresses(n)
-            .into_iter()
-            .map(|(a, p)| (a.split('/').next().unwrap_or_default().to_string(), p))
-            .collect();
-        ips.push((
-            n.value.maintenance_address.clone(),
-            path!["maintenanceAddress"],
-        ));
-        for (i, iface) in n.value.interfaces.iter().enumerate() {
-            if let Some(vip) = &iface.vip {
-                ips.push((vip.clone(), path!["interfaces", i, "vip"]));
-            }
-        }
-        for (ip, _) in ips {
-            let Ok(ip) = ip.parse::<IpAddr>() else {
-                continue;
-            };
-            let x = block_range(ip, ip).0;
-            for (range, pool, pos) in &blocks {
-                if range.0 <= x && x <= range.1 {
-                    d.push(
-                        f,
-                        *pos,
-                        format!(
-                            "pool `{pool}` contains {ip}, an address of node {}",
-                            n.value.name
-                        ),
-                        "keep load-balancer pools apart from node addresses and the VIP",
-                    );
-                }
-            }
-        }
-    }
-    let mut pnames = BTreeMap::new();
-    for (i, p) in net.value.l2_policies.iter().enumerate() {
-        if pnames.insert(p.name.clone(), i).is_some() {
-            d.push(
-                f,
-                net.pos(&path!["l2Policies", i, "name"]),
-                format!("L2 policy name `{}` appears twice", p.name),
-                "give every policy its own name",
-            );
-        }
-        if !p.load_balancer_ips && !p.external_ips {
-            d.push(
-                f,
-                net.pos(&path!["l2Policies", i]),
-                format!("L2 policy `{}` announces nothing", p.name),
-                "set loadBalancerIPs or externalIPs to true",
-            );
         }
     }
 }
@@ -682,18 +367,25 @@ fn placeholder_bundle() -> vixen_pki::SecretsBundle {
     }
 }
 
-fn patch_rules(repo: &Repo, d: &mut Diagnostics) {
-    let bundle = placeholder_bundle();
+fn patch_rules(repo: &Repo, inputs: Option<&render::RenderInputs>, d: &mut Diagnostics) {
+    if inputs.is_none() {
+        crate::secrets::check_sops_patches(repo, d);
+    }
+    let placeholder = placeholder_bundle();
     let mut seen = std::collections::BTreeSet::new();
     for n in &repo.nodes {
-        // A missing patch file is reported once by the existence rules above.
+        // A refused patch file is reported once by the path rules above.
         if render::patch_files(repo, n)
             .iter()
-            .any(|(p, _, _)| !repo.root.join(p).is_file())
+            .any(|(p, _, _)| repo.sandbox().check_file(p).is_err())
         {
             continue;
         }
-        if let Err(e) = render::render(repo, n, &bundle)
+        let result = match inputs {
+            Some(i) => render::render_with(repo, n, i),
+            None => render::render_inner(repo, n, &placeholder, None, render::Encrypted::Skip),
+        };
+        if let Err(e) = result
             && seen.insert(e.to_string())
         {
             d.0.push(e);

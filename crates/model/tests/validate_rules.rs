@@ -228,7 +228,7 @@ rule!(
 rule!(
     patch_changes_machine_type,
     [("patches/common.yaml", "", "  type: worker\n")],
-    "patches/common.yaml:1:1",
+    "patches/common.yaml:7:9",
     "changes machine.type"
 );
 rule!(

@@ -158,6 +158,25 @@ pub fn decrypt(input: &[u8], format: Format, keys: &Keyring) -> Result<Plaintext
     Ok(Plaintext(formats::emit(&doc.branches, format)?))
 }
 
+/// Checks a SOPS file without a key: it parses, its metadata is usable and names at least one
+/// age recipient, and every value its rule encrypts (and the MAC) is a well-formed `ENC[...]`
+/// value. A plaintext value injected into an encrypted file fails here. The MAC itself can only
+/// be verified by [`decrypt`], with a key.
+///
+/// # Errors
+/// [`Error::Parse`], [`Error::NotSopsFile`], [`Error::InvalidMetadata`] (also when there is no
+/// age recipient) or [`Error::MalformedValue`] naming the first bad value by its path.
+pub fn check(input: &[u8], format: Format) -> Result<()> {
+    let mut doc = formats::load(input, format)?;
+    let meta = metadata::Metadata::from_value(&doc.metadata)?;
+    if meta.recipients().is_empty() {
+        return Err(Error::InvalidMetadata(
+            "the file lists no age recipient".into(),
+        ));
+    }
+    walk::check_tree(&mut doc.branches, &meta)
+}
+
 /// True if the input parses in `format` and carries sops metadata with a MAC.
 pub fn is_sops_file(input: &[u8], format: Format) -> bool {
     match formats::load(input, format) {

@@ -20,6 +20,31 @@ const MAC_ONLY_ENCRYPTED_INIT: [u8; 32] = [
     0x0b, 0x97, 0x5b, 0x3b, 0xf4, 0x4f, 0x72, 0xc6, 0xfd, 0xad, 0xec, 0x81, 0x76, 0xf2, 0x7d, 0x69,
 ];
 
+/// Checks without a key what can be checked: every value the file's rule encrypts is a
+/// well-formed `ENC[...]` value, and so is the MAC. Nothing is decrypted.
+///
+/// # Errors
+/// [`Error::MalformedValue`] naming the first value that is not (by path, never by content).
+pub(crate) fn check_tree(branches: &mut [Vec<Item>], meta: &Metadata) -> Result<()> {
+    let mut walker = Walker {
+        meta,
+        key: None,
+        hash: Sha512::new(),
+        path: Vec::new(),
+        shown: Vec::new(),
+    };
+    for branch in branches.iter_mut() {
+        walker.map(branch, &mut Vec::new())?;
+    }
+    if meta.mac.is_empty() || Envelope::parse(&meta.mac).is_err() {
+        return Err(Error::MalformedValue {
+            path: "sops.mac".into(),
+            reason: "not an ENC[...] value",
+        });
+    }
+    Ok(())
+}
+
 /// Decrypts every branch in place and checks the MAC.
 ///
 /// # Errors
@@ -32,7 +57,7 @@ pub(crate) fn decrypt_tree(
 ) -> Result<()> {
     let mut walker = Walker {
         meta,
-        key,
+        key: Some(key),
         hash: Sha512::new(),
         path: Vec::new(),
         shown: Vec::new(),
@@ -63,7 +88,8 @@ pub(crate) fn decrypt_tree(
 
 struct Walker<'a> {
     meta: &'a Metadata,
-    key: &'a [u8; 32],
+    /// `None` checks the envelopes' form only.
+    key: Option<&'a [u8; 32]>,
     hash: Sha512,
     /// Keys from the root: the additional data.
     path: Vec<String>,
@@ -150,13 +176,15 @@ impl Walker<'_> {
                     .map_err(|_| self.malformed("not an ENC[...] value"))?;
                 let envelope =
                     Envelope::parse(text).map_err(|_| self.malformed("not an ENC[...] value"))?;
-                let plain =
-                    envelope
-                        .open(self.key, self.aad().as_bytes())
-                        .map_err(|e| match e {
-                            CipherError::Auth => Error::MacMismatch,
-                            CipherError::Malformed => self.malformed("not an ENC[...] value"),
-                        })?;
+                let Some(key) = self.key else {
+                    return Ok(());
+                };
+                let plain = envelope
+                    .open(key, self.aad().as_bytes())
+                    .map_err(|e| match e {
+                        CipherError::Auth => Error::MacMismatch,
+                        CipherError::Malformed => self.malformed("not an ENC[...] value"),
+                    })?;
                 *v = self.typed(&envelope.kind, plain)?;
             }
         }
@@ -178,7 +206,10 @@ impl Walker<'_> {
         let Ok(envelope) = Envelope::parse(s) else {
             return Ok(None);
         };
-        Ok(envelope.open(self.key, self.aad().as_bytes()).ok())
+        let Some(key) = self.key else {
+            return Ok(None);
+        };
+        Ok(envelope.open(key, self.aad().as_bytes()).ok())
     }
 
     fn typed(&self, kind: &str, plain: Zeroizing<Vec<u8>>) -> Result<Value> {
