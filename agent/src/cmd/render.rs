@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde_json::json;
 use vixen_model::Role;
-use vixen_model::render::{management_addresses, render};
+use vixen_model::render::{management_addresses, render_with};
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["node", "all", "talosconfig"])))]
@@ -33,13 +33,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let repo = super::load_valid_repo(&args.repo)?;
-    let bundle = vixen_engine::prepare::load_bundle(&repo, args.age_key.as_deref())?;
+    let inputs = vixen_engine::prepare::render_inputs(&repo, args.age_key.as_deref())?;
+    let bundle = &inputs.bundle;
     if let Some(name) = &args.node {
         let node = repo.node(name).with_context(|| {
             let names: Vec<_> = repo.nodes.iter().map(|n| n.value.name.as_str()).collect();
             format!("no node `{name}` in the repo (nodes: {})", names.join(", "))
         })?;
-        let config = render(&repo, node, &bundle).map_err(|d| anyhow::anyhow!("{d}"))?;
+        let config = render_with(&repo, node, &inputs).map_err(|d| anyhow::anyhow!("{d}"))?;
         print!("{}", config.to_yaml());
     } else if args.all {
         let out = args.out.expect("clap requires --out with --all");
@@ -47,7 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Render everything first: a failure leaves no half-written folder behind.
         let mut rendered = Vec::new();
         for node in &repo.nodes {
-            let config = render(&repo, node, &bundle).map_err(|d| anyhow::anyhow!("{d}"))?;
+            let config = render_with(&repo, node, &inputs).map_err(|d| anyhow::anyhow!("{d}"))?;
             rendered.push((node.value.name.clone(), config.to_yaml()));
         }
         for (name, yaml) in rendered {
@@ -57,7 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("wrote {}", path.display());
         }
     } else {
-        let minted = vixen_pki::admin_client(&bundle)?;
+        let minted = vixen_pki::admin_client(bundle)?;
         let cluster = &repo.cluster.value.name;
         let endpoints: Vec<String> = repo
             .nodes

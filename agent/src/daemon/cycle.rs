@@ -7,7 +7,7 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
-use vixen_forge::{CommitState, CommitStatus, RetryPolicy, StatusClient};
+use vixen_forge::{CommitState, CommitStatus, RetryPolicy, StatusClient, StatusQueue};
 use vixen_k8s::{
     CiliumApi, EventRecorder, EventType, Journal, LeaderElector, LeaseConfig, NetworkObjects,
     NodeStatus, Phase, PushSignal, StatusApi, VixenClusterSpec, VixenClusterStatus,
@@ -49,7 +49,8 @@ pub struct Agent {
     shutdown: watch::Receiver<bool>,
     shared: Arc<Shared>,
     leading: watch::Receiver<bool>,
-    statuses: Option<StatusClient>,
+    /// Commit statuses, posted from a bounded queue that never holds up a reconcile.
+    statuses: Option<StatusQueue>,
     kube: Option<Kube>,
     secrets: SecretWatch,
     file_store: FileStore,
@@ -270,32 +271,24 @@ impl Agent {
             return;
         };
         let label = format!("{state:?}").to_lowercase();
-        match client
-            .post(
-                sha,
-                &CommitStatus {
-                    state,
-                    description,
-                    target_url: self.cfg.forge.as_ref().and_then(|f| f.target_url.clone()),
-                },
-            )
-            .await
-        {
-            Ok(_) => self
-                .shared
-                .metrics
-                .statuses
-                .get_or_create(&vec![("state", label), ("result", "sent".into())])
-                .inc(),
+        let status = CommitStatus {
+            state,
+            description,
+            target_url: self.cfg.forge.as_ref().and_then(|f| f.target_url.clone()),
+        };
+        // Queued, never awaited: a forge answering 500 is retried in the background.
+        let result = match client.post(sha, status) {
+            Ok(()) => "queued",
             Err(e) => {
-                tracing::warn!(error = %e, "commit status not posted");
-                self.shared
-                    .metrics
-                    .statuses
-                    .get_or_create(&vec![("state", label), ("result", "failed".into())])
-                    .inc()
+                tracing::warn!(error = %e, "commit status not queued");
+                "failed"
             }
         };
+        self.shared
+            .metrics
+            .statuses
+            .get_or_create(&vec![("state", label), ("result", result.into())])
+            .inc();
     }
 
     /// Updates the status object and publishes an Event (Kubernetes only; failures are logged).
@@ -699,21 +692,22 @@ impl Agent {
     }
 }
 
-fn status_client(f: &super::ForgeOptions, cluster: &str) -> anyhow::Result<StatusClient> {
+fn status_client(f: &super::ForgeOptions, cluster: &str) -> anyhow::Result<StatusQueue> {
     let token = read_forge_secret(&f.token_file)?;
     let context = vixen_forge::context_for(if cluster.is_empty() {
         "cluster"
     } else {
         cluster
     });
-    Ok(StatusClient::new(
-        f.forge,
-        &f.base_url,
-        &f.repo,
-        token,
-        context,
-        RetryPolicy::default(),
-    )?)
+    // Retries cost the reconcile nothing now: try longer than an inline post could.
+    let retry = RetryPolicy {
+        max_attempts: 8,
+        initial_backoff: std::time::Duration::from_secs(1),
+        max_backoff: std::time::Duration::from_secs(60),
+        ..RetryPolicy::default()
+    };
+    let client = StatusClient::new(f.forge, &f.base_url, &f.repo, token, context, retry)?;
+    Ok(StatusQueue::start(client, 64))
 }
 
 /// The cluster name of a checkout (`cluster.yaml`), without validating the rest.
@@ -722,6 +716,8 @@ fn cluster_name(root: &std::path::Path) -> anyhow::Result<String> {
     struct Named {
         name: String,
     }
-    let text = std::fs::read_to_string(root.join(vixen_model::repo::CLUSTER_FILE))?;
+    // Through the repo's sandbox: a symlinked cluster.yaml pointing outside is refused.
+    let text = vixen_model::sandbox::Sandbox::open(root)?
+        .read_to_string(vixen_model::repo::CLUSTER_FILE)?;
     Ok(serde_yaml_ng::from_str::<Named>(&text)?.name)
 }

@@ -40,6 +40,7 @@ pub fn watch_files(files: Vec<PathBuf>) -> anyhow::Result<SecretWatch> {
     if files.is_empty() {
         return Ok(SecretWatch {
             _watcher: None,
+            _idle: Some(tx),
             changed: rx,
         });
     }
@@ -80,6 +81,7 @@ pub fn watch_files(files: Vec<PathBuf>) -> anyhow::Result<SecretWatch> {
     }
     Ok(SecretWatch {
         _watcher: Some(watcher),
+        _idle: None,
         changed: rx,
     })
 }

@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vixen_model::Repo;
-use vixen_model::render::{installer_image, management_addresses, render};
+use vixen_model::render::{RenderInputs, installer_image, management_addresses, render_with};
 use vixen_model::validate::parse_duration;
-use vixen_pki::SecretsBundle;
 use vixen_plan::{Desired, DesiredNode};
 use vixen_talos::{Credentials, Talosconfig};
 use zeroize::Zeroizing;
@@ -21,12 +20,12 @@ pub type Configs = BTreeMap<String, Zeroizing<String>>;
 ///
 /// # Errors
 /// When a node does not render or a version does not parse (validation catches both first).
-pub fn desired(repo: &Repo, bundle: &SecretsBundle) -> Result<(Desired, Configs), String> {
+pub fn desired(repo: &Repo, inputs: &RenderInputs) -> Result<(Desired, Configs), String> {
     let c = &repo.cluster.value;
     let mut nodes = Vec::new();
     let mut configs = Configs::new();
     for n in &repo.nodes {
-        let config = render(repo, n, bundle).map_err(|d| d.to_string())?;
+        let config = render_with(repo, n, inputs).map_err(|d| d.to_string())?;
         let v = &n.value;
         nodes.push(DesiredNode {
             name: v.name.clone(),
@@ -108,17 +107,21 @@ impl PrepareError {
     }
 }
 
-/// Loads, validates, decrypts and renders the repo at `root`.
+/// Loads, validates, decrypts and renders the repo at `root`. Every file is read through the
+/// repo's sandbox (vixen-model): nothing outside the repo is read, and no message shows a
+/// secret.
 ///
 /// # Errors
 /// [`PrepareError`] naming the stage.
 pub fn prepare(root: &Path, opts: &PrepareOptions) -> Result<Prepared, PrepareError> {
     let repo = vixen_model::validate::load_and_validate(root).map_err(PrepareError::Invalid)?;
-    let bundle = load_bundle(&repo, opts.age_key.as_deref())?;
-    let (desired, configs) = desired(&repo, &bundle).map_err(PrepareError::Render)?;
+    let keys = keyring(opts.age_key.as_deref())?;
+    let inputs =
+        vixen_model::secrets::load_render_inputs(&repo, &keys).map_err(PrepareError::Invalid)?;
+    let (desired, configs) = desired(&repo, &inputs).map_err(PrepareError::Render)?;
     let credentials = match &opts.talosconfig {
         Some(path) => Talosconfig::load(path).and_then(|t| t.credentials(None)),
-        None => Credentials::from_bundle(&bundle),
+        None => Credentials::from_bundle(&inputs.bundle),
     }
     .map_err(|e| PrepareError::Credentials(e.to_string()))?;
     Ok(Prepared {
@@ -129,40 +132,23 @@ pub fn prepare(root: &Path, opts: &PrepareOptions) -> Result<Prepared, PrepareEr
     })
 }
 
-/// Reads the repo's secrets bundle, decrypting it when it is a SOPS file.
+/// The age keys: `age_key`, else those sops finds (`SOPS_AGE_KEY`, `SOPS_AGE_KEY_FILE`, ...).
 ///
 /// # Errors
-/// When the file cannot be read, decrypted or parsed. Messages never include secret values.
-pub fn load_bundle(repo: &Repo, age_key: Option<&Path>) -> Result<SecretsBundle, PrepareError> {
-    use vixen_sops::{Format, Keyring};
-    let rel = &repo.cluster.value.secrets;
-    let raw = repo
-        .read(rel)
-        .map_err(|e| PrepareError::Secrets(format!("reading secrets bundle {rel}: {e}")))?;
-    let plain: Zeroizing<Vec<u8>> = if vixen_sops::is_sops_file(raw.as_bytes(), Format::Yaml) {
-        let keys = match age_key {
-            Some(path) => Keyring::from_file(path),
-            None => Keyring::from_env(),
-        }
-        .map_err(|e| PrepareError::Secrets(e.to_string()))?;
-        vixen_sops::decrypt(raw.as_bytes(), Format::Yaml, &keys)
-            .map_err(|e| PrepareError::Secrets(format!("cannot decrypt {rel}: {e}")))?
-            .into_inner()
-    } else {
-        // A plaintext bundle (tests, or a repo that keeps secrets elsewhere).
-        Zeroizing::new(raw.into_bytes())
-    };
-    let text = std::str::from_utf8(&plain)
-        .map_err(|_| PrepareError::Secrets(format!("{rel} is not UTF-8")))?;
-    // serde_yaml_ng errors show the offending value for type errors of scalars: map them to a
-    // fixed message so no secret can leak.
-    serde_yaml_ng::from_str::<SecretsBundle>(text).map_err(|e| {
-        let at = e
-            .location()
-            .map(|l| format!(" at line {}", l.line()))
-            .unwrap_or_default();
-        PrepareError::Secrets(format!(
-            "{rel}: not a Talos secrets bundle{at} (expected the `talosctl gen secrets` layout)"
-        ))
-    })
+/// When the key file cannot be read.
+pub fn keyring(age_key: Option<&Path>) -> Result<vixen_sops::Keyring, PrepareError> {
+    match age_key {
+        Some(path) => vixen_sops::Keyring::from_file(path),
+        None => vixen_sops::Keyring::from_env(),
+    }
+    .map_err(|e| PrepareError::Secrets(e.to_string()))
+}
+
+/// The repo's secrets bundle and decrypted patches (for `vixen render`).
+///
+/// # Errors
+/// Every problem of the secrets file, at its file and line, never with a value.
+pub fn render_inputs(repo: &Repo, age_key: Option<&Path>) -> Result<RenderInputs, PrepareError> {
+    vixen_model::secrets::load_render_inputs(repo, &keyring(age_key)?)
+        .map_err(PrepareError::Invalid)
 }

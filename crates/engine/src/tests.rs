@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use vixen_k8s::NodeView;
-use vixen_plan::{ConfigDigest, Desired, DesiredNode, Inventory, InventoryNode, Role};
+use vixen_plan::{ConfigDigest, Desired, DesiredNode, Inventory, InventoryNode};
 use zeroize::Zeroizing;
 
 use crate::fake::{FakeCluster, MemoryStore, Mode};
