@@ -10,10 +10,27 @@ pub struct Args {
     /// The cluster repo (the folder holding cluster.yaml).
     #[arg(default_value = ".")]
     pub repo: PathBuf,
+    /// age identity file: with a key (this, or one sops finds) the secrets' MAC is verified and
+    /// encrypted patches are checked too.
+    #[arg(long, env = "VIXEN_AGE_KEY_FILE")]
+    pub age_key: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    match load_and_validate(&args.repo) {
+    // Without a key the key-less checks still run (metadata, ENC[...] values, layout).
+    let keys = vixen_engine::prepare::keyring(args.age_key.as_deref()).ok();
+    let checked = load_and_validate(&args.repo).and_then(|repo| match &keys {
+        Some(k) => {
+            let diags = vixen_model::validate::validate_with_keys(&repo, k);
+            if diags.is_empty() {
+                Ok(repo)
+            } else {
+                Err(diags)
+            }
+        }
+        None => Ok(repo),
+    });
+    match checked {
         Ok(repo) => {
             let cps = repo
                 .nodes
