@@ -307,7 +307,7 @@ func needsLegacy(ctx context.Context, c *client.Client) (bool, error) {
 func pullImage(ctx context.Context, c *client.Client, image string) error {
 	stream, err := c.ImageClient.Pull(ctx, &machine.ImageServicePullRequest{
 		Containerd: systemContainerd(),
-		ImageRef: image,
+		ImageRef:   image,
 	})
 	if err == nil {
 		for {
@@ -333,7 +333,7 @@ func pullImage(ctx context.Context, c *client.Client, image string) error {
 func lifecycleUpgrade(ctx context.Context, c *client.Client, image string) ([]string, error) {
 	stream, err := c.LifecycleClient.Upgrade(ctx, &machine.LifecycleServiceUpgradeRequest{
 		Containerd: systemContainerd(),
-		Source: &machine.InstallArtifactsSource{ImageName: image},
+		Source:     &machine.InstallArtifactsSource{ImageName: image},
 	})
 	if err != nil {
 		return nil, err
