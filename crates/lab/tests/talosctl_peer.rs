@@ -171,6 +171,16 @@ async fn etcdctl(ip: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Whether etcd itself lists `n` started voting members (named, no learner).
+async fn etcd_voters(ip: &str, n: usize) -> bool {
+    let v = etcdctl(ip, &["member", "list"]).await;
+    let m = v["members"].as_array().cloned().unwrap_or_default();
+    m.len() == n
+        && m.iter().all(|m| {
+            !m["name"].as_str().unwrap_or("").is_empty() && m["isLearner"] != Value::Bool(true)
+        })
+}
+
 /// Member names and hex IDs, as etcd itself lists them.
 async fn etcd_members(ip: &str) -> Vec<(String, String)> {
     let v = etcdctl(ip, &["member", "list"]).await;
@@ -251,7 +261,7 @@ async fn cluster(
             }
             let first = addr(net, 1);
             until(&format!("{cps} etcd members"), 60, || async {
-                etcd_members(&first).await.len() == cps
+                etcd_voters(&first, cps).await
             })
             .await;
         }
@@ -283,14 +293,26 @@ async fn peer_installs_bootstraps_and_runs_etcd_operations() {
     std::fs::write(&cfg, c.config(Role::Controlplane, "cp1", &[&ip1], v)).unwrap();
     let cfg = cfg.to_str().unwrap();
     let dry = p
-        .run(&ip1, &[&ip1], &["apply", cfg, "--mode", "auto", "--dry-run", "--insecure"])
+        .run(
+            &ip1,
+            &[&ip1],
+            &["apply", cfg, "--mode", "auto", "--dry-run", "--insecure"],
+        )
         .await
         .expect_ok("apply --insecure --dry-run");
-    assert!(dry["messages"][0]["mode_details"].as_str().unwrap().contains("Dry run"));
+    assert!(
+        dry["messages"][0]["mode_details"]
+            .as_str()
+            .unwrap()
+            .contains("Dry run")
+    );
     let rec = calls(&lab, "cp1", "/ApplyConfiguration");
     assert_eq!(rec.len(), 1);
     assert_eq!(rec[0].detail["dry_run"], true);
-    assert_eq!(rec[0].client, None, "maintenance apply carries no client certificate");
+    assert_eq!(
+        rec[0].client, None,
+        "maintenance apply carries no client certificate"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(lab_node(&lab, "cp1").mode, "maintenance");
 
@@ -300,12 +322,18 @@ async fn peer_installs_bootstraps_and_runs_etcd_operations() {
     }
     for n in ["cp1", "cp2", "cp3"] {
         let s = lab_node(&lab, n);
-        assert_eq!((s.mode.as_str(), s.talos_version.as_str()), ("configured", v));
+        assert_eq!(
+            (s.mode.as_str(), s.talos_version.as_str()),
+            ("configured", v)
+        );
     }
     let version = p.on(&ip2, &["version"]).await.expect_ok("version");
     assert_eq!(version["messages"][0]["version"]["tag"], v);
     bootstrap(&p, &ip1).await;
-    until("3 etcd members", 60, || async { etcd_members(&ip1).await.len() == 3 }).await;
+    until("3 etcd members", 60, || async {
+        etcd_voters(&ip1, 3).await
+    })
+    .await;
     let truth = etcd_members(&ip1).await;
     assert_eq!(
         truth.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),
@@ -313,27 +341,47 @@ async fn peer_installs_bootstraps_and_runs_etcd_operations() {
     );
 
     // etcd members: what etcd itself lists (names and IDs).
-    let members = p.on(&ip2, &["etcd-members"]).await.expect_ok("etcd-members");
+    let members = p
+        .on(&ip2, &["etcd-members"])
+        .await
+        .expect_ok("etcd-members");
     let mut listed: Vec<(String, String)> = members["messages"][0]["members"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| {
             let id: u64 = m["id"].as_str().unwrap().parse().unwrap();
-            (m["hostname"].as_str().unwrap().to_string(), format!("{id:x}"))
+            (
+                m["hostname"].as_str().unwrap().to_string(),
+                format!("{id:x}"),
+            )
         })
         .collect();
     listed.sort();
     assert_eq!(listed, truth);
 
-    // etcd status: the local member, with etcd's own leader and a storage version.
+    // etcd status: the local member (its ID from etcd's response header, as
+    // v1alpha1_server.go EtcdStatus), etcd's own leader and version, as etcdctl sees them.
+    // (storage_version is not checked: etcd 3.4 has none.)
     let status = p.on(&ip3, &["etcd-status"]).await.expect_ok("etcd-status");
     let ms = &status["messages"][0]["member_status"];
-    let id3: u64 = ms["member_id"].as_str().unwrap().parse().unwrap();
-    assert_eq!(format!("{id3:x}"), truth.iter().find(|m| m.0 == "cp3").unwrap().1);
-    let leader: u64 = ms["leader"].as_str().unwrap().parse().unwrap();
-    assert_eq!(format!("{leader:x}"), etcd_leader(&ip3).await);
-    assert!(!ms["storage_version"].as_str().unwrap_or("").is_empty());
+    let num = |k: &str| -> u64 {
+        ms[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {k} in {status}"))
+            .parse()
+            .unwrap()
+    };
+    let truth3 = etcdctl(&ip3, &["endpoint", "status"]).await;
+    assert_eq!(
+        Some(num("member_id")),
+        truth3[0]["Status"]["header"]["member_id"].as_u64()
+    );
+    assert_eq!(Some(num("leader")), truth3[0]["Status"]["leader"].as_u64());
+    assert_eq!(
+        ms["protocol_version"].as_str(),
+        truth3[0]["Status"]["version"].as_str()
+    );
 
     // etcd snapshot: a real etcd snapshot (etcdctl reads it) that holds a key written before.
     let put = etcdctl(&ip1, &["put", "peer-marker", "before-snapshot"]).await;
@@ -343,7 +391,10 @@ async fn peer_installs_bootstraps_and_runs_etcd_operations() {
         .await
         .expect_ok("etcd-snapshot");
     let st = etcdctl(&ip1, &["snapshot", "status", snap.to_str().unwrap()]).await;
-    assert!(st["revision"].as_u64().unwrap() >= rev, "snapshot status {st}");
+    assert!(
+        st["revision"].as_u64().unwrap() >= rev,
+        "snapshot status {st}"
+    );
     let bytes = std::fs::read(&snap).unwrap();
     assert!(bytes.windows(11).any(|w| w == b"peer-marker"));
 
@@ -355,8 +406,14 @@ async fn peer_installs_bootstraps_and_runs_etcd_operations() {
         .on(&leader_ip, &["etcd-forfeit"])
         .await
         .expect_ok("etcd-forfeit");
-    let new_name = forfeit["messages"][0]["member"].as_str().unwrap().to_string();
-    until("leadership moved", 20, || async { etcd_leader(&ip1).await != before }).await;
+    let new_name = forfeit["messages"][0]["member"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    until("leadership moved", 20, || async {
+        etcd_leader(&ip1).await != before
+    })
+    .await;
     let after = etcd_leader(&ip1).await;
     assert_eq!(truth.iter().find(|m| m.1 == after).unwrap().0, new_name);
 
@@ -393,8 +450,10 @@ async fn peer_installs_bootstraps_and_runs_etcd_operations() {
     let cluster = &kube["clusters"][0]["cluster"];
     assert_eq!(cluster["server"].as_str(), Some("https://127.0.0.1:6443"));
     let ca = b64(cluster["certificate-authority-data"].as_str().unwrap());
-    assert_eq!(ca.trim(), c.bundle.certs.k8s.crt.trim());
-    let crt = b64(kube["users"][0]["user"]["client-certificate-data"].as_str().unwrap());
+    assert_eq!(ca.trim(), b64(&c.bundle.certs.k8s.crt).trim());
+    let crt = b64(kube["users"][0]["user"]["client-certificate-data"]
+        .as_str()
+        .unwrap());
     let (_, pem) = x509_parser::pem::parse_x509_pem(crt.as_bytes()).unwrap();
     let cert = pem.parse_x509().unwrap();
     assert!(
@@ -433,9 +492,15 @@ async fn node_key_routes_through_one_endpoint() {
     let rec = calls(&lab, "w1", "/Version");
     assert_eq!(rec.len(), on_w + 1, "the call must reach w1");
     assert_eq!(rec.last().unwrap().detail["via"], "cp1");
-    assert_eq!(calls(&lab, "cp1", "/Version").len(), on_cp, "cp1 answered itself");
+    assert_eq!(
+        calls(&lab, "cp1", "/Version").len(),
+        on_cp,
+        "cp1 answered itself"
+    );
     // A worker has no etcd: routed to w1, etcd-status must fail there, not answer for cp1.
-    let r = p.run(&cp, &[&w], &["--node-key", "node", "etcd-status"]).await;
+    let r = p
+        .run(&cp, &[&w], &["--node-key", "node", "etcd-status"])
+        .await;
     assert!(!r.ok, "etcd status of a worker answered: {}", r.json);
     assert_eq!(calls(&lab, "w1", "/EtcdStatus").len(), 1);
     lab.shutdown().await;
@@ -488,7 +553,11 @@ async fn services_render_as_talosctl_prints_them() {
 }
 
 /// Watches lab.json while `f` runs: every mode `node` passed through.
-async fn modes_during<T>(lab: &Lab, node: &str, f: impl std::future::Future<Output = T>) -> (T, Vec<String>) {
+async fn modes_during<T>(
+    lab: &Lab,
+    node: &str,
+    f: impl std::future::Future<Output = T>,
+) -> (T, Vec<String>) {
     let dir = lab.dir().to_path_buf();
     let node = node.to_string();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -536,12 +605,24 @@ async fn reboot_wait_sees_a_new_boot() {
     let (r, modes) = modes_during(&lab, "cp1", p.on(&cp, &["reboot", "--wait"])).await;
     let track = r.expect_ok("reboot --wait");
     let (before, after) = boot_ids(&track);
-    assert!(!before.is_empty() && !after.is_empty() && before != after, "{track}");
-    assert!(!track["nodes"][0]["actor_id"].as_str().unwrap_or("").is_empty(), "{track}");
+    assert!(
+        !before.is_empty() && !after.is_empty() && before != after,
+        "{track}"
+    );
+    assert!(
+        !track["nodes"][0]["actor_id"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "{track}"
+    );
     assert!(modes.contains(&"rebooting".to_string()), "modes {modes:?}");
     assert_eq!(lab_node(&lab, "cp1").mode, "configured");
     assert_eq!(calls(&lab, "cp1", "/Reboot").len(), 1);
-    until("etcd back", 30, || async { etcd_members(&cp).await.len() == 1 }).await;
+    until("etcd back", 30, || async {
+        etcd_members(&cp).await.len() == 1
+    })
+    .await;
     lab.shutdown().await;
 }
 
@@ -560,7 +641,14 @@ async fn upgrade_wait_on_1_13_pulls_installs_and_reboots() {
     };
     let cp = addr(85, 1);
     let bad = p
-        .on(&cp, &["upgrade", "registry.example.invalid/installer:v1.13.9", "--wait"])
+        .on(
+            &cp,
+            &[
+                "upgrade",
+                "registry.example.invalid/installer:v1.13.9",
+                "--wait",
+            ],
+        )
         .await;
     assert!(!bad.ok, "an unresolvable image must fail: {}", bad.json);
     assert!(calls(&lab, "cp1", "LifecycleService/Upgrade").is_empty());
@@ -649,7 +737,10 @@ async fn reset_wait_leaves_etcd_and_comes_back_in_maintenance() {
     assert_eq!(names, ["cp1"]);
     let s = lab_node(&lab, "cp2");
     assert_eq!(s.mode, "maintenance");
-    assert_eq!(s.current_address.parse::<IpAddr>().unwrap().to_string(), cp2);
+    assert_eq!(
+        s.current_address.parse::<IpAddr>().unwrap().to_string(),
+        cp2
+    );
     let rec = calls(&lab, "cp2", "/Reset");
     assert_eq!(rec.len(), 1);
     assert_eq!(rec[0].detail["graceful"], true);

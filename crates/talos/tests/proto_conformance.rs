@@ -181,7 +181,11 @@ fn compare(vixen: &Index, upstream: &[(&str, Index)]) -> Vec<String> {
         match newest {
             None => problems.push(format!(
                 "{path}: declared by vixen, absent upstream ({})",
-                upstream.iter().map(|(v, _)| *v).collect::<Vec<_>>().join(", ")
+                upstream
+                    .iter()
+                    .map(|(v, _)| *v)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             Some((v, up)) if up != shape => {
                 problems.push(format!("{path}: vixen has `{shape}`, Talos {v} has `{up}`"));
@@ -274,7 +278,8 @@ fn vixen_protos_match_talos() {
     );
     for (v, ix) in &upstream {
         assert!(
-            ix.elements.contains_key("method .machine.MachineService/Version"),
+            ix.elements
+                .contains_key("method .machine.MachineService/Version"),
             "the Talos {v} dump lacks MachineService: wrong peer build?"
         );
     }
@@ -289,7 +294,11 @@ fn vixen_protos_match_talos() {
     eprintln!(
         "{} elements of vixen's protos match Talos ({})",
         vixen.elements.len(),
-        UPSTREAM.iter().map(|(v, _)| *v).collect::<Vec<_>>().join(", ")
+        UPSTREAM
+            .iter()
+            .map(|(v, _)| *v)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }
 
@@ -306,34 +315,60 @@ fn the_comparison_names_each_kind_of_difference() {
     let base = vixen_set(&tmp);
     type Mutation = (&'static str, fn(&mut FileDescriptorSet));
     let mutations: &[Mutation] = &[
-        ("field .machine.EtcdMemberStatus.member_id: vixen has `= 99", |s| {
-            field(s, "EtcdMemberStatus", "member_id").number = Some(99);
-        }),
-        ("field .machine.EtcdMember.id: vixen has `= 2 LABEL_OPTIONAL TYPE_UINT32", |s| {
-            field(s, "EtcdMember", "id").set_type(prost_types::field_descriptor_proto::Type::Uint32);
-        }),
-        ("field .machine.ApplyConfiguration.warnings: vixen has `= 2 LABEL_OPTIONAL", |s| {
-            field(s, "ApplyConfiguration", "warnings")
-                .set_label(prost_types::field_descriptor_proto::Label::Optional);
-        }),
-        ("enum-value .machine.ApplyConfigurationRequest.Mode.STAGED: vixen has `= 7`", |s| {
-            let m = message(s, "ApplyConfigurationRequest");
-            let e = m.enum_type.iter_mut().find(|e| e.name() == "Mode").unwrap();
-            e.value.iter_mut().find(|v| v.name() == "STAGED").unwrap().number = Some(7);
-        }),
-        ("method .machine.MachineService/EtcdSnapshot: vixen has `(.machine.EtcdSnapshotRequest) returns (.common.Data)`", |s| {
-            method(s, "EtcdSnapshot").server_streaming = Some(false);
-        }),
-        ("method .machine.MachineService/Reboot: vixen has `(.machine.RebootRequest) returns (.machine.ResetResponse)`", |s| {
-            method(s, "Reboot").output_type = Some(".machine.ResetResponse".into());
-        }),
-        ("field .machine.Version.vixen_only: declared by vixen, absent upstream", |s| {
-            let m = message(s, "Version");
-            let mut f = m.field[0].clone();
-            f.name = Some("vixen_only".into());
-            f.number = Some(77);
-            m.field.push(f);
-        }),
+        (
+            "field .machine.EtcdMemberStatus.member_id: vixen has `= 99",
+            |s| {
+                field(s, "EtcdMemberStatus", "member_id").number = Some(99);
+            },
+        ),
+        (
+            "field .machine.EtcdMember.id: vixen has `= 2 LABEL_OPTIONAL TYPE_UINT32",
+            |s| {
+                field(s, "EtcdMember", "id")
+                    .set_type(prost_types::field_descriptor_proto::Type::Uint32);
+            },
+        ),
+        (
+            "field .machine.ApplyConfiguration.warnings: vixen has `= 2 LABEL_OPTIONAL",
+            |s| {
+                field(s, "ApplyConfiguration", "warnings")
+                    .set_label(prost_types::field_descriptor_proto::Label::Optional);
+            },
+        ),
+        (
+            "enum-value .machine.ApplyConfigurationRequest.Mode.STAGED: vixen has `= 7`",
+            |s| {
+                let m = message(s, "ApplyConfigurationRequest");
+                let e = m.enum_type.iter_mut().find(|e| e.name() == "Mode").unwrap();
+                e.value
+                    .iter_mut()
+                    .find(|v| v.name() == "STAGED")
+                    .unwrap()
+                    .number = Some(7);
+            },
+        ),
+        (
+            "method .machine.MachineService/EtcdSnapshot: vixen has `(.machine.EtcdSnapshotRequest) returns (.common.Data)`",
+            |s| {
+                method(s, "EtcdSnapshot").server_streaming = Some(false);
+            },
+        ),
+        (
+            "method .machine.MachineService/Reboot: vixen has `(.machine.RebootRequest) returns (.machine.ResetResponse)`",
+            |s| {
+                method(s, "Reboot").output_type = Some(".machine.ResetResponse".into());
+            },
+        ),
+        (
+            "field .machine.Version.vixen_only: declared by vixen, absent upstream",
+            |s| {
+                let m = message(s, "Version");
+                let mut f = m.field[0].clone();
+                f.name = Some("vixen_only".into());
+                f.number = Some(77);
+                m.field.push(f);
+            },
+        ),
     ];
     for (want, mutate) in mutations {
         let mut set = base.clone();
@@ -347,10 +382,10 @@ fn the_comparison_names_each_kind_of_difference() {
     assert!(compare(&Index::from_set(&base, PACKAGES), &upstream).is_empty());
 }
 
-fn file_with<'a>(
-    s: &'a mut FileDescriptorSet,
+fn file_with(
+    s: &mut FileDescriptorSet,
     pred: impl Fn(&prost_types::FileDescriptorProto) -> bool,
-) -> &'a mut prost_types::FileDescriptorProto {
+) -> &mut prost_types::FileDescriptorProto {
     s.file.iter_mut().find(|f| pred(f)).unwrap()
 }
 
@@ -370,16 +405,21 @@ fn field<'a>(s: &'a mut FileDescriptorSet, msg: &str, name: &str) -> &'a mut Fie
         .unwrap()
 }
 
-fn method<'a>(s: &'a mut FileDescriptorSet, name: &str) -> &'a mut prost_types::MethodDescriptorProto {
-    file_with(s, |f| f.service.iter().any(|s| s.name() == "MachineService"))
-        .service
-        .iter_mut()
-        .find(|s| s.name() == "MachineService")
-        .unwrap()
-        .method
-        .iter_mut()
-        .find(|m| m.name() == name)
-        .unwrap()
+fn method<'a>(
+    s: &'a mut FileDescriptorSet,
+    name: &str,
+) -> &'a mut prost_types::MethodDescriptorProto {
+    file_with(s, |f| {
+        f.service.iter().any(|s| s.name() == "MachineService")
+    })
+    .service
+    .iter_mut()
+    .find(|s| s.name() == "MachineService")
+    .unwrap()
+    .method
+    .iter_mut()
+    .find(|m| m.name() == name)
+    .unwrap()
 }
 
 /// A fresh directory under the target dir (no tempfile dev-dependency needed).
