@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds vixen's test peers (upstream Go programs the tests check vixen against; the product
-# stays pure Rust): Talos' config validator, kube-apiserver, and Cilium's CRD manifests.
+# stays pure Rust): Talos' config validator, Talos' API client (talosctl's library) and its
+# compiled protos (per Talos version), kube-apiserver, and Cilium's CRD manifests.
 # Each peer is a Go module of its own under tests/peers/ with pinned versions.
 #
 # Idempotent and fast when cached: the Go module and build caches live outside the clone
@@ -32,6 +33,10 @@ build() { # NAME DIR PACKAGE [go build flags...]
 }
 
 build talos-validate talos-validate .
+build talos-client talos-client .
+# The same dumper against two pinned pkg/machinery versions (go.mod and go.v1.11.mod).
+build talos-protos-v1.13 talos-protos .
+build talos-protos-v1.11 talos-protos . -modfile=go.v1.11.mod
 build cilium-crds cilium-crds .
 "$bin/cilium-crds" -out "$share/cilium-crds" >/dev/null
 # The version stamp upstream's Makefile sets, so the API server reports v1.34.x (not v0.0.0).
@@ -42,6 +47,8 @@ build kube-apiserver kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver \
   -ldflags="-s -w -X $vpkg.gitVersion=$kver -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$kminor -X $vpkg.gitTreeState=clean"
 
 echo "peers: talos-validate  $bin/talos-validate ($(cd talos-validate && go list -m -f '{{.Version}}' github.com/siderolabs/talos/pkg/machinery))"
+echo "peers: talos-client    $bin/talos-client ($(cd talos-client && go list -m -f '{{.Version}}' github.com/siderolabs/talos/pkg/machinery))"
+echo "peers: talos-protos    $bin/talos-protos-v1.11 ($("$bin/talos-protos-v1.11" -version)), $bin/talos-protos-v1.13 ($("$bin/talos-protos-v1.13" -version))"
 echo "peers: kube-apiserver  $bin/kube-apiserver ($kver)"
 echo "peers: cilium CRDs     $share/cilium-crds ($(cat "$share/cilium-crds/VERSION"))"
 echo "VIXEN_PEERS_BIN=$bin"
