@@ -181,7 +181,8 @@ pub async fn bootstrap(
             source,
         })?;
     client
-        .bootstrap()
+        // Talos refuses "not available yet" / "time is not in sync yet" for a while.
+        .bootstrap_when_ready(timeout)
         .await
         .map_err(|source| BootstrapError::Talos {
             stage: "bootstrap etcd",

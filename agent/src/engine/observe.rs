@@ -95,7 +95,8 @@ pub async fn probe_configured(conn: &Connector, address: &str) -> Option<Probe> 
     let client = conn.probe(address).ok()?;
     let tag = client.version().await.ok()?.tag;
     let services = client.service_list().await.ok()?;
-    let healthy = !services.is_empty() && services.iter().all(|s| s.healthy);
+    // As Talos/talosctl judge it: a service without a health check is not unhealthy.
+    let healthy = vixen_talos::health::judge(&services).healthy;
     Some(Probe {
         version: tag.parse().ok(),
         healthy,
