@@ -175,13 +175,26 @@ impl Client {
         Ok(id)
     }
 
-    /// Bootstrap, retrying while the node answers "bootstrap is not available yet" or "time is
-    /// not in sync yet" (see [`bootstrap_not_ready`]), for at most `deadline`.
+    /// Bootstrap once the node's `cri` service runs, retrying while the node answers "bootstrap
+    /// is not available yet" or "time is not in sync yet" (see [`bootstrap_not_ready`]), for at
+    /// most `deadline`.
     ///
     /// # Errors
-    /// The last refusal once `deadline` passed; any other error at once.
+    /// The last refusal once `deadline` passed; any other error (ServiceList's included) at once.
     pub async fn bootstrap_when_ready(&self, deadline: Duration) -> Result<()> {
         let until = tokio::time::Instant::now() + deadline;
+        // Talos allows Bootstrap once CRI is up (`IsBootstrapAllowed`, v1alpha1_runtime.go):
+        // wait for the `cri` service to run first, so that a healthy node gets one call.
+        while tokio::time::Instant::now() < until {
+            let services = self.service_list().await?;
+            if services
+                .iter()
+                .any(|s| s.id == "cri" && s.state == "Running")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         loop {
             match self.bootstrap().await {
                 Err(e) if bootstrap_not_ready(&e) && tokio::time::Instant::now() < until => {
