@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/machine/machine.proto",
         "proto/machine/lifecycle.proto",
+        "proto/machine/image.proto",
     ];
     for p in protos.iter().chain(&["proto/common/common.proto"]) {
         println!("cargo:rerun-if-changed={p}");

@@ -291,11 +291,17 @@ impl NodeApi for FakeCluster {
 
     async fn services(&self, at: &str) -> TalosResult<Vec<ServiceStatus>> {
         self.node(at, "services", |n, _| {
-            Ok(vec![ServiceStatus {
-                id: "apid".into(),
-                state: "Running".into(),
-                healthy: n.healthy,
-            }])
+            // The services Talos requires to call a node healthy (vixen_talos::health).
+            Ok(["apid", "machined", "kubelet"]
+                .into_iter()
+                .map(|id| ServiceStatus {
+                    id: id.into(),
+                    state: "Running".into(),
+                    healthy: n.healthy,
+                    health_unknown: false,
+                    last_event: None,
+                })
+                .collect())
         })
     }
 

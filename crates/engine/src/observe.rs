@@ -22,9 +22,11 @@ pub struct Probe {
     pub healthy: bool,
 }
 
-/// Whether a node's services are healthy: at least one service, and every one reports healthy.
+/// Whether a node's services are healthy, as Talos and talosctl judge it: the services that
+/// matter run, and those with a health check pass it; a service without one (`dashboard`,
+/// extensions: `health.unknown`) is not unhealthy ([`vixen_talos::health::judge`]).
 pub fn services_healthy(services: &[ServiceStatus]) -> bool {
-    !services.is_empty() && services.iter().all(|s| s.healthy)
+    vixen_talos::health::judge(services).healthy
 }
 
 /// Probes a configured node at `address` over mTLS.

@@ -107,12 +107,8 @@ impl NodeApi for Connector {
             .map(drop)
     }
 
-    async fn pull_image(&self, _at: &str, _image: &str) -> TalosResult<()> {
-        // ImageService is not in vixen's protos yet: say so rather than pretend it was pulled.
-        Err(vixen_talos::Error::NotSupported {
-            operation: "ImageService.Pull",
-            version: "this vixen build".into(),
-        })
+    async fn pull_image(&self, at: &str, image: &str) -> TalosResult<()> {
+        self.node(at)?.pull_image(image).await.map(drop)
     }
 
     async fn lifecycle_upgrade(&self, at: &str, image: &str) -> TalosResult<()> {
@@ -128,7 +124,11 @@ impl NodeApi for Connector {
     }
 
     async fn bootstrap(&self, at: &str) -> TalosResult<()> {
-        self.node(at)?.bootstrap().await
+        // Talos refuses "bootstrap is not available yet" / "time is not in sync yet" for a
+        // while after the node configures; only those are retried (within 2 minutes).
+        self.node(at)?
+            .bootstrap_when_ready(Duration::from_secs(120))
+            .await
     }
 
     async fn etcd_leave(&self, at: &str) -> TalosResult<()> {

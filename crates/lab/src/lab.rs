@@ -38,12 +38,18 @@ pub enum Fault {
     KubeletNotReady,
     /// Its kubelet reports Ready again.
     KubeletReady,
+    /// Its etcd stops (crashed, or stopped by a leave) and stays stopped until the next boot,
+    /// while the Talos API keeps answering.
+    EtcdDown,
+    /// Its install media is removed: after a reset that wipes the whole system disk it stays
+    /// down (nothing to boot).
+    BootMediaRemoved,
 }
 
 impl std::str::FromStr for Fault {
     type Err = String;
     /// `down`, `up`, `slow-reboot MS`, `fail-next-upgrade`, `addr-down ADDR`,
-    /// `kubelet-not-ready`, `kubelet-ready`.
+    /// `kubelet-not-ready`, `kubelet-ready`, `etcd-down`, `boot-media-removed`.
     fn from_str(s: &str) -> Result<Self, String> {
         let mut words = s.split_whitespace();
         match (words.next(), words.next()) {
@@ -52,6 +58,8 @@ impl std::str::FromStr for Fault {
             (Some("fail-next-upgrade"), None) => Ok(Fault::FailNextUpgrade),
             (Some("kubelet-not-ready"), None) => Ok(Fault::KubeletNotReady),
             (Some("kubelet-ready"), None) => Ok(Fault::KubeletReady),
+            (Some("etcd-down"), None) => Ok(Fault::EtcdDown),
+            (Some("boot-media-removed"), None) => Ok(Fault::BootMediaRemoved),
             (Some("slow-reboot"), Some(ms)) => ms
                 .parse()
                 .map(Fault::SlowReboot)
@@ -65,16 +73,48 @@ impl std::str::FromStr for Fault {
     }
 }
 
+/// How long the lab's nodes take for what Talos waits on. Defaults keep tests fast while still
+/// showing every window a client must cope with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// After a node configures, Bootstrap answers `FailedPrecondition "bootstrap is not
+    /// available yet"` this long (until CRI is up; `v1alpha1_server.go` Bootstrap).
+    pub bootstrap_after_ms: u64,
+    /// The node's time syncs this long after it configures (0: at once).
+    pub time_sync_after_ms: u64,
+    /// Bootstrap waits this long for time sync before `"time is not in sync yet"` (Talos: 5 s).
+    pub time_sync_wait_ms: u64,
+    /// EtcdLeaveCluster waits this long for the local member before failing (Talos: 3 minutes,
+    /// `internal/pkg/etcd/local.go`).
+    pub etcd_member_wait_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            bootstrap_after_ms: 300,
+            time_sync_after_ms: 0,
+            time_sync_wait_ms: 5000,
+            etcd_member_wait_ms: 2000,
+        }
+    }
+}
+
 /// State shared by the nodes (they find each other through it).
 pub(crate) struct LabInner {
     pub journal: Journal,
     pub reboot_ms: u64,
+    pub timing: std::sync::Mutex<Timing>,
     pub nodes: Vec<Arc<Node>>,
     /// The kube-apiserver supervisor (`--kube`).
     pub kube: Option<Kube>,
 }
 
 impl LabInner {
+    pub(crate) fn timing(&self) -> Timing {
+        *self.timing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Rewrites lab.json from the nodes' current state.
     pub(crate) fn publish(&self) {
         self.journal.write_status(&self.status());
@@ -118,6 +158,7 @@ impl Lab {
         let inner = Arc::new_cyclic(|weak: &Weak<LabInner>| LabInner {
             journal,
             reboot_ms: opts.reboot_ms,
+            timing: std::sync::Mutex::new(Timing::default()),
             nodes: spec
                 .nodes
                 .iter()
@@ -174,6 +215,11 @@ impl Lab {
             .ok_or_else(|| Error::UnknownNode(name.to_string()))
     }
 
+    /// Replaces the lab's [`Timing`] (for every node, from the next call on).
+    pub fn set_timing(&self, timing: Timing) {
+        *self.inner.timing.lock().unwrap_or_else(|e| e.into_inner()) = timing;
+    }
+
     /// Injects a fault.
     ///
     /// # Errors
@@ -192,6 +238,11 @@ impl Lab {
             Fault::AddrDown(ip) => node.faults(|f| f.addrs_down.push(ip)),
             Fault::KubeletNotReady => node.faults(|f| f.kubelet_not_ready = true),
             Fault::KubeletReady => node.faults(|f| f.kubelet_not_ready = false),
+            Fault::BootMediaRemoved => node.faults(|f| f.boot_media_removed = true),
+            Fault::EtcdDown => {
+                node.st().etcd_left = true;
+                node.stop_etcd().await;
+            }
         }
         self.inner.publish();
         Ok(())

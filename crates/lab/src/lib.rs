@@ -13,10 +13,15 @@
 //!
 //! Every child process is stopped by [`Lab::shutdown`] and, as a last resort, by `Drop`.
 
+mod apid;
 mod apiserver;
 mod config;
 mod daemon;
 mod etcd;
+mod etcd_ops;
+mod events;
+mod image_api;
+mod images;
 mod journal;
 mod kubeconfig;
 mod kubelet;
@@ -24,9 +29,12 @@ mod lab;
 mod node;
 mod ops;
 pub mod peers;
+mod reset;
 mod server;
+mod services;
 mod tls;
 mod validate;
+mod versions;
 
 use std::net::IpAddr;
 
@@ -38,7 +46,7 @@ pub use daemon::{
     Control, ControlReply, control_socket, ready_file, run_daemon, send_control, serve_blocking,
 };
 pub use journal::{CallRecord, LabStatus, NodeStatus};
-pub use lab::{Fault, Lab, LabOptions};
+pub use lab::{Fault, Lab, LabOptions, Timing};
 
 /// Errors of the lab.
 #[derive(Debug, thiserror::Error)]

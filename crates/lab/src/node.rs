@@ -14,9 +14,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use vixen_talos::TalosVersion;
+use vixen_talos::api::machine as pb;
+use vixen_talos::api::machine::sequence_event::Action as SeqAction;
 
 use crate::config::MachineConfig;
 use crate::etcd::{self, EtcdProcess};
+use crate::events::{EventLog, Payload};
 use crate::journal::NodeStatus;
 use crate::lab::LabInner;
 use crate::{NodeSpec, Result, Role, server, tls};
@@ -50,6 +53,8 @@ pub(crate) struct Faults {
     pub addrs_down: Vec<IpAddr>,
     /// The kubelet reports NotReady although Talos runs fine (a CNI or runtime problem).
     pub kubelet_not_ready: bool,
+    /// The install media was removed: a node whose system disk is wiped has nothing to boot.
+    pub boot_media_removed: bool,
 }
 
 /// Mutable state; never held across an await.
@@ -71,6 +76,15 @@ pub(crate) struct State {
     pub cut: Option<CancellationToken>,
     /// EtcdLeaveCluster ran during this boot: Talos keeps etcd stopped until the next boot.
     pub etcd_left: bool,
+    /// Images in containerd, by (driver, namespace, reference) (ImageService.Pull); kept on
+    /// reboots, gone when EPHEMERAL (/var) is wiped.
+    pub images: std::collections::HashSet<(i32, i32, String)>,
+    /// `/proc/sys/kernel/random/boot_id`: a new one on every boot.
+    pub boot_id: String,
+    /// When the current boot started (service event times).
+    pub booted_at: std::time::SystemTime,
+    /// When the node last entered configured mode (Bootstrap's "not available yet" window).
+    pub configured_at: Option<std::time::Instant>,
     pub faults: Faults,
 }
 
@@ -84,6 +98,8 @@ pub(crate) struct Node {
     pub etcd_ops: tokio::sync::Mutex<()>,
     /// One ApplyConfiguration at a time (a second gets FailedPrecondition, as in Talos).
     pub apply_lock: tokio::sync::Mutex<()>,
+    /// MachineService.Events of the current boot.
+    pub events: EventLog,
 }
 
 impl Node {
@@ -99,6 +115,10 @@ impl Node {
             listen: vec![spec.maintenance_address],
             cut: None,
             etcd_left: false,
+            images: std::collections::HashSet::new(),
+            boot_id: new_uuid(),
+            booted_at: std::time::SystemTime::now(),
+            configured_at: None,
             faults: Faults::default(),
         };
         Self {
@@ -109,6 +129,7 @@ impl Node {
             etcd: Mutex::new(None),
             etcd_ops: tokio::sync::Mutex::new(()),
             apply_lock: tokio::sync::Mutex::new(()),
+            events: EventLog::new(),
         }
     }
 
@@ -140,6 +161,11 @@ impl Node {
             minor: 11,
             patch: 0,
         })
+    }
+
+    /// The current boot's start, as a protobuf timestamp.
+    pub(crate) fn booted_at(&self) -> prost_types::Timestamp {
+        prost_types::Timestamp::from(self.st().booted_at)
     }
 
     pub(crate) fn role(&self) -> Role {
@@ -211,9 +237,20 @@ impl Node {
         let config = {
             let mut st = self.st();
             st.etcd_left = false;
+            st.boot_id = new_uuid();
+            st.booted_at = std::time::SystemTime::now();
+            st.configured_at = None;
             st.config.clone()
         };
+        use pb::machine_status_event::MachineStage;
+        self.events.clear();
+        self.events
+            .emit("", Payload::Stage(MachineStage::Booting, false));
+        self.events
+            .emit("", Payload::Sequence("initialize", SeqAction::Start));
         let Some(cfg) = config else {
+            self.events
+                .emit("", Payload::Stage(MachineStage::Maintenance, false));
             let addrs = vec![self.spec.maintenance_address];
             let tls = tls::maintenance_config(&addrs)?;
             self.serve(addrs, tls, true).await?;
@@ -228,8 +265,17 @@ impl Node {
         {
             let mut st = self.st();
             st.mode = Mode::Configured;
+            st.configured_at = Some(std::time::Instant::now());
             st.listen.clone_from(&addrs);
         }
+        self.events
+            .emit("", Payload::Sequence("initialize", SeqAction::Stop));
+        self.events
+            .emit("", Payload::Sequence("boot", SeqAction::Start));
+        self.events
+            .emit("", Payload::Sequence("boot", SeqAction::Stop));
+        self.events
+            .emit("", Payload::Stage(MachineStage::Running, true));
         if cfg.role == Role::Controlplane {
             let tls = tls::configured_config(&machine_ca(&cfg), &addrs, &self.hostname())?;
             self.serve(addrs, tls, false).await?;
@@ -345,6 +391,25 @@ impl Node {
     /// staged config and any pending version. A pending version whose image was marked bad fails
     /// to boot and the node comes back on the old one (Talos' A/B boot fallback).
     pub(crate) fn reboot_later(self: &Arc<Self>) {
+        self.reboot_later_by("", "reboot");
+    }
+
+    /// As [`Node::reboot_later`], recording the sequence (`reboot`, `upgrade`) and the actor ID
+    /// of the call that asked for it in the node's events.
+    pub(crate) fn reboot_later_by(self: &Arc<Self>, actor: &str, sequence: &'static str) {
+        use pb::machine_status_event::MachineStage;
+        self.events
+            .emit(actor, Payload::Sequence(sequence, SeqAction::Start));
+        self.events.emit(
+            actor,
+            Payload::Task("stopAllServices", pb::task_event::Action::Start),
+        );
+        let stage = if sequence == "upgrade" {
+            MachineStage::Upgrading
+        } else {
+            MachineStage::Rebooting
+        };
+        self.events.emit(actor, Payload::Stage(stage, false));
         let node = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -381,6 +446,31 @@ impl Node {
             self.set_mode(Mode::Down);
         }
     }
+}
+
+/// A random UUID (boot IDs, actor IDs), from the random keys of std's hasher (no RNG crate).
+pub(crate) fn new_uuid() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut words = [0u64; 2];
+    for w in &mut words {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        *w = h.finish();
+    }
+    let x = (u128::from(words[0]) << 64) | u128::from(words[1]);
+    let hex = format!("{x:032x}");
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
 }
 
 /// The OS CA of a control plane's config (`machine.ca`).

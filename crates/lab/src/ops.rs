@@ -11,6 +11,7 @@ use vixen_talos::ApplyMode;
 use crate::config::{MachineConfig, applies_live, changed_paths, image_tag};
 use crate::etcd;
 use crate::node::{Mode, Node, machine_ca};
+use crate::versions::Talos;
 use crate::{Role, tls, validate};
 
 /// The answer to an apply: the mode used and the human-readable details.
@@ -24,23 +25,33 @@ pub(crate) struct Applied {
 impl Node {
     /// ApplyConfiguration in maintenance mode: validate (Talos' validator when built, see
     /// [`validate::check`], then the lab's own checks), "install" the installer's version, then
-    /// reboot into configured mode. Up to 1.12 the maintenance server takes AUTO, REBOOT and TRY;
-    /// from 1.13 apid serves maintenance mode, takes AUTO, REBOOT and NO_REBOOT, and reports AUTO
-    /// as NO_REBOOT (the boot sequence continues into the install on its own).
+    /// reboot into configured mode.
+    ///
+    /// Up to 1.12 (`internal/app/maintenance/server.go`) TRY, REBOOT and AUTO are taken, any
+    /// other mode is `Unimplemented`, and the reply leaves the mode unset (REBOOT on the wire).
+    /// From 1.13 (`v1alpha1_server.go` ApplyConfiguration, `inMaintenance`) REBOOT becomes
+    /// NO_REBOOT and AUTO reports NO_REBOOT: the boot sequence continues into the install.
     pub(crate) async fn apply_maintenance(
         self: &Arc<Self>,
         data: &[u8],
         mode: ApplyMode,
         dry_run: bool,
     ) -> Result<Applied, Status> {
-        let v113 = self.version().has_lifecycle_service();
+        let v113 = Talos(self.version()).apid_in_maintenance();
         let used = match (mode, v113) {
             (ApplyMode::Auto | ApplyMode::Reboot | ApplyMode::Try, false) => ApplyMode::Reboot,
-            (ApplyMode::Auto | ApplyMode::NoReboot, true) => ApplyMode::NoReboot,
-            (ApplyMode::Reboot, true) => ApplyMode::Reboot,
+            (ApplyMode::Auto | ApplyMode::NoReboot | ApplyMode::Reboot, true) => {
+                ApplyMode::NoReboot
+            }
+            (_, false) => {
+                return Err(Status::unimplemented(format!(
+                    "apply configuration --mode='{}' is not supported in maintenance mode",
+                    mode.name().to_lowercase().replace('_', "-")
+                )));
+            }
             _ => {
                 return Err(Status::invalid_argument(format!(
-                    "apply configuration mode {} is not supported in maintenance mode",
+                    "apply configuration mode {} is not simulated by the lab in maintenance mode",
                     mode.name()
                 )));
             }
@@ -53,9 +64,10 @@ impl Node {
         if dry_run {
             return Ok(Applied {
                 mode: used,
+                // The 1.11 maintenance server's text (the lab keeps it for 1.13 too).
                 details: format!(
-                    "Dry run summary:\nNode is in maintenance mode: the config would be applied, \
-                     {version} installed and the node rebooted (skipped in dry-run)."
+                    "Dry run summary:\nNode is running in maintenance mode and does not have a \
+                     config yet.\n(It would install {version}.)"
                 ),
                 warnings,
             });
@@ -107,7 +119,18 @@ impl Node {
             )));
         }
         let changed = changed_paths(&old.doc, &new.doc);
-        let needs_reboot: Vec<&String> = changed.iter().filter(|p| !applies_live(p)).collect();
+        let mut needs_reboot: Vec<&String> = changed.iter().filter(|p| !applies_live(p)).collect();
+        // 1.14 (v1.14 `v1alpha1_server.go` ApplyConfiguration): no apply reboots any more.
+        // REBOOT is refused, AUTO means NO_REBOOT, and NO_REBOOT/TRY are not refused for changes
+        // that need a reboot (those take effect at the next boot the caller arranges).
+        if Talos(self.version()).apply_never_reboots() {
+            if mode == ApplyMode::Reboot {
+                return Err(Status::unimplemented(
+                    "the REBOOT mode is not supported, please use AUTO or NO_REBOOT modes instead",
+                ));
+            }
+            needs_reboot.clear();
+        }
         let used = match mode {
             ApplyMode::Auto if needs_reboot.is_empty() => ApplyMode::NoReboot,
             ApplyMode::Auto => ApplyMode::Reboot,
@@ -252,192 +275,110 @@ impl Node {
         );
     }
 
-    /// Legacy MachineService.Upgrade. Unless forced, a control plane first checks etcd as
-    /// Talos' ValidateForUpgrade does: refused with exactly 2 members, a member not started, or
-    /// an unhealthy member. Then the node reboots into the new version (or stages it).
+    /// Legacy MachineService.Upgrade (`v1alpha1_server.go` Upgrade): pull and validate the
+    /// installer image (a lab rule: a registry ending in `.invalid` does not resolve), then,
+    /// on a control plane unless forced, etcd's `ValidateForUpgrade` (`internal/pkg/etcd/etcd.go`),
+    /// both failing as plain errors (gRPC `Unknown`) with Talos' texts. Then the node reboots
+    /// into the new version, or stages it and reboots at once (a staged upgrade runs the
+    /// `StageUpgrade` sequence, which reboots).
     pub(crate) async fn upgrade_legacy(
         self: &Arc<Self>,
+        actor: &str,
         image: &str,
-        stage: bool,
+        _stage: bool,
         force: bool,
     ) -> Result<String, Status> {
+        crate::images::resolve(image).map_err(|e| {
+            Status::unknown(format!("error validating installer image {image:?}: {e}"))
+        })?;
         let tag = image_tag(image)
             .ok_or_else(|| Status::invalid_argument(format!("image {image:?} has no tag")))?;
         if self.role() == Role::Controlplane && !force {
-            self.validate_for_upgrade().await?;
+            self.validate_for_upgrade()
+                .await
+                .map_err(|e| Status::unknown(format!("error validating etcd for upgrade: {e}")))?;
         }
         self.st().pending_version = Some(tag);
-        if !stage {
-            self.reboot_later();
-        }
+        self.reboot_later_by(actor, "upgrade");
         Ok("Upgrade request received".into())
     }
 
-    async fn validate_for_upgrade(&self) -> Result<(), Status> {
-        let url = self.local_etcd()?;
-        let mut c = etcd::connect(&[url]).await?;
-        let members = c.member_list().await.map_err(etcd::to_status)?;
+    /// `ValidateForUpgrade` through the cluster's members.
+    async fn validate_for_upgrade(&self) -> Result<(), String> {
+        let urls = self
+            .cluster_endpoints()
+            .map_err(|s| s.message().to_string())?;
+        let mut c = etcd::connect(&urls)
+            .await
+            .map_err(|s| s.message().to_string())?;
+        let members = c.member_list().await.map_err(|e| e.to_string())?;
         let members = members.members();
         if members.len() == 2 {
-            return Err(Status::failed_precondition(
-                "etcd has 2 members: upgrading one would lose quorum",
+            return Err(format!(
+                "etcd member count({}) is insufficient to maintain quorum if upgrade commences",
+                members.len()
             ));
         }
         for m in members {
             if m.name().is_empty() || m.client_urls().is_empty() {
-                return Err(Status::failed_precondition(format!(
-                    "etcd member {:x} is not started",
+                return Err(format!(
+                    "etcd member {:016x} is not started, all members must be running to perform \
+                     an upgrade",
                     m.id()
-                )));
+                ));
             }
             if !etcd::healthy(&m.client_urls()[0]).await {
-                return Err(Status::failed_precondition(format!(
-                    "etcd member {} is not healthy",
-                    m.name()
-                )));
+                return Err(format!(
+                    "etcd member {:016x} is not healthy; all members must be healthy to perform \
+                     an upgrade: context deadline exceeded",
+                    m.id()
+                ));
             }
         }
         Ok(())
     }
 
-    /// LifecycleService.Upgrade (1.13+): installs the image; no reboot and no etcd checks.
-    pub(crate) fn lifecycle_upgrade(&self, image: &str) -> Result<Vec<String>, Status> {
+    /// LifecycleService.Upgrade (1.13+): installs the image from the containerd store of the
+    /// requested instance, without a reboot and without etcd checks; an image that was never
+    /// pulled there fails as in v1.13 `internal/app/lifecycle/container.go` (see
+    /// [`crate::images`]).
+    pub(crate) fn lifecycle_upgrade(
+        &self,
+        image: &str,
+        instance: (i32, i32),
+    ) -> Result<Vec<String>, Status> {
+        if image.is_empty() {
+            return Err(Status::invalid_argument("installer image name is required"));
+        }
         let tag = image_tag(image)
             .ok_or_else(|| Status::invalid_argument(format!("image {image:?} has no tag")))?;
-        self.st().pending_version = Some(tag.clone());
+        let needs_pull = Talos(self.version()).upgrade_needs_pull();
+        let mut st = self.st();
+        if needs_pull
+            && !st
+                .images
+                .contains(&(instance.0, instance.1, image.to_string()))
+        {
+            return Err(Status::internal(format!(
+                "upgrade failed: installer image {image:?} not found in containerd store: \
+                 image {image:?}: not found"
+            )));
+        }
+        st.pending_version = Some(tag.clone());
         Ok(vec![
-            format!("pulling {image}"),
+            format!("using installer image {image}"),
             format!("installing Talos {tag}"),
             "done".into(),
         ])
     }
 
-    /// Reset. Graceful on a control plane leaves etcd first (and fails if etcd refuses);
-    /// non-graceful just wipes, leaving a dead member behind. Then the node reboots into
-    /// maintenance mode on its maintenance address (or halts when `reboot` is false). The
-    /// installed Talos version survives: only STATE and EPHEMERAL are wiped.
-    pub(crate) async fn reset(
-        self: &Arc<Self>,
-        graceful: bool,
-        reboot: bool,
-    ) -> Result<(), Status> {
-        if graceful
-            && self.role() == Role::Controlplane
-            && let Some(url) = self.etcd_url()
-        {
-            let _g = self.etcd_ops.lock().await;
-            etcd::leave(&url).await.map_err(|e| {
-                Status::failed_precondition(format!("failed to leave etcd: {}", e.message()))
-            })?;
-        }
-        let node = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            node.go_down(Mode::Rebooting).await;
-            etcd::wipe(&etcd::data_dir(&node.dir));
-            {
-                let mut st = node.st();
-                st.config = None;
-                st.staged = None;
-                st.listen = vec![node.spec.maintenance_address];
-            }
-            tokio::time::sleep(Duration::from_millis(node.lab().map_or(0, |l| l.reboot_ms))).await;
-            if !reboot {
-                node.go_down(Mode::Down).await;
-            } else if node.mode() == Mode::Rebooting
-                && let Err(e) = node.boot().await
-            {
-                tracing::warn!(node = %node.spec.name, error = %e, "boot after reset failed");
-            }
-        });
-        Ok(())
-    }
-
-    /// Bootstrap: a new one-member etcd cluster. Refused on workers, and with AlreadyExists when
-    /// etcd already has data (a second Bootstrap, or a member that already joined).
-    pub(crate) async fn bootstrap(&self) -> Result<(), Status> {
-        let cfg = self
-            .config()
-            .ok_or_else(|| Status::failed_precondition("not configured"))?;
-        if cfg.role != Role::Controlplane {
-            return Err(Status::failed_precondition(
-                "bootstrap is only allowed on control planes",
-            ));
-        }
-        let _g = self.etcd_ops.lock().await;
-        if self.etcd_url().is_some() || etcd::has_data(&etcd::data_dir(&self.dir)) {
-            return Err(Status::already_exists("etcd data directory is not empty"));
-        }
-        let addr = self.current_address();
-        let name = self.hostname();
-        if !self.start_etcd(
-            &name,
-            addr,
-            &format!("{name}={}", etcd::peer_url(addr)),
-            "new",
-        ) {
-            return Err(Status::internal("cannot start etcd"));
-        }
-        etcd::wait_ready(&etcd::client_url(addr), Duration::from_secs(15)).await
-    }
-
-    /// The local member's client URL, or why there is none.
-    pub(crate) fn local_etcd(&self) -> Result<String, Status> {
-        if self.role() != Role::Controlplane {
-            return Err(Status::failed_precondition(
-                "etcd is not running on worker nodes",
-            ));
-        }
-        self.etcd_url()
-            .ok_or_else(|| Status::failed_precondition("etcd is not running"))
-    }
-
-    /// EtcdLeaveCluster: remove the local member through its own etcd, stop etcd and empty its
-    /// data directory; etcd stays stopped until the next boot.
-    pub(crate) async fn etcd_leave(&self) -> Result<(), Status> {
-        let url = self.local_etcd()?;
-        let _g = self.etcd_ops.lock().await;
-        etcd::leave(&url).await?;
-        self.st().etcd_left = true;
-        self.stop_etcd().await;
-        etcd::wipe(&etcd::data_dir(&self.dir));
-        self.publish();
-        Ok(())
-    }
-
-    /// EtcdRemoveMemberByID through the local member (NotFound when absent).
-    pub(crate) async fn etcd_remove(&self, id: u64) -> Result<(), Status> {
-        let mut c = etcd::connect(&[self.local_etcd()?]).await?;
-        let list = c.member_list().await.map_err(etcd::to_status)?;
-        if !list.members().iter().any(|m| m.id() == id) {
-            return Err(Status::not_found(format!("etcd member {id:x} not found")));
-        }
-        c.member_remove(id).await.map_err(etcd::to_status)?;
-        Ok(())
-    }
-
-    /// EtcdForfeitLeadership: when this member leads, hand leadership to another started
-    /// voting member and return its name; when it does not lead, return an empty name.
-    pub(crate) async fn etcd_forfeit(&self) -> Result<String, Status> {
-        let mut c = etcd::connect(&[self.local_etcd()?]).await?;
-        let status = c.status().await.map_err(etcd::to_status)?;
-        let me = status.header().map(|h| h.member_id()).unwrap_or_default();
-        let list = c.member_list().await.map_err(etcd::to_status)?;
-        if list.members().len() < 2 {
-            return Err(Status::failed_precondition(
-                "no other etcd members to forfeit leadership to",
-            ));
-        }
-        if status.leader() != me {
-            return Ok(String::new());
-        }
-        let target = list
-            .members()
-            .iter()
-            .find(|m| m.id() != me && !m.is_learner() && !m.name().is_empty())
-            .ok_or_else(|| Status::failed_precondition("no started voting member to lead"))?;
-        let (id, name) = (target.id(), target.name().to_string());
-        c.move_leader(id).await.map_err(etcd::to_status)?;
-        Ok(name)
+    /// ImageService.Pull (1.13+) into one containerd instance; see [`crate::images`].
+    pub(crate) fn pull_image(&self, image: &str, instance: (i32, i32)) -> Result<String, Status> {
+        crate::images::resolve(image)
+            .map_err(|e| Status::not_found(format!("error pulling image: {e}")))?;
+        self.st()
+            .images
+            .insert((instance.0, instance.1, image.to_string()));
+        Ok(crate::images::pulled_name(image))
     }
 }

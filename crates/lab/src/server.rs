@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,24 +17,23 @@ use tonic::{Request, Response, Status};
 use vixen_talos::ApplyMode;
 use vixen_talos::api::common::{Data, Metadata};
 use vixen_talos::api::machine as pb;
-use vixen_talos::api::machine::lifecycle_service_server::{
-    LifecycleService, LifecycleServiceServer,
-};
+use vixen_talos::api::machine::image_service_server::ImageServiceServer;
+use vixen_talos::api::machine::lifecycle_service_server::LifecycleServiceServer;
 use vixen_talos::api::machine::machine_service_server::{MachineService, MachineServiceServer};
 
-use crate::node::{Mode, Node};
+use crate::apid::{maintenance_refusal, meta, storage_version};
+use crate::node::{Mode, Node, new_uuid};
 use crate::tls::{PeerInfo, TlsConn};
-use crate::{Role, etcd, kubeconfig};
+use crate::versions::Talos;
+use crate::{Role, etcd, kubeconfig, services};
 
-const ADMIN: &[&str] = &["os:admin"];
-const OPERATOR: &[&str] = &["os:admin", "os:operator"];
+pub(crate) const ADMIN: &[&str] = &["os:admin"];
+pub(crate) const OPERATOR: &[&str] = &["os:admin", "os:operator"];
 const READER: &[&str] = &["os:admin", "os:operator", "os:reader"];
 const BACKUP: &[&str] = &["os:admin", "os:operator", "os:etcd:backup"];
 
-type Reply<T> = Result<Response<T>, Status>;
+pub(crate) type Reply<T> = Result<Response<T>, Status>;
 type DataStream = Pin<Box<dyn Stream<Item = Result<Data, Status>> + Send>>;
-type UpgradeStream =
-    Pin<Box<dyn Stream<Item = Result<pb::LifecycleServiceUpgradeResponse, Status>> + Send>>;
 
 /// Starts serving `incoming` until `cut` fires.
 pub(crate) fn spawn(
@@ -43,7 +42,9 @@ pub(crate) fn spawn(
     cut: CancellationToken,
     maintenance: bool,
 ) {
-    let lifecycle = !maintenance && node.version().has_lifecycle_service();
+    let v = Talos(node.version());
+    let lifecycle = !maintenance && v.lifecycle_service();
+    let images = !maintenance && v.image_service();
     let api = NodeApi {
         node,
         cut: cut.clone(),
@@ -51,7 +52,8 @@ pub(crate) fn spawn(
     };
     let router = Server::builder()
         .add_service(MachineServiceServer::new(api.clone()))
-        .add_optional_service(lifecycle.then(|| LifecycleServiceServer::new(api)));
+        .add_optional_service(lifecycle.then(|| LifecycleServiceServer::new(api.clone())))
+        .add_optional_service(images.then(|| ImageServiceServer::new(api)));
     tokio::spawn(async move {
         let _ = router
             .serve_with_incoming_shutdown(ReceiverStream::new(incoming), cut.cancelled_owned())
@@ -60,36 +62,16 @@ pub(crate) fn spawn(
 }
 
 #[derive(Clone)]
-struct NodeApi {
-    node: Arc<Node>,
-    cut: CancellationToken,
-    maintenance: bool,
-}
-
-/// How maintenance mode answers a method. Up to 1.12 a separate maintenance server offers
-/// ApplyConfiguration; Version, Upgrade and Reset need admin, which anonymous clients only get
-/// over SideroLink; the rest is not implemented there. From 1.13 apid serves maintenance mode:
-/// anonymous clients are `os:reader` plus ApplyConfiguration.
-fn maintenance_refusal(method: &str, v113: bool) -> Option<Status> {
-    let name = method.rsplit('/').next().unwrap_or(method);
-    match (name, v113) {
-        ("ApplyConfiguration", _) | ("Version" | "ServiceList", true) => None,
-        ("EtcdMemberList" | "EtcdStatus", true) => Some(Status::failed_precondition(
-            "etcd is not running in maintenance mode",
-        )),
-        (_, true) => Some(Status::permission_denied("not authorized")),
-        ("Version" | "Upgrade" | "Reset", false) => Some(Status::permission_denied(
-            "in maintenance mode this API needs admin, available over SideroLink only",
-        )),
-        (_, false) => Some(Status::unimplemented(format!(
-            "{name} is not available in maintenance mode"
-        ))),
-    }
+pub(crate) struct NodeApi {
+    pub(crate) node: Arc<Node>,
+    pub(crate) cut: CancellationToken,
+    pub(crate) maintenance: bool,
 }
 
 impl NodeApi {
-    /// Routes by the `node` key, checks mode and roles, runs `f` on the target, records the call.
-    async fn run<T, F, Fut>(
+    /// Routes by the `node`/`nodes` keys, checks mode and roles, runs `f` on the target, records
+    /// the call. Returns the target and the routing key (the reply's `Metadata.hostname`).
+    pub(crate) async fn run<T, F, Fut>(
         &self,
         method: &'static str,
         md: &MetadataMap,
@@ -97,17 +79,17 @@ impl NodeApi {
         mut detail: Value,
         allowed: &[&str],
         f: F,
-    ) -> Result<(Arc<Node>, bool, T), Status>
+    ) -> Result<(Arc<Node>, Option<String>, T), Status>
     where
         F: FnOnce(Arc<Node>) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let routed = self.route(md);
-        let (target, proxied) = match &routed {
-            Ok((t, p)) => (t.clone(), *p),
-            Err(_) => (self.node.clone(), false),
+        let (target, key) = match &routed {
+            Ok((t, k)) => (t.clone(), k.clone()),
+            Err(_) => (self.node.clone(), None),
         };
-        if proxied {
+        if !Arc::ptr_eq(&target, &self.node) {
             detail["via"] = json!(self.node.spec.name);
         }
         let result = async {
@@ -117,7 +99,7 @@ impl NodeApi {
             }
             if self.maintenance {
                 if let Some(s) =
-                    maintenance_refusal(method, self.node.version().has_lifecycle_service())
+                    maintenance_refusal(method, Talos(self.node.version()).apid_in_maintenance())
                 {
                     return Err(s);
                 }
@@ -142,46 +124,8 @@ impl NodeApi {
             lab.journal
                 .record(&target.spec.name, method, detail, text, client);
         }
-        result.map(|t| (target, proxied, t))
+        result.map(|t| (target, key, t))
     }
-
-    /// The `node` metadata key: apid proxies one-to-one to that node. Lab nodes live in one
-    /// process, so the "proxy" calls the target's handlers directly, as long as the target is up.
-    fn route(&self, md: &MetadataMap) -> Result<(Arc<Node>, bool), Status> {
-        let Some(key) = md.get("node").and_then(|v| v.to_str().ok()) else {
-            return Ok((self.node.clone(), false));
-        };
-        let me = &self.node;
-        let ip = key.parse().ok();
-        if ip.is_some_and(|ip| me.listens_on(ip)) || key == me.hostname() || key == me.spec.name {
-            return Ok((me.clone(), false));
-        }
-        if self.maintenance {
-            return Err(Status::failed_precondition(
-                "proxying is not available in maintenance mode",
-            ));
-        }
-        let lab = me.lab().ok_or_else(|| Status::unavailable("lab stopped"))?;
-        match lab.find(key) {
-            Some(n) if n.mode() == Mode::Configured && n.listens_on(n.current_address()) => {
-                Ok((n, true))
-            }
-            _ => Err(Status::unavailable(format!(
-                "{key}:50000: connection refused"
-            ))),
-        }
-    }
-}
-
-fn meta(target: &Node, proxied: bool) -> Option<Metadata> {
-    Some(Metadata {
-        hostname: if proxied {
-            target.hostname()
-        } else {
-            String::new()
-        },
-        error: String::new(),
-    })
 }
 
 fn chunks(meta: Option<Metadata>, bytes: Vec<u8>) -> DataStream {
@@ -197,6 +141,7 @@ fn chunks(meta: Option<Metadata>, bytes: Vec<u8>) -> DataStream {
     Box::pin(futures::stream::iter(items))
 }
 
+/// Caller, metadata and message of a request (also used by `image_api`).
 macro_rules! parts {
     ($req:ident) => {{
         let peer = $req.extensions().get::<PeerInfo>().cloned();
@@ -204,6 +149,7 @@ macro_rules! parts {
         (md, peer, $req.into_inner())
     }};
 }
+pub(crate) use parts;
 
 #[tonic::async_trait]
 impl MachineService for NodeApi {
@@ -290,7 +236,14 @@ impl MachineService for NodeApi {
                 detail,
                 READER,
                 |n| async move {
-                    let mut c = etcd::connect(&[n.local_etcd()?]).await?;
+                    // Talos asks the cluster through every control plane unless query_local.
+                    n.check_controlplane("member list")?;
+                    let urls = if r.query_local {
+                        vec![n.local_etcd("member list")?]
+                    } else {
+                        n.cluster_endpoints()?
+                    };
+                    let mut c = etcd::connect(&urls).await?;
                     let list = c.member_list().await.map_err(etcd::to_status)?;
                     Ok(list
                         .members()
@@ -395,7 +348,7 @@ impl MachineService for NodeApi {
                 json!({}),
                 BACKUP,
                 |n| async move {
-                    let mut c = etcd::connect(&[n.local_etcd()?]).await?;
+                    let mut c = etcd::connect(&[n.local_etcd("etcd snapshot")?]).await?;
                     let mut stream = c.snapshot().await.map_err(etcd::to_status)?;
                     let mut out = Vec::new();
                     while let Some(part) = stream.message().await.map_err(etcd::to_status)? {
@@ -418,12 +371,12 @@ impl MachineService for NodeApi {
                 json!({}),
                 READER,
                 |n| async move {
-                    let mut c = etcd::connect(&[n.local_etcd()?]).await?;
+                    let mut c = etcd::connect(&[n.local_etcd("etcd status")?]).await?;
                     let s = c.status().await.map_err(etcd::to_status)?;
                     Ok(pb::EtcdMemberStatus {
                         member_id: s.header().map(|h| h.member_id()).unwrap_or_default(),
                         protocol_version: s.version().to_string(),
-                        storage_version: s.storage_version().to_string(),
+                        storage_version: storage_version(s.storage_version(), s.version()),
                         db_size: s.db_size(),
                         db_size_in_use: s.raft_used_db_size(),
                         leader: s.leader(),
@@ -442,6 +395,71 @@ impl MachineService for NodeApi {
                 member_status: Some(s),
             }],
         }))
+    }
+
+    type EventsStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+    /// The node's events (see `events`): the requested history, then live events until the
+    /// connection is cut by a reboot, as talosctl's `--wait` expects.
+    async fn events(&self, req: Request<pb::EventsRequest>) -> Reply<Self::EventsStream> {
+        let (md, peer, r) = parts!(req);
+        let detail = json!({"tail_events": r.tail_events, "with_actor_id": r.with_actor_id});
+        let actor = Some(r.with_actor_id.clone()).filter(|a| !a.is_empty());
+        let (t, p, (history, rx)) = self
+            .run(
+                "/machine.MachineService/Events",
+                &md,
+                peer.as_ref(),
+                detail,
+                READER,
+                |n| async move { Ok(n.events.subscribe(&r)) },
+            )
+            .await?;
+        let m = meta(&t, p);
+        let stamp = move |mut e: pb::Event| {
+            e.metadata.clone_from(&m);
+            e
+        };
+        let stamp2 = stamp.clone();
+        let live = tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(move |e| {
+                let keep = e
+                    .ok()
+                    .filter(|e| actor.as_ref().is_none_or(|a| &e.actor_id == a));
+                futures::future::ready(keep.map(|e| Ok(stamp2(e))))
+            })
+            .take_until(self.cut.clone().cancelled_owned());
+        let head = futures::stream::iter(history.into_iter().map(move |e| Ok(stamp(e))));
+        Ok(Response::new(Box::pin(head.chain(live))))
+    }
+
+    type ReadStream = DataStream;
+
+    /// Read: the lab serves `/proc/sys/kernel/random/boot_id` (a new UUID every boot), which
+    /// talosctl reads before and after a reboot (`cmd/talosctl/pkg/talos/action`, `getBootID`).
+    async fn read(&self, req: Request<pb::ReadRequest>) -> Reply<DataStream> {
+        let (md, peer, r) = parts!(req);
+        let detail = json!({"path": r.path});
+        let (t, p, bytes) = self
+            .run(
+                "/machine.MachineService/Read",
+                &md,
+                peer.as_ref(),
+                detail,
+                ADMIN,
+                |n| async move {
+                    if r.path == "/proc/sys/kernel/random/boot_id" {
+                        Ok(format!("{}\n", n.st().boot_id).into_bytes())
+                    } else {
+                        Err(Status::unimplemented(format!(
+                            "the lab only serves /proc/sys/kernel/random/boot_id, not {}",
+                            r.path
+                        )))
+                    }
+                },
+            )
+            .await?;
+        Ok(Response::new(chunks(meta(&t, p), bytes)))
     }
 
     type KubeconfigStream = DataStream;
@@ -475,6 +493,10 @@ impl MachineService for NodeApi {
     async fn reboot(&self, req: Request<pb::RebootRequest>) -> Reply<pb::RebootResponse> {
         let (md, peer, r) = parts!(req);
         let detail = json!({"mode": r.mode});
+        // Reboot, Reset and Upgrade answer with an actor ID that tags the events they cause
+        // (`v1alpha1_server.go`: `uuid.New()` per call).
+        let actor = new_uuid();
+        let id = actor.clone();
         let (t, p, ()) = self
             .run(
                 "/machine.MachineService/Reboot",
@@ -483,7 +505,7 @@ impl MachineService for NodeApi {
                 detail,
                 OPERATOR,
                 |n| async move {
-                    n.reboot_later();
+                    n.reboot_later_by(&id, "reboot");
                     Ok(())
                 },
             )
@@ -491,7 +513,7 @@ impl MachineService for NodeApi {
         Ok(Response::new(pb::RebootResponse {
             messages: vec![pb::Reboot {
                 metadata: meta(&t, p),
-                actor_id: String::new(),
+                actor_id: actor,
             }],
         }))
     }
@@ -499,6 +521,8 @@ impl MachineService for NodeApi {
     async fn reset(&self, req: Request<pb::ResetRequest>) -> Reply<pb::ResetResponse> {
         let (md, peer, r) = parts!(req);
         let detail = json!({"graceful": r.graceful, "reboot": r.reboot, "mode": r.mode});
+        let actor = new_uuid();
+        let id = actor.clone();
         let (t, p, ()) = self
             .run(
                 "/machine.MachineService/Reset",
@@ -506,13 +530,13 @@ impl MachineService for NodeApi {
                 peer.as_ref(),
                 detail,
                 ADMIN,
-                |n| async move { n.reset(r.graceful, r.reboot).await },
+                |n| async move { n.reset(&id, &r).await },
             )
             .await?;
         Ok(Response::new(pb::ResetResponse {
             messages: vec![pb::Reset {
                 metadata: meta(&t, p),
-                actor_id: String::new(),
+                actor_id: actor,
             }],
         }))
     }
@@ -527,7 +551,7 @@ impl MachineService for NodeApi {
                 peer.as_ref(),
                 json!({}),
                 READER,
-                |n| async move { Ok(services(&n, maintenance).await) },
+                |n| async move { Ok(services::list(&n, maintenance).await) },
             )
             .await?;
         Ok(Response::new(pb::ServiceListResponse {
@@ -542,6 +566,8 @@ impl MachineService for NodeApi {
         let (md, peer, r) = parts!(req);
         let detail =
             json!({"image": r.image, "stage": r.stage, "force": r.force, "preserve": r.preserve});
+        let actor = new_uuid();
+        let id = actor.clone();
         let (t, p, ack) = self
             .run(
                 "/machine.MachineService/Upgrade",
@@ -549,14 +575,14 @@ impl MachineService for NodeApi {
                 peer.as_ref(),
                 detail,
                 ADMIN,
-                |n| async move { n.upgrade_legacy(&r.image, r.stage, r.force).await },
+                |n| async move { n.upgrade_legacy(&id, &r.image, r.stage, r.force).await },
             )
             .await?;
         Ok(Response::new(pb::UpgradeResponse {
             messages: vec![pb::Upgrade {
                 metadata: meta(&t, p),
                 ack,
-                actor_id: String::new(),
+                actor_id: actor,
             }],
         }))
     }
@@ -590,79 +616,4 @@ impl MachineService for NodeApi {
             }],
         }))
     }
-}
-
-#[tonic::async_trait]
-impl LifecycleService for NodeApi {
-    type UpgradeStream = UpgradeStream;
-
-    async fn upgrade(
-        &self,
-        req: Request<pb::LifecycleServiceUpgradeRequest>,
-    ) -> Reply<UpgradeStream> {
-        let (md, peer, r) = parts!(req);
-        let image = r.source.map(|s| s.image_name).unwrap_or_default();
-        let detail = json!({"image": image});
-        let (_, _, lines) = self
-            .run(
-                "/machine.LifecycleService/Upgrade",
-                &md,
-                peer.as_ref(),
-                detail,
-                ADMIN,
-                |n| async move { n.lifecycle_upgrade(&image) },
-            )
-            .await?;
-        use pb::lifecycle_service_install_progress::Response as P;
-        let mut items: Vec<Result<pb::LifecycleServiceUpgradeResponse, Status>> = lines
-            .into_iter()
-            .map(|l| Ok(progress(P::Message(l))))
-            .collect();
-        items.push(Ok(progress(P::ExitCode(0))));
-        Ok(Response::new(Box::pin(futures::stream::iter(items))))
-    }
-}
-
-fn progress(
-    r: pb::lifecycle_service_install_progress::Response,
-) -> pb::LifecycleServiceUpgradeResponse {
-    pb::LifecycleServiceUpgradeResponse {
-        progress: Some(pb::LifecycleServiceInstallProgress { response: Some(r) }),
-    }
-}
-
-/// ServiceList: machined and apid always; trustd and etcd on control planes (etcd healthy only
-/// when its member answers with a leader; "Preparing" while it waits to bootstrap or join);
-/// kubelet once configured.
-async fn services(n: &Node, maintenance: bool) -> Vec<pb::ServiceInfo> {
-    let svc = |id: &str, state: &str, healthy: bool| pb::ServiceInfo {
-        id: id.into(),
-        state: state.into(),
-        events: None,
-        health: Some(pb::ServiceHealth {
-            unknown: false,
-            healthy,
-            ..Default::default()
-        }),
-    };
-    let mut out = vec![
-        svc("apid", "Running", true),
-        svc("machined", "Running", true),
-    ];
-    if maintenance {
-        return out;
-    }
-    if n.role() == Role::Controlplane {
-        match n.etcd_url() {
-            Some(url) => {
-                let ok = etcd::healthy(&url).await;
-                out.push(svc("etcd", "Running", ok));
-            }
-            None => out.push(svc("etcd", "Preparing", false)),
-        }
-        out.push(svc("trustd", "Running", true));
-    }
-    out.push(svc("kubelet", "Running", true));
-    out.sort_by(|a, b| a.id.cmp(&b.id));
-    out
 }

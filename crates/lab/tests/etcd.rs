@@ -34,7 +34,10 @@ async fn non_graceful_reset_of_two_of_three_loses_quorum() {
         );
         install(&c, &format!("127.0.42.{i}"), &cfg, &format!("127.0.42.{i}")).await;
     }
-    admin(&c, "127.0.42.1").bootstrap().await.unwrap();
+    admin(&c, "127.0.42.1")
+        .bootstrap_when_ready(Duration::from_secs(10))
+        .await
+        .unwrap();
     wait_members("127.0.42.1", 3).await;
     let mut e = etcd("127.0.42.1").await;
     e.put("before", "1", None).await.unwrap();
@@ -74,7 +77,15 @@ async fn non_graceful_reset_of_two_of_three_loses_quorum() {
     let refused = admin(&c, "127.0.42.1")
         .upgrade_legacy("ghcr.io/siderolabs/installer:v1.12.5", false, false)
         .await;
-    assert_eq!(refused.unwrap_err().code(), Some(Code::FailedPrecondition));
+    // v1alpha1_server.go Upgrade: ValidateForUpgrade's failure is a plain error (Unknown).
+    let refused = refused.unwrap_err();
+    assert_eq!(refused.code(), Some(Code::Unknown), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("error validating etcd for upgrade"),
+        "{refused}"
+    );
     lab.shutdown().await;
 }
 
@@ -107,7 +118,10 @@ async fn graceful_leaves_keep_quorum_on_v1_13_with_worker_and_proxy() {
         .unwrap();
     assert_eq!(out.mode, Some(ApplyMode::NoReboot));
     wait_configured(&c, "127.0.43.1").await;
-    admin(&c, "127.0.43.1").bootstrap().await.unwrap();
+    admin(&c, "127.0.43.1")
+        .bootstrap_when_ready(Duration::from_secs(10))
+        .await
+        .unwrap();
     for i in 2..=3 {
         let cfg = c.config(
             Role::Controlplane,
@@ -128,7 +142,7 @@ async fn graceful_leaves_keep_quorum_on_v1_13_with_worker_and_proxy() {
     assert!(services.iter().all(|s| s.id != "etcd"));
     assert_eq!(
         via.etcd_status().await.unwrap_err().code(),
-        Some(Code::FailedPrecondition)
+        Some(Code::Unimplemented)
     );
 
     // 1.13+: LifecycleService.Upgrade installs without rebooting; our Reboot boots it.

@@ -74,7 +74,10 @@ async fn bootstrap(c: &Cluster, dir: &std::path::Path, net: u8, workers: &[&str]
     );
     let cp_addr = format!("127.0.{net}.11");
     install(c, &format!("127.0.{net}.1"), &cp, &cp_addr).await;
-    admin(c, &cp_addr).bootstrap().await.unwrap();
+    admin(c, &cp_addr)
+        .bootstrap_when_ready(Duration::from_secs(10))
+        .await
+        .unwrap();
     for (i, w) in workers.iter().enumerate() {
         let addr = format!("127.0.{net}.{}", 21 + i);
         let cfg = config(c, Role::Worker, w, &addr, &endpoint);

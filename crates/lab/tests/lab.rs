@@ -29,7 +29,7 @@ async fn single_control_plane_v1_11_full_lifecycle() {
     // Maintenance mode (<= 1.12): only ApplyConfiguration; Version needs SideroLink admin.
     assert_eq!(
         code(&m.version().await.unwrap_err()),
-        Some(Code::PermissionDenied)
+        Some(Code::Unimplemented)
     );
     assert_eq!(
         code(&m.service_list().await.unwrap_err()),
@@ -44,7 +44,7 @@ async fn single_control_plane_v1_11_full_lifecycle() {
         .apply_configuration(&cfg, ApplyMode::Staged, false, None)
         .await
         .unwrap_err();
-    assert_eq!(code(&staged), Some(Code::InvalidArgument));
+    assert_eq!(code(&staged), Some(Code::Unimplemented));
     let bad = m.apply_configuration(
         b"version: v1alpha1\nmachine: {type: nope}\n",
         ApplyMode::Auto,
@@ -107,7 +107,9 @@ async fn single_control_plane_v1_11_full_lifecycle() {
     assert_eq!(code(&denied), Some(Code::PermissionDenied));
 
     // etcd: bootstrap once, then the etcd RPCs act on the real member.
-    a.bootstrap().await.unwrap();
+    a.bootstrap_when_ready(Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(
         code(&a.bootstrap().await.unwrap_err()),
         Some(Code::AlreadyExists)
@@ -234,7 +236,7 @@ async fn single_control_plane_v1_11_full_lifecycle() {
     assert!(
         applies
             .iter()
-            .any(|r| r.detail["mode"] == "STAGED" && r.result.starts_with("InvalidArgument"))
+            .any(|r| r.detail["mode"] == "STAGED" && r.result.starts_with("Unimplemented"))
     );
     assert!(
         applies

@@ -14,7 +14,6 @@ use tonic::{Request, Status};
 
 use crate::api::common::Metadata;
 use crate::api::machine as pb;
-use crate::api::machine::lifecycle_service_client::LifecycleServiceClient;
 use crate::api::machine::machine_service_client::MachineServiceClient;
 use crate::config::Credentials;
 use crate::error::{Error, Result};
@@ -164,6 +163,13 @@ impl Client {
         self
     }
 
+    /// The underlying gRPC channel, for RPCs this client does not wrap (tests and tools build
+    /// the generated clients of [`crate::api`] on it). Calls made on it bypass the timeouts,
+    /// retries and the `node` key of this client.
+    pub fn raw_channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     /// The endpoint this client connects to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
@@ -186,7 +192,7 @@ impl Client {
     }
 
     /// Runs one call with the timeout, retrying Unavailable answers with backoff.
-    async fn call<M, R, F, Fut>(&self, method: &'static str, msg: M, f: F) -> Result<R>
+    pub(crate) async fn call<M, R, F, Fut>(&self, method: &'static str, msg: M, f: F) -> Result<R>
     where
         M: Clone,
         F: Fn(Channel, Request<M>) -> Fut,
@@ -288,104 +294,24 @@ impl Client {
         })
     }
 
-    /// Legacy MachineService.Upgrade: the node installs and reboots itself.
-    ///
-    /// # Errors
-    /// As every call; the node refuses when etcd would lose quorum (unless `force`).
-    pub async fn upgrade_legacy(&self, image: &str, stage: bool, force: bool) -> Result<String> {
-        const M: &str = "/machine.MachineService/Upgrade";
-        let msg = pb::UpgradeRequest {
-            image: image.to_string(),
-            preserve: true,
-            stage,
-            force,
-            reboot_mode: 0,
-        };
-        let reply = self
-            .call(M, msg, |ch, req| async move {
-                MachineServiceClient::new(ch)
-                    .upgrade(req)
-                    .await
-                    .map(|r| r.into_inner())
-            })
-            .await?;
-        Ok(first(M, reply.messages, |m| &m.metadata)?.ack)
-    }
-
-    /// LifecycleService.Upgrade (Talos 1.13+): installs `image` and streams progress; the node
-    /// does not reboot. Returns the progress lines.
-    ///
-    /// # Errors
-    /// As every call; [`Error::Rpc`] (`Internal`) when the installer exits non-zero.
-    pub async fn lifecycle_upgrade(&self, image: &str) -> Result<Vec<String>> {
-        const M: &str = "/machine.LifecycleService/Upgrade";
-        let msg = pb::LifecycleServiceUpgradeRequest {
-            containerd: Some(crate::api::common::ContainerdInstance {
-                driver: crate::api::common::ContainerDriver::Cri as i32,
-                namespace: crate::api::common::ContainerdNamespace::NsSystem as i32,
-            }),
-            source: Some(pb::InstallArtifactsSource {
-                image_name: image.to_string(),
-            }),
-        };
-        let (lines, code) = self
-            .call(M, msg, |ch, req| async move {
-                let mut stream = LifecycleServiceClient::new(ch)
-                    .upgrade(req)
-                    .await?
-                    .into_inner();
-                let (mut lines, mut code) = (Vec::new(), None);
-                while let Some(item) = stream.message().await? {
-                    use pb::lifecycle_service_install_progress::Response;
-                    match item.progress.and_then(|p| p.response) {
-                        Some(Response::Message(line)) => lines.push(line),
-                        Some(Response::ExitCode(c)) => code = Some(c),
-                        None => {}
-                    }
-                }
-                Ok((lines, code))
-            })
-            .await?;
-        match code {
-            Some(0) => Ok(lines),
-            Some(c) => Err(Error::Rpc {
-                method: M,
-                code: tonic::Code::Internal,
-                message: format!("installer exited with {c}"),
-            }),
-            None => Err(Error::Protocol {
-                method: M,
-                message: "no exit code".into(),
-            }),
-        }
-    }
-
-    /// Upgrade to `image` the way the node's version wants it: 1.13+ LifecycleService.Upgrade
-    /// then Reboot; up to 1.12 the legacy Upgrade (which reboots by itself).
-    ///
-    /// # Errors
-    /// As the calls it makes.
-    pub async fn upgrade(&self, image: &str) -> Result<UpgradeOutcome> {
-        if self.talos_version().await?.has_lifecycle_service() {
-            let progress = self.lifecycle_upgrade(image).await?;
-            self.reboot().await?;
-            Ok(UpgradeOutcome::LifecycleThenReboot { progress })
-        } else {
-            let ack = self.upgrade_legacy(image, false, false).await?;
-            Ok(UpgradeOutcome::Legacy { ack })
-        }
-    }
-
-    /// Reset: `graceful` leaves etcd first on control planes; `reboot` reboots into maintenance
-    /// mode (else the node halts).
+    /// Reset as Omni does: `graceful` leaves etcd first on control planes, then the STATE
+    /// (machine config) and EPHEMERAL (/var, etcd data) volumes are wiped; the installed Talos
+    /// stays, so the node comes back in maintenance mode on it (`reboot`; else it halts).
+    /// Without these labels Talos would wipe the whole system disk, boot partitions included.
     ///
     /// # Errors
     /// As every call.
     pub async fn reset(&self, graceful: bool, reboot: bool) -> Result<()> {
         const M: &str = "/machine.MachineService/Reset";
+        let wipe = |label: &str| pb::ResetPartitionSpec {
+            label: label.into(),
+            wipe: true,
+        };
         let msg = pb::ResetRequest {
             graceful,
             reboot,
+            system_partitions_to_wipe: vec![wipe("STATE"), wipe("EPHEMERAL")],
+            mode: pb::reset_request::WipeMode::SystemDisk as i32,
             ..Default::default()
         };
         let reply = self
@@ -544,6 +470,7 @@ impl Client {
             db_size: s.db_size,
             is_learner: s.is_learner,
             errors: s.errors,
+            storage_version: s.storage_version,
         })
     }
 
@@ -603,6 +530,13 @@ impl Client {
             .into_iter()
             .map(|s| ServiceStatus {
                 healthy: s.health.as_ref().is_some_and(|h| h.healthy),
+                // No health message at all: nothing is known about the check either.
+                health_unknown: s.health.as_ref().is_none_or(|h| h.unknown),
+                last_event: s
+                    .events
+                    .as_ref()
+                    .and_then(|e| e.events.last())
+                    .map(|e| format!("[{}] {}", e.state, e.msg)),
                 id: s.id,
                 state: s.state,
             })
@@ -611,7 +545,7 @@ impl Client {
 }
 
 /// Concatenates a `common.Data` stream.
-async fn collect(
+pub(crate) async fn collect(
     mut stream: tonic::Streaming<crate::api::common::Data>,
 ) -> std::result::Result<Vec<u8>, Status> {
     let mut out = Vec::new();
@@ -622,7 +556,7 @@ async fn collect(
 }
 
 /// The single per-node message of a reply; a `metadata.error` set by a proxy becomes an error.
-fn first<T>(
+pub(crate) fn first<T>(
     method: &'static str,
     messages: Vec<T>,
     meta: impl Fn(&T) -> &Option<Metadata>,

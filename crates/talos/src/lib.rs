@@ -13,12 +13,15 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod node;
+pub mod steps;
 pub mod tls;
 
 pub use client::{CallOptions, Client};
 pub use config::{Credentials, Talosconfig};
 pub use error::{Error, Result};
+pub use health::{Health, judge};
 pub use node::{
     ApplyMode, ApplyOutcome, BoxFuture, EtcdMember, EtcdMemberStatus, ServiceStatus, TalosNode,
     TalosVersion, UpgradeOutcome, VersionInfo,
@@ -31,7 +34,7 @@ pub mod api {
     pub mod common {
         tonic::include_proto!("common");
     }
-    /// Package `machine` (MachineService and LifecycleService).
+    /// Package `machine` (MachineService, LifecycleService and ImageService).
     pub mod machine {
         tonic::include_proto!("machine");
     }

@@ -151,6 +151,8 @@ pub struct EtcdMemberStatus {
     pub is_learner: bool,
     /// Errors the member reports.
     pub errors: Vec<String>,
+    /// The member's storage (data) version, e.g. `3.6.0` (empty from etcd before 3.6).
+    pub storage_version: String,
 }
 
 /// One service of the node (`ServiceList`).
@@ -160,8 +162,13 @@ pub struct ServiceStatus {
     pub id: String,
     /// State (`Running`, `Preparing`, ...).
     pub state: String,
-    /// Health check result.
+    /// Health check result (false as well when the service has no health check).
     pub healthy: bool,
+    /// The service has no health check (`ServiceHealth.unknown`): Talos then reports
+    /// `healthy = false`, which does not mean unhealthy (see [`crate::health::judge`]).
+    pub health_unknown: bool,
+    /// The last event, `[State] message` (what talosctl's checks read), if any.
+    pub last_event: Option<String>,
 }
 
 /// How an upgrade was carried out.
