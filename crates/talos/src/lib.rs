@@ -5,7 +5,7 @@
 //! Talosconfig / SecretsBundle ──► Credentials ──► tls::client_config ──► Client (one per endpoint)
 //!                                                    (maintenance: no cert,  │  `node` key proxies
 //!                                                     no verification)       ▼
-//!                                                      TalosNode trait ◄── lifecycle engine, fakes
+//!                                                      vixen_engine::NodeApi ◄── the engine's port
 //! ```
 //!
 //! The generated code lives in [`api`]; the lab serves the same services with it.

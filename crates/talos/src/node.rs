@@ -1,5 +1,6 @@
-//! The `TalosNode` trait the lifecycle engine drives (implemented by [`crate::Client`] and by fakes
-//! in tests), with plain domain types: no tonic or prost types cross it.
+//! Plain domain types of the Talos API (no tonic or prost types cross them), and `TalosNode`,
+//! the client's operations as one object-safe trait. The lifecycle engine does not drive this
+//! trait: its port is `vixen_engine::NodeApi`, implemented on [`crate::Client`] by the engine.
 
 use std::fmt;
 use std::future::Future;
