@@ -66,7 +66,10 @@ async fn cluster(dir: &std::path::Path, test: &str) -> Option<(Lab, String)> {
         .unwrap()
         .replace("https://127.0.0.1:6443", &endpoint);
     install(&c, &format!("127.0.{NET}.1"), cfg.as_bytes(), &addr).await;
-    admin(&c, &addr).bootstrap().await.unwrap();
+    admin(&c, &addr)
+        .bootstrap_when_ready(std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
     let archive = admin(&c, &addr).kubeconfig().await.unwrap();
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&archive[..]));
     let mut kubeconfig = String::new();
