@@ -103,13 +103,31 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
                 self.progress.step(index, step, StepEvent::Resumed);
             } else {
                 self.interlocks(step, state).await.map_err(fail)?;
-                journal(self.store, state, |r| r.in_flight = Some(index))
-                    .await
-                    .map_err(fail)?;
+                // The boot ID before a step that reboots the node: its gate waits for a new one.
+                let boot = if reboots(&step.action) {
+                    self.talos
+                        .boot_id(&self.address(&step.node, &state.inventory))
+                        .await
+                        .ok()
+                } else {
+                    None
+                };
+                journal(self.store, state, |r| {
+                    r.in_flight = Some(index);
+                    if let Some(b) = boot {
+                        r.boots.insert(step.node.clone(), b);
+                    }
+                })
+                .await
+                .map_err(fail)?;
                 tracing::info!(node = %step.node, step = index, action = %step.action.describe(), reason = %step.reason, "step started");
                 self.progress.step(index, step, StepEvent::Started);
                 let started = Instant::now();
-                self.act(step, &state.inventory, &mut rebooting)
+                let boot_before = state
+                    .run
+                    .as_ref()
+                    .and_then(|r| r.boots.get(&step.node).cloned());
+                self.act(step, &state.inventory, boot_before, &mut rebooting)
                     .await
                     .map_err(fail)?;
                 tracing::info!(node = %step.node, step = index, elapsed_ms = started.elapsed().as_millis() as u64, "step done");
@@ -122,9 +140,23 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
                 );
             }
             record(&mut state.inventory, step, self.desired);
+            // Talos applied an AUTO config live: no reboot to wait for. A passed readiness gate
+            // has seen the new boot.
+            let settled = match &step.action {
+                Action::ApplyConfig {
+                    mode: ApplyMode::Auto,
+                    maintenance: false,
+                    ..
+                } => !rebooting.contains(&step.node),
+                Action::WaitReady { .. } => true,
+                _ => false,
+            };
             journal(self.store, state, |r| {
                 r.done = index + 1;
                 r.in_flight = None;
+                if settled {
+                    r.boots.remove(&step.node);
+                }
             })
             .await
             .map_err(fail)?;
@@ -254,6 +286,7 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
         &self,
         step: &Step,
         inv: &Inventory,
+        boot_before: Option<String>,
         rebooting: &mut BTreeSet<String>,
     ) -> Result<(), StepError> {
         let talos = self.talos;
@@ -284,15 +317,30 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
             }
             Action::WaitReady { address, version } => {
                 let must_go_down = rebooting.remove(&step.node);
-                crate::gates::ready(
-                    talos,
-                    &self.timeouts,
-                    &step.node,
-                    address,
-                    version.as_deref(),
-                    must_go_down,
-                )
-                .await?;
+                match boot_before {
+                    Some(boot) => {
+                        crate::gates::ready_after_boot(
+                            talos,
+                            &self.timeouts,
+                            &step.node,
+                            address,
+                            version.as_deref(),
+                            &boot,
+                        )
+                        .await?
+                    }
+                    None => {
+                        crate::gates::ready(
+                            talos,
+                            &self.timeouts,
+                            &step.node,
+                            address,
+                            version.as_deref(),
+                            must_go_down,
+                        )
+                        .await?
+                    }
+                }
             }
             Action::WaitEtcdMember => {
                 let hostname = self.hostname(&step.node, inv);
@@ -469,6 +517,20 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
             "no healthy peer to remove {hostname}'s etcd member through"
         )))
     }
+}
+
+/// Whether the action reboots a configured node (its boot ID is read before it is sent).
+fn reboots(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::Upgrade { .. }
+            | Action::Reboot
+            | Action::ApplyConfig {
+                maintenance: false,
+                mode: ApplyMode::Reboot | ApplyMode::Auto,
+                ..
+            }
+    )
 }
 
 /// The verb of a disrupting action, for interlock messages.

@@ -62,6 +62,8 @@ pub struct FakeNode {
     pub pulled: BTreeSet<String>,
     /// The config it runs.
     pub config: Option<String>,
+    /// Boots so far (its boot ID is `boot-N`).
+    pub boots: u32,
 }
 
 /// One recorded call.
@@ -84,6 +86,9 @@ pub struct World {
     pub calls: Vec<Call>,
     /// How many looks a rebooting node misses.
     pub reboot_looks: u32,
+    /// Any apply (dry run or not) of a config holding this text is refused (InvalidArgument),
+    /// as Talos' validator refuses a config.
+    pub refuse: Option<String>,
     /// Node objects by name, when Kubernetes answers.
     pub kube: Option<BTreeMap<String, NodeView>>,
     next_member: u64,
@@ -151,6 +156,7 @@ impl FakeCluster {
                 next_version: None,
                 pulled: BTreeSet::new(),
                 config: Some(String::new()),
+                boots: 1,
             });
         }
         w.leader = w.nodes.iter().find_map(|n| n.member).unwrap_or(0);
@@ -356,6 +362,13 @@ impl NodeApi for FakeCluster {
         maintenance: bool,
     ) -> TalosResult<ApplyOutcome> {
         let text = String::from_utf8_lossy(config).into_owned();
+        if self.with(|w| w.refuse.as_ref().is_some_and(|r| text.contains(r.as_str()))) {
+            return Err(rpc(
+                "apply",
+                tonic::Code::InvalidArgument,
+                "1 error occurred:\n\t* invalid config",
+            ));
+        }
         if maintenance {
             return self.with(|w| {
                 w.calls.push(Call {
@@ -372,6 +385,7 @@ impl NodeApi for FakeCluster {
                 n.mode = Mode::Configured;
                 n.config = Some(text);
                 n.down_for = looks;
+                n.boots += 1;
                 if n.role == Role::Controlplane {
                     n.member = Some(id);
                     n.etcd_up = true;
@@ -403,6 +417,7 @@ impl NodeApi for FakeCluster {
             n.config = Some(text);
             if mode == ApplyMode::Reboot {
                 n.down_for = looks;
+                n.boots += 1;
             }
             Ok(ApplyOutcome {
                 mode: Some(mode),
@@ -417,6 +432,7 @@ impl NodeApi for FakeCluster {
         self.mutate(at, "upgrade", |n, _| {
             n.version = tag_of(image);
             n.down_for = looks;
+            n.boots += 1;
             Ok(())
         })
     }
@@ -449,6 +465,7 @@ impl NodeApi for FakeCluster {
                 n.version = v;
             }
             n.down_for = looks;
+            n.boots += 1;
             Ok(())
         })
     }
@@ -507,6 +524,10 @@ impl NodeApi for FakeCluster {
             m.remove.push(id);
             Ok(())
         })
+    }
+
+    async fn boot_id(&self, at: &str) -> TalosResult<String> {
+        self.node(at, "boot_id", |n, _| Ok(format!("boot-{}", n.boots)))
     }
 
     async fn kubeconfig(&self, at: &str) -> TalosResult<Vec<u8>> {

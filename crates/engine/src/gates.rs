@@ -127,3 +127,47 @@ pub async fn ready(
     }
     Ok(())
 }
+
+/// Waits until `node` answers at `address` on a boot ID other than `before` (the reboot
+/// happened: `talosctl reboot --wait` checks the same), healthy, on `version` (when given). A
+/// new boot on another version is a rollback and fails at once. Unlike watching the node go
+/// down, this holds after a crash too: the boot ID before the reboot is in the journal.
+///
+/// # Errors
+/// [`StepError::Gate`] on a timeout or a rollback.
+pub async fn ready_after_boot(
+    talos: &impl NodeApi,
+    timeouts: &Timeouts,
+    node: &str,
+    address: &str,
+    version: Option<&str>,
+    before: &str,
+) -> Result<(), StepError> {
+    let want = version.and_then(|v| v.parse::<vixen_plan::Version>().ok());
+    let rolled_back = std::cell::Cell::new(None);
+    let what = format!("{node} rebooted (a new boot ID) and ready at {address}");
+    wait(timeouts, timeouts.ready, &what, || async {
+        let Ok(boot) = talos.boot_id(address).await else {
+            return false;
+        };
+        if boot == before {
+            return false;
+        }
+        match probe_configured(talos, address).await {
+            Some(p) if want.is_some() && p.version != want && p.healthy => {
+                rolled_back.set(p.version);
+                true
+            }
+            Some(p) => p.healthy && (want.is_none() || p.version == want),
+            None => false,
+        }
+    })
+    .await?;
+    if let Some(v) = rolled_back.get() {
+        return Err(StepError::Gate(format!(
+            "{node} came back on v{v}, not {}: the upgrade failed and the node rolled back",
+            version.unwrap_or("?")
+        )));
+    }
+    Ok(())
+}

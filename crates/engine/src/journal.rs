@@ -14,7 +14,7 @@ use crate::error::StoreError;
 use crate::ports::StateStore;
 
 /// A plan being carried out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {
     /// Digest of the desired state the plan was made for.
     pub revision: String,
@@ -24,6 +24,10 @@ pub struct Run {
     pub done: usize,
     /// A step that was started and not yet seen finished (its index).
     pub in_flight: Option<usize>,
+    /// Boot IDs read just before a step that reboots the node, by node: its readiness gate
+    /// waits for another one (a changed boot ID proves the reboot happened), also after a crash.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub boots: std::collections::BTreeMap<String, String>,
 }
 
 /// Everything vixen keeps.

@@ -24,6 +24,7 @@ pub mod journal;
 pub mod kube;
 pub mod observe;
 pub mod ports;
+pub mod preflight;
 pub mod prepare;
 pub mod progress;
 pub mod talos;
@@ -222,12 +223,17 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
             for s in &plan.steps {
                 tracing::info!(step = %s, "planned");
             }
+            // Every new plan (a plan resumed from the journal was checked when it was made).
+            if let Some(refusal) = preflight::preflight(self.talos, &plan, configs).await {
+                return done(Outcome::Refused(refusal), observed, state);
+            }
             let total = plan.steps.len();
             state.run = Some(Run {
                 revision: rev.clone(),
                 plan,
                 done: 0,
                 in_flight: None,
+                ..Default::default()
             });
             self.store.save(&state).await?;
             let result = exec.run(&mut state).await;
@@ -272,6 +278,7 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
             plan,
             done: 0,
             in_flight: None,
+            ..Default::default()
         });
         self.store.save(&state).await?;
         let result = self.executor(desired, configs, true).run(&mut state).await;

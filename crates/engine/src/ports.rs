@@ -75,6 +75,9 @@ pub trait NodeApi: Send + Sync {
     /// Remove member `id` through this node.
     fn etcd_remove_member(&self, at: &str, id: u64)
     -> impl Future<Output = TalosResult<()>> + Send;
+    /// The node's boot ID (`/proc/sys/kernel/random/boot_id` through MachineService.Read): a new
+    /// one proves a reboot happened, as `talosctl reboot --wait` checks.
+    fn boot_id(&self, at: &str) -> impl Future<Output = TalosResult<String>> + Send;
     /// The admin kubeconfig the node hands out (a `.tar.gz`).
     fn kubeconfig(&self, at: &str) -> impl Future<Output = TalosResult<Vec<u8>>> + Send;
 }

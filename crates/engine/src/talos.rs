@@ -143,6 +143,10 @@ impl NodeApi for Connector {
         self.node(at)?.etcd_remove_member_by_id(id).await
     }
 
+    async fn boot_id(&self, at: &str) -> TalosResult<String> {
+        self.read(at)?.boot_id().await
+    }
+
     async fn kubeconfig(&self, at: &str) -> TalosResult<Vec<u8>> {
         self.node(at)?.kubeconfig().await
     }

@@ -295,6 +295,7 @@ async fn a_node_in_git_with_its_role_is_never_reset_whatever_the_plan_says() {
         plan,
         done: 0,
         in_flight: None,
+        ..Default::default()
     });
     let exec = crate::Executor {
         talos: &c,
@@ -375,4 +376,67 @@ async fn upgrades_are_wrapped_in_drain_and_uncordon_node_by_node() {
         pos("uncordon Node/worker-1") < pos("drain Node/worker-2"),
         "one node at a time: {order:?}"
     );
+}
+
+/// Fault: hostile or invalid input that vixen's own checks let through and Talos refuses
+/// (law 5). The dry run of every config before the first call finds it on the last node of
+/// the plan, and not a single node is changed, the first ones included.
+#[tokio::test]
+async fn a_config_a_node_refuses_stops_the_plan_before_any_call() {
+    let c = FakeCluster::new(3, 2, "v1.12.2");
+    let (old, _) = desired(&c, "v1.12.2", "", "machine.nodeLabels");
+    let store = store_of(&old);
+    let (d, mut configs) = desired(&c, "v1.12.2", "labels", "machine.nodeLabels");
+    configs.insert("worker-2".into(), Zeroizing::new("labels bad".into()));
+    c.with(|w| w.refuse = Some("bad".into()));
+    let outcome = reconcile(&c, &store, &d, &configs).await;
+    match &outcome {
+        Outcome::Refused(vixen_plan::Refusal::ConfigRefused { node, message }) => {
+            assert_eq!(node, "worker-2");
+            assert!(message.contains("invalid config"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        c.with(|w| w.calls.is_empty()),
+        "{:?}",
+        c.with(|w| w.calls.clone())
+    );
+}
+
+/// Fault: the agent dies right after sending a reboot; the node comes back before the agent
+/// does. The resumed gate waits for a new boot ID recorded before the reboot, so it neither
+/// passes on the old boot nor waits out its timeout for a "going down" it missed.
+#[tokio::test]
+async fn the_reboot_gate_proves_the_reboot_by_the_boot_id_across_a_crash() {
+    let c = FakeCluster::new(3, 0, "v1.12.2");
+    let (old, _) = desired(&c, "v1.12.2", "", "machine.env");
+    let store = store_of(&old);
+    let (d, configs) = desired(&c, "v1.12.2", "env", "machine.env");
+    // plan (1); cp-1: safe-check (2, 3), apply in flight (4), then the agent dies.
+    *store.fail_after.lock().unwrap() = Some(4);
+    let engine = Engine {
+        talos: &c,
+        kube: &c,
+        store: &store,
+        timeouts: timeouts(),
+        progress: &Quiet,
+    };
+    assert!(
+        engine.reconcile(&d, &configs).await.is_err(),
+        "the agent died"
+    );
+    let journal = store.state.lock().unwrap().run.clone().expect("journaled");
+    assert_eq!(
+        journal.boots.get("cp-1").map(String::as_str),
+        Some("boot-1"),
+        "boot ID read before the reboot"
+    );
+    // The node finished its reboot while the agent was away.
+    c.with(|w| w.nodes[0].down_for = 0);
+    *store.fail_after.lock().unwrap() = None;
+    let outcome = reconcile(&c, &store, &d, &configs).await;
+    assert!(outcome.converged(), "{outcome:?}");
+    assert_eq!(c.calls_to("cp-1"), ["apply"], "not sent again");
+    assert!(store.state.lock().unwrap().run.is_none());
 }

@@ -262,4 +262,13 @@ pub enum Refusal {
     /// The change would leave etcd without quorum.
     #[error("etcd: {0}")]
     Quorum(String),
+    /// A node refused its rendered config in the dry run made before the plan's first call
+    /// (Talos is the validator of last resort): nothing was changed.
+    #[error("{node} refuses its rendered config (dry run, nothing was changed): {message}")]
+    ConfigRefused {
+        /// Node.
+        node: String,
+        /// Talos' own message.
+        message: String,
+    },
 }

@@ -1,0 +1,65 @@
+//! Talos as the validator of last resort: before a plan's first mutating call, every config the
+//! plan would send is dry-run applied on its node (in maintenance mode too: Talos' maintenance
+//! server takes dry runs), and any refusal stops the whole plan with the node's own message.
+//! Nothing is changed then (law 5). A node that does not answer is left to its step.
+
+use vixen_plan::{Action, ApplyMode, Plan, Refusal};
+use vixen_talos::ApplyMode as WireMode;
+
+use crate::ports::NodeApi;
+use crate::prepare::Configs;
+
+/// The first refusal of a dry run of the plan's configs, if any.
+pub async fn preflight(talos: &impl NodeApi, plan: &Plan, configs: &Configs) -> Option<Refusal> {
+    if plan.mutating().next().is_none() {
+        return None;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for step in &plan.steps {
+        let Action::ApplyConfig {
+            mode,
+            address,
+            maintenance,
+        } = &step.action
+        else {
+            continue;
+        };
+        if !seen.insert(step.node.as_str()) {
+            continue;
+        }
+        let Some(config) = configs.get(&step.node) else {
+            continue;
+        };
+        let wire = match mode {
+            ApplyMode::Auto => WireMode::Auto,
+            ApplyMode::NoReboot => WireMode::NoReboot,
+            ApplyMode::Reboot => WireMode::Reboot,
+        };
+        match talos
+            .apply(address, config.as_bytes(), wire, true, *maintenance)
+            .await
+        {
+            Ok(_) => {}
+            // Not there (down, rebooting): its own step will find out.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    None | Some(tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+                ) =>
+            {
+                tracing::debug!(node = %step.node, error = %e, "dry run: the node does not answer");
+            }
+            Err(e) => {
+                let message = match &e {
+                    vixen_talos::Error::Rpc { message, .. } => message.clone(),
+                    other => other.to_string(),
+                };
+                return Some(Refusal::ConfigRefused {
+                    node: step.node.clone(),
+                    message,
+                });
+            }
+        }
+    }
+    None
+}
