@@ -54,7 +54,8 @@ fn the_image_build_links_no_lab_and_the_engine_depends_on_no_io_edge_above_it() 
         "vixen-git",
         "vixen-forge",
         "clap",
-        "hyper-util",
+        "notify",
+        "prometheus-client",
     ] {
         assert!(
             !engine.iter().any(|n| n == never),

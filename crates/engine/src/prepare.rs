@@ -115,7 +115,7 @@ impl PrepareError {
 /// [`PrepareError`] naming the stage.
 pub fn prepare(root: &Path, opts: &PrepareOptions) -> Result<Prepared, PrepareError> {
     let repo = vixen_model::validate::load_and_validate(root).map_err(PrepareError::Invalid)?;
-    let keys = keyring(opts.age_key.as_deref())?;
+    let keys = keys_for(&repo, opts.age_key.as_deref())?;
     let inputs =
         vixen_model::secrets::load_render_inputs(&repo, &keys).map_err(PrepareError::Invalid)?;
     let (desired, configs) = desired(&repo, &inputs).map_err(PrepareError::Render)?;
@@ -149,6 +149,17 @@ pub fn keyring(age_key: Option<&Path>) -> Result<vixen_sops::Keyring, PrepareErr
 /// # Errors
 /// Every problem of the secrets file, at its file and line, never with a value.
 pub fn render_inputs(repo: &Repo, age_key: Option<&Path>) -> Result<RenderInputs, PrepareError> {
-    vixen_model::secrets::load_render_inputs(repo, &keyring(age_key)?)
+    vixen_model::secrets::load_render_inputs(repo, &keys_for(repo, age_key)?)
         .map_err(PrepareError::Invalid)
+}
+
+/// The keys for `repo`: none are needed for a bundle declared plaintext (an encrypted patch
+/// then reports that it cannot be decrypted, at its line).
+fn keys_for(repo: &Repo, age_key: Option<&Path>) -> Result<vixen_sops::Keyring, PrepareError> {
+    match keyring(age_key) {
+        Err(_) if age_key.is_none() && repo.cluster.value.secrets.plaintext => {
+            Ok(vixen_sops::Keyring::empty())
+        }
+        other => other,
+    }
 }
