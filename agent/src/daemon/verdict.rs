@@ -200,10 +200,19 @@ mod tests {
         }
     }
 
+    /// An outcome and the phase, commit state, reason and message it must give.
+    type Case = (
+        Result<Outcome, EngineError>,
+        Phase,
+        CommitState,
+        &'static str,
+        &'static str,
+    );
+
     /// Each engine outcome: the phase, the commit state and a message that says why, first.
     #[test]
     fn each_outcome_reads_as_what_happened_and_why() {
-        let cases: Vec<(Result<Outcome, EngineError>, Phase, CommitState, &str, &str)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 Ok(Outcome::Converged { steps: 1 }),
                 Phase::Ready,
