@@ -470,3 +470,59 @@ fn agent_follows_git_reports_on_the_commit_and_wakes_on_a_verified_webhook() {
         "webhook -> pending took {webhook_to_pending:?}"
     );
 }
+
+/// A 4th control plane (an even count): the fault is a reason that stops at a header line or
+/// names the agent's checkout folder. The forge's received status must carry the first problem
+/// as `file:line:col: message (fix: ...)`, within GitHub's 140 characters, with no local path.
+#[test]
+fn an_invalid_commit_tells_the_forge_the_file_line_and_fix() {
+    let remote = fixture::Remote::new();
+    let mut files = example_files();
+    files.push((
+        "nodes/cp-4.yaml".into(),
+        "name: cp-4\n\
+         role: controlplane\n\
+         maintenanceAddress: 127.0.231.14\n\
+         installDisk: /dev/sda\n\
+         interfaces:\n  - name: eth0\n    addresses: [127.0.231.9/24]\n"
+            .into(),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let bad = remote.commit(&refs, "a 4th control plane", None);
+    let server =
+        http_server::GitHttpServer::start(remote.bare.parent().unwrap(), "u", GIT_PASSWORD);
+    let forge = Forge::start();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &server.url("repo.git"), &forge, 3600);
+    let last = forge
+        .wait_for(
+            |p| p.path.ends_with(&bad) && p.body["state"] != "pending",
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|| panic!("no final status: {}", agent.logs()));
+    assert_eq!(last.body["state"], "failure", "{:?}", last.body);
+    let desc = last.body["description"].as_str().unwrap();
+    assert!(desc.chars().count() <= 140, "{desc}");
+    assert!(
+        desc.contains("nodes/cp-4.yaml:2:7: 4 control planes"),
+        "no file:line reason in {desc:?}"
+    );
+    let tmp = dir.path().to_string_lossy().into_owned();
+    for leak in ["/tmp", "checkouts", tmp.as_str()] {
+        assert!(!desc.contains(leak), "{leak} in {desc:?}");
+    }
+    // Nothing was asked of any node: no step ran, so no pending status names one.
+    let posted = forge.posted.lock().unwrap();
+    assert!(
+        statuses_for(&posted, &bad)
+            .iter()
+            .all(|p| !p.body["description"]
+                .as_str()
+                .unwrap_or("")
+                .contains("(step ")),
+        "{posted:?}"
+    );
+}

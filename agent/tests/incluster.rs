@@ -734,6 +734,59 @@ async fn two_replicas_one_leads_a_webhook_on_the_standby_reaches_it_and_the_stan
         default.data
     );
     assert!(applied_by_vixen(&default));
+    // An invalid commit (a 4th control plane, an even count). The fault: the reason stops at a
+    // header line or names the agent's checkout folder. The first problem, `file:line:col:
+    // message (fix: ...)`, must reach the VixenCluster message and its Stalled condition, the
+    // Event, and `vixen status`, with no local path.
+    std::fs::write(
+        remote.work.join("nodes/cp-4.yaml"),
+        format!(
+            "name: cp-4\nrole: controlplane\nmaintenanceAddress: 127.{K}.10.14\n\
+             installDisk: /dev/sda\ninterfaces:\n  - name: eth0\n    addresses: [127.{K}.10.9/24]\n"
+        ),
+    )
+    .unwrap();
+    let bad = remote.commit(&[], "a 4th control plane", None);
+    assert_eq!(b.github_push(&bad, HOOK_SECRET), 202);
+    let reason = "nodes/cp-4.yaml:2:7: 4 control planes";
+    let st_bad = until("the invalid commit reported", 60, why, || async {
+        status(&clusters)
+            .await
+            .filter(|s| s.revision.as_deref() == Some(bad.as_str()) && s.phase == "Failed")
+    })
+    .await;
+    assert!(st_bad.message.contains(reason), "{}", st_bad.message);
+    assert!(st_bad.message.contains("(fix: "), "{}", st_bad.message);
+    assert!(
+        st_bad
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True" && c.message.contains(reason)),
+        "{:?}",
+        st_bad.conditions
+    );
+    let notes: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("InvalidRepo"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(notes.iter().any(|n| n.contains(reason)), "{notes:?}");
+    let shown = vixen()
+        .args(["status", "--namespace", NS])
+        .env("KUBECONFIG", dir.join("out/kubeconfig"))
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(shown.contains(reason), "vixen status:\n{shown}");
+    for text in [&st_bad.message, &shown, &notes.join("\n")] {
+        for leak in ["/tmp", "checkouts", &dir.to_string_lossy()] {
+            assert!(!text.contains(leak), "{leak} in {text}");
+        }
+    }
     // Both leaders reported their steps; no Event, log or status carries a secret.
     let evs = step_events(&events).await;
     assert!(

@@ -72,6 +72,7 @@ impl Target {
         let p = vixen_engine::prepare::prepare(dir, &self.prepare_options()).map_err(|e| {
             PrepareError {
                 stage: e.stage(),
+                summary: prepare_summary(&e),
                 error: anyhow::anyhow!("{e}"),
             }
         })?;
@@ -109,6 +110,28 @@ impl Target {
             None => KubeAccess::FromTalos,
         }
     }
+}
+
+/// The first problem of a failed prepare in one line: for an invalid repo the first diagnostic
+/// (`file:line:col: message (fix: ...)`, relative to the repo) and how many more there are.
+fn prepare_summary(e: &vixen_engine::PrepareError) -> String {
+    match e {
+        vixen_engine::PrepareError::Invalid(d) => match d.0.split_first() {
+            Some((first, [])) => first.to_string(),
+            Some((first, rest)) => format!(
+                "{first} (and {} more problem{})",
+                rest.len(),
+                if rest.len() == 1 { "" } else { "s" }
+            ),
+            None => e.to_string(),
+        },
+        other => other.to_string(),
+    }
+    .lines()
+    .map(str::trim)
+    .find(|l| !l.is_empty())
+    .unwrap_or_default()
+    .to_owned()
 }
 
 /// A prepared repo and the real ports of the engine.

@@ -19,6 +19,7 @@ use super::kube_store::KubeStore;
 use super::relay::{self, PUSH_CONFIGMAP, Relay};
 use super::secrets::{SecretWatch, watch_files};
 use super::steps::{self, Note, StepReporter};
+use super::verdict;
 use super::{Backoff, Config, KubeOptions, Prepare, Prepared, read_forge_secret};
 use vixen_engine::{Engine, FileStore, KubeAccess, KubeLink, Outcome};
 
@@ -454,6 +455,7 @@ impl Agent {
         if let Ok(Ok(cluster)) = tokio::task::spawn_blocking(move || cluster_name(&checkout)).await
         {
             self.use_cluster(&cluster);
+            self.name_cluster(&cluster).await;
         }
         if !resync {
             self.post(
@@ -468,19 +470,13 @@ impl Agent {
         let prepared = match tokio::task::spawn_blocking(move || prepare(&path)).await {
             Ok(Ok(p)) => p,
             Ok(Err(pe)) => {
+                let v = verdict::prepare_verdict(&pe, &fetched.path);
                 self.shared.metrics.fail(pe.stage);
-                let msg = format!("{} failed: {}", pe.stage, first_line(&pe.error));
-                tracing::warn!(error = %format!("{:#}", pe.error), stage = pe.stage, revision = %fetched.revision, "commit not applied");
-                self.post(sha.as_deref(), CommitState::Failure, msg.clone())
+                tracing::warn!(error = %verdict::scrub(&format!("{:#}", pe.error), &fetched.path), stage = pe.stage, revision = %fetched.revision, "commit not applied");
+                self.post(sha.as_deref(), v.commit_state, v.message.clone())
                     .await;
-                self.report(
-                    Phase::Failed,
-                    "InvalidRepo",
-                    &msg,
-                    Some(&fetched.revision),
-                    None,
-                )
-                .await;
+                self.report(v.phase, v.reason, &v.message, Some(&fetched.revision), None)
+                    .await;
                 self.rejected = Some((head, Instant::now()));
                 return Ended::Rejected;
             }
@@ -533,7 +529,14 @@ impl Agent {
                 .as_ref()
                 .and_then(|k| k.named.as_ref())
                 .map(|n| n.steps.clone()),
-        );
+        )
+        .with_pending(self.statuses.as_ref().zip(sha).map(|(queue, sha)| {
+            steps::PendingStatus {
+                queue,
+                sha: sha.to_owned(),
+                target_url: self.cfg.forge.as_ref().and_then(|f| f.target_url.clone()),
+            }
+        }));
         let engine = Engine {
             talos: &p.conn,
             kube: &kube,
@@ -547,58 +550,18 @@ impl Agent {
             Err(_) => vixen_plan::Observed::default(),
         };
         let outcome = report.map(|r| r.outcome);
-        let (label, phase, state, reason, mut message) = match &outcome {
-            Ok(Outcome::Converged { steps }) => (
-                "converged",
-                Phase::Ready,
-                CommitState::Success,
-                "Applied",
-                format!(
-                    "applied in {steps} steps; the cluster matches {}",
-                    short(revision)
-                ),
-            ),
-            Ok(Outcome::Waiting { steps, waiting }) => (
-                "waiting",
-                Phase::Waiting,
-                CommitState::Pending,
-                "Waiting",
-                format!(
-                    "{steps} steps done; waiting on {}",
-                    waiting.first().map(String::as_str).unwrap_or("nodes")
-                ),
-            ),
-            Ok(Outcome::Refused(r)) => {
-                self.shared.metrics.fail("refused");
-                (
-                    "refused",
-                    Phase::Refused,
-                    CommitState::Failure,
-                    "Refused",
-                    format!("refused, nothing changed: {r}"),
-                )
-            }
-            Ok(Outcome::Failed { steps, error }) => {
-                self.shared.metrics.fail(error.source.category());
-                (
-                    "failed",
-                    Phase::Failed,
-                    CommitState::Failure,
-                    "StepFailed",
-                    format!("failed after {steps} steps: {error}"),
-                )
-            }
-            Err(e) => {
-                self.shared.metrics.fail("store");
-                (
-                    "error",
-                    Phase::Error,
-                    CommitState::Error,
-                    "StateStoreError",
-                    format!("vixen state store: {}", first_line(e)),
-                )
-            }
-        };
+        let v = verdict::verdict(&outcome, revision);
+        if let Some(category) = v.failure {
+            self.shared.metrics.fail(category);
+        }
+        let verdict::Verdict {
+            label,
+            phase,
+            commit_state: state,
+            reason,
+            mut message,
+            ..
+        } = v;
         let mut state = state;
         let mut phase = phase;
         let mut rejected = matches!(outcome, Ok(Outcome::Refused(_)));

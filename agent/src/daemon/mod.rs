@@ -28,6 +28,7 @@ pub mod relay;
 pub mod secrets;
 pub mod source;
 pub mod steps;
+pub mod verdict;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,10 @@ pub struct PrepareError {
     pub stage: &'static str,
     /// What is wrong (never a secret value).
     pub error: anyhow::Error,
+    /// The first problem in one line, as the user should read it: for an invalid repo the
+    /// first diagnostic, `file:line:col: message (fix: ...)`, with how many more there are.
+    /// Empty: the first line of `error` is used.
+    pub summary: String,
 }
 
 /// Turns a checked-out folder into what the engine needs (the binary supplies it).

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use vixen_forge::{CommitState, CommitStatus, StatusQueue};
 use vixen_k8s::{EventRecorder, EventType};
 use vixen_plan::Step;
 
@@ -143,16 +144,39 @@ pub fn spawn_poster(
     tx
 }
 
-/// The daemon's [`Progress`]: counts every step event and queues it as a Kubernetes Event.
+/// Where a started step is announced as a pending commit status.
+pub struct PendingStatus<'a> {
+    /// The forge's queue (never waits).
+    pub queue: &'a StatusQueue,
+    /// The commit.
+    pub sha: String,
+    /// The link shown next to the status.
+    pub target_url: Option<String>,
+}
+
+/// The daemon's [`Progress`]: counts every step event and queues it as a Kubernetes Event; a
+/// started step also becomes the commit's pending status (`upgrading cp-2 (step 3)`).
 pub struct StepReporter<'a> {
     metrics: &'a Metrics,
     events: Option<mpsc::Sender<Note>>,
+    pending: Option<PendingStatus<'a>>,
 }
 
 impl<'a> StepReporter<'a> {
     /// Counts into `metrics`; with `events`, also queues Kubernetes Events.
     pub fn new(metrics: &'a Metrics, events: Option<mpsc::Sender<Note>>) -> Self {
-        Self { metrics, events }
+        Self {
+            metrics,
+            events,
+            pending: None,
+        }
+    }
+
+    /// Also posts a pending commit status naming each step as it starts.
+    #[must_use]
+    pub fn with_pending(mut self, pending: Option<PendingStatus<'a>>) -> Self {
+        self.pending = pending;
+        self
     }
 }
 
@@ -165,6 +189,16 @@ impl Progress for StepReporter<'_> {
                 ("event", event_label(&event).into()),
             ])
             .inc();
+        if let (Some(p), StepEvent::Started) = (&self.pending, &event) {
+            let status = CommitStatus {
+                state: CommitState::Pending,
+                description: super::verdict::running(index, step),
+                target_url: p.target_url.clone(),
+            };
+            if let Err(e) = p.queue.post(&p.sha, status) {
+                tracing::debug!(error = %e, "pending status not queued");
+            }
+        }
         let Some(tx) = &self.events else { return };
         if let Err(e) = tx.try_send(note(index, step, &event)) {
             self.metrics
