@@ -78,7 +78,8 @@ fn story_03_scale_control_planes_1_to_3_joins_one_at_a_time() {
         all.iter()
             .enumerate()
             .skip(mark)
-            .find(|(_, c)| c.node == n && c.short() == "ApplyConfiguration")
+            // The real apply, not the dry run made before the plan's first call.
+            .find(|(_, c)| c.node == n && c.short() == "ApplyConfiguration" && c.mutating())
             .unwrap()
             .0
     };
