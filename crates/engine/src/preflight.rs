@@ -11,9 +11,8 @@ use crate::prepare::Configs;
 
 /// The first refusal of a dry run of the plan's configs, if any.
 pub async fn preflight(talos: &impl NodeApi, plan: &Plan, configs: &Configs) -> Option<Refusal> {
-    if plan.mutating().next().is_none() {
-        return None;
-    }
+    // A plan that changes nothing sends nothing to check.
+    plan.mutating().next()?;
     let mut seen = std::collections::BTreeSet::new();
     for step in &plan.steps {
         let Action::ApplyConfig {
