@@ -596,3 +596,35 @@ fn chaos_seeds() {
     figures(&reports);
     assert_clean(&reports);
 }
+
+/// The harness's own eyes (fault: quorum lost, two control planes powered off, only one of them
+/// held by the harness): the sampler must call it two down at once, the probe must see the write
+/// outage, and the Git check must see the node that is not configured.
+#[test]
+fn chaos_watchers_see_a_lost_quorum() {
+    let lab = Lab::full_cluster(118);
+    let git = Git::new(&lab);
+    let stop = Arc::new(AtomicBool::new(false));
+    let watch = Arc::new(Mutex::new(Watch::default()));
+    let threads = watchers(&lab, &stop, &watch);
+    std::thread::sleep(Duration::from_millis(500));
+    watch.lock().unwrap().held = Some("cp-1".into());
+    lab.fault("cp-1", "down");
+    lab.fault("cp-2", "down");
+    std::thread::sleep(Duration::from_secs(4));
+    let differs = matches_git(&lab, &git);
+    lab.fault("cp-2", "up");
+    lab.fault("cp-1", "up");
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let w = watch.lock().unwrap();
+    assert!(
+        w.violations.iter().any(|v| v.contains("cp-2")),
+        "{:?}",
+        w.violations
+    );
+    assert!(w.worst_outage > MAX_OUTAGE, "{:?}", w.worst_outage);
+    assert!(differs.is_err_and(|e| e.contains("cp-1") || e.contains("cp-2")));
+}
