@@ -311,7 +311,12 @@ fn watchers(
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .filter(|n| n["role"] == "controlplane" && n["mode"] != "configured")
+                        // Down for etcd: not configured, or configured with its etcd not
+                        // running (lab.json's etcd_client_url is null then).
+                        .filter(|n| {
+                            n["role"] == "controlplane"
+                                && (n["mode"] != "configured" || n["etcd_client_url"].is_null())
+                        })
                         .filter_map(|n| n["name"].as_str().map(String::from))
                         .collect();
                     let by_vixen = down.iter().filter(|n| Some(*n) != held.as_ref()).count();
