@@ -265,14 +265,13 @@ fn watchers(
     let probe = {
         let (stop, watch) = (stop.clone(), watch.clone());
         std::thread::spawn(move || {
-            // The outage is the gap between two successful writes (conservative: it includes
-            // the probe's own period).
+            // The outage: from the end of a successful write to the start of the next attempt
+            // that succeeds (or to the end, if writes still fail then).
             let mut last_ok = Instant::now();
+            let mut failing = false;
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                // A write succeeds when any control plane's etcd takes it (one endpoint at a
-                // time: a powered-off endpoint refuses the dial at once on loopback, instead of
-                // the client balancer waiting on it).
+                let attempt = Instant::now();
                 let ok = endpoints.iter().any(|ep| {
                     Command::new("etcdctl")
                         .env("ETCDCTL_API", "3")
@@ -282,10 +281,11 @@ fn watchers(
                         .is_ok_and(|o| o.status.success())
                 });
                 n += 1;
-                let gap = last_ok.elapsed();
+                let gap = attempt.saturating_duration_since(last_ok);
                 if ok {
                     last_ok = Instant::now();
                 }
+                failing = !ok;
                 let mut w = watch.lock().unwrap();
                 if gap > w.worst_outage {
                     w.worst_outage = gap;
@@ -294,6 +294,11 @@ fn watchers(
                 w.writes += u64::from(ok);
                 drop(w);
                 std::thread::sleep(Duration::from_millis(50));
+            }
+            let mut w = watch.lock().unwrap();
+            if failing && last_ok.elapsed() > w.worst_outage {
+                w.worst_outage = last_ok.elapsed();
+                w.outage_step = w.step;
             }
         })
     };
