@@ -199,9 +199,27 @@ async fn etcd_members(ip: &str) -> Vec<(String, String)> {
     out
 }
 
-async fn etcd_leader(ip: &str) -> String {
+/// The leader's hex ID as etcd reports it, or None while no leader is elected (etcd then
+/// reports leader 0, which its JSON omits).
+async fn etcd_leader(ip: &str) -> Option<String> {
     let v = etcdctl(ip, &["endpoint", "status"]).await;
-    format!("{:x}", v[0]["Status"]["leader"].as_u64().unwrap())
+    match v[0]["Status"]["leader"].as_u64() {
+        Some(0) | None => None,
+        Some(id) => Some(format!("{id:x}")),
+    }
+}
+
+/// Waits until etcd has elected a leader other than `not`, and returns its hex ID.
+async fn leader_other_than(ip: &str, not: &str, what: &str, secs: u64) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match etcd_leader(ip).await {
+            Some(l) if l != not => return l,
+            _ => {}
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The first config through `apply --insecure` (talosctl apply-config --insecure), then waits
@@ -399,7 +417,7 @@ async fn peer_installs_bootstraps_and_runs_etcd_operations() {
     assert!(bytes.windows(11).any(|w| w == b"peer-marker"));
 
     // forfeit leadership on the leader: etcd's leader moves to the member the reply names.
-    let before = etcd_leader(&ip1).await;
+    let before = leader_other_than(&ip1, "", "a leader", 20).await;
     let (leader_name, _) = truth.iter().find(|m| m.1 == before).unwrap().clone();
     let leader_ip = addr(80, leader_name[2..].parse().unwrap());
     let forfeit = p
@@ -410,20 +428,13 @@ async fn peer_installs_bootstraps_and_runs_etcd_operations() {
         .as_str()
         .unwrap()
         .to_string();
-    until("leadership moved", 20, || async {
-        etcd_leader(&ip1).await != before
-    })
-    .await;
-    let after = etcd_leader(&ip1).await;
+    let after = leader_other_than(&ip1, &before, "leadership moved", 20).await;
     assert_eq!(truth.iter().find(|m| m.1 == after).unwrap().0, new_name);
 
     // remove-member: cp3 powered off, removed through cp1 by its hex ID.
     let id3 = truth.iter().find(|m| m.0 == "cp3").unwrap().1.clone();
     lab.fault("cp3", Fault::Down).await.unwrap();
-    until("a leader without cp3", 30, || async {
-        etcd_leader(&ip1).await != id3
-    })
-    .await;
+    leader_other_than(&ip1, &id3, "a leader without cp3", 30).await;
     p.on(&ip1, &["etcd-remove-member", &id3])
         .await
         .expect_ok("etcd-remove-member");
