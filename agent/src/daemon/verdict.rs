@@ -174,6 +174,7 @@ pub fn running(index: usize, step: &Step) -> String {
         ActionKind::Stabilize => "letting settle",
         ActionKind::Drain => "draining",
         ActionKind::WaitNodeReady => "waiting for the Kubernetes node",
+        ActionKind::WaitKubernetes => "waiting for the new kubelet on",
         ActionKind::Uncordon => "uncordoning",
         ActionKind::DeleteNode => "deleting the Kubernetes node",
         _ => "running a step on",

@@ -17,7 +17,7 @@ use vixen_talos::ApplyMode as WireMode;
 
 use crate::error::{ExecError, StepError};
 use crate::gates::{control_plane_addresses, wait};
-use crate::health::etcd_health;
+use crate::health::{etcd_health, workers_down};
 use crate::journal::{Run, State};
 use crate::observe::{etcd_view, probe_configured, probe_maintenance};
 use crate::ports::{KubeGates, NodeApi, StateStore};
@@ -181,8 +181,14 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
             Action::CheckUpgradeSafe => Disruption::Node,
             _ => step.action.class().disrupts,
         };
-        if how == Disruption::None || !self.is_control_plane(&step.node, &state.inventory) {
+        if how == Disruption::None {
             return Ok(());
+        }
+        if !self.is_control_plane(&step.node, &state.inventory) {
+            return match how {
+                Disruption::Node => self.workers_allow(step, state).await,
+                _ => Ok(()),
+            };
         }
         let cps = control_plane_addresses(self.desired, &state.inventory);
         let hostnames = |name: &str| self.addresses_of_hostname(name, &state.inventory);
@@ -197,7 +203,13 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
             Action::RemoveMember { member_id, .. } => {
                 health.members.iter().find(|m| m.id == *member_id)
             }
-            _ => health.member_of(&hostname, &addresses),
+            // By the member ID recorded when it joined, then by peer URL and hostname.
+            _ => state
+                .inventory
+                .node(&step.node)
+                .and_then(|n| n.member_id)
+                .and_then(|id| health.members.iter().find(|m| m.id == id))
+                .or_else(|| health.member_of(&hostname, &addresses)),
         };
         if let Action::Reset { .. } = step.action {
             let last = health.members.len() == 1;
@@ -218,6 +230,36 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
             Some(reason) => Err(StepError::Unsafe(reason)),
             None => Ok(()),
         }
+    }
+
+    /// The worker rule: a worker in Git is disrupted only while fewer than
+    /// `upgrade.workerConcurrency` other workers are down.
+    async fn workers_allow(&self, step: &Step, state: &State) -> Result<(), StepError> {
+        if !self.desired.nodes.iter().any(|n| n.name == step.node) {
+            return Ok(());
+        }
+        let cps = control_plane_addresses(self.desired, &state.inventory);
+        let down = workers_down(
+            self.talos,
+            self.kube,
+            self.desired,
+            &state.inventory,
+            &cps,
+            &step.node,
+        )
+        .await;
+        let limit = self.desired.worker_concurrency.max(1) as usize;
+        if down.len() < limit {
+            return Ok(());
+        }
+        Err(StepError::Unsafe(format!(
+            "{} {} down; {} {} now would take {} workers down at once (upgrade.workerConcurrency: {limit})",
+            down.join(", "),
+            if down.len() == 1 { "is" } else { "are" },
+            verb(&step.action),
+            step.node,
+            down.len() + 1
+        )))
     }
 
     fn is_control_plane(&self, node: &str, inv: &Inventory) -> bool {
@@ -442,6 +484,19 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
                 })
                 .await?;
             }
+            Action::WaitKubernetes { node_name, version } => {
+                let what = format!("Node {node_name} Ready with kubelet {version}");
+                let cps = cps();
+                wait(&self.timeouts, self.timeouts.ready, &what, || async {
+                    self.kube
+                        .node(&cps, node_name)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some_and(|n| n.ready && n.kubelet_version == *version)
+                })
+                .await?;
+            }
             Action::Uncordon { node_name } => self.kube.uncordon(&cps(), node_name).await?,
             Action::DeleteNode { node_name } => self.kube.delete_node(&cps(), node_name).await?,
             Action::Stabilize { millis } => {
@@ -558,8 +613,16 @@ async fn journal(
 /// Updates the inventory after a finished step.
 fn record(inventory: &mut Inventory, step: &Step, desired: &Desired) {
     match &step.action {
-        Action::ApplyConfig { .. } => {
+        Action::ApplyConfig { maintenance, .. } => {
             if let Some(d) = desired.nodes.iter().find(|n| n.name == step.node) {
+                // The member ID stays with the machine across a rename and a re-address; a
+                // node installed from maintenance mode joins etcd as a new member.
+                let member_id = inventory
+                    .nodes
+                    .iter()
+                    .find(|i| i.maintenance_address == d.maintenance_address && i.role == d.role)
+                    .and_then(|i| i.member_id)
+                    .filter(|_| !*maintenance);
                 // A rename: the old entry of the same machine goes.
                 inventory
                     .nodes
@@ -571,6 +634,7 @@ fn record(inventory: &mut Inventory, step: &Step, desired: &Desired) {
                     maintenance_address: d.maintenance_address.clone(),
                     address: d.address().to_string(),
                     config: d.config.clone(),
+                    member_id,
                 };
                 match inventory.nodes.iter_mut().find(|i| i.name == d.name) {
                     Some(i) => *i = entry,

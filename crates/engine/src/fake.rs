@@ -64,6 +64,8 @@ pub struct FakeNode {
     pub config: Option<String>,
     /// Boots so far (its boot ID is `boot-N`).
     pub boots: u32,
+    /// The address it answers at once its next live config is applied (a re-address).
+    pub moves_to: Option<String>,
 }
 
 /// One recorded call.
@@ -157,6 +159,7 @@ impl FakeCluster {
                 pulled: BTreeSet::new(),
                 config: Some(String::new()),
                 boots: 1,
+                moves_to: None,
             });
         }
         w.leader = w.nodes.iter().find_map(|n| n.member).unwrap_or(0);
@@ -415,6 +418,9 @@ impl NodeApi for FakeCluster {
         let looks = self.with(|w| w.reboot_looks);
         self.mutate(at, "apply", |n, _| {
             n.config = Some(text);
+            if let Some(to) = n.moves_to.take() {
+                n.address = to;
+            }
             if mode == ApplyMode::Reboot {
                 n.down_for = looks;
                 n.boots += 1;
@@ -551,6 +557,7 @@ impl KubeGates for FakeCluster {
                         name: n.name.clone(),
                         ready: n.ready,
                         cordoned_by_vixen: n.cordoned_by_vixen,
+                        kubelet_version: n.kubelet_version.clone(),
                     })
                     .collect(),
             })

@@ -13,10 +13,10 @@
 //! - taking the member out (leave, remove): the healthy members that stay are a majority of the
 //!   smaller list.
 
-use vixen_plan::Disruption;
+use vixen_plan::{Desired, Disruption, Inventory, Role, url_host};
 use vixen_talos::EtcdMember;
 
-use crate::ports::NodeApi;
+use crate::ports::{KubeGates, NodeApi};
 
 /// A member this far behind the leader's raft index is not healthy (still catching up).
 pub const MAX_RAFT_LAG: u64 = 1000;
@@ -41,16 +41,6 @@ pub struct MemberHealth {
 pub struct EtcdHealth {
     /// Every member.
     pub members: Vec<MemberHealth>,
-}
-
-/// The host of a URL such as `https://127.0.10.1:2380` or `https://[fd00::1]:2380`.
-pub fn url_host(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    if let Some(v6) = hostport.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6);
-    }
-    hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
 }
 
 /// Reads the member list through the first of `control_planes` that answers, then asks each
@@ -206,6 +196,41 @@ impl EtcdHealth {
             }
         }
     }
+}
+
+/// The workers vixen configured, in Git, other than `except`, that are down now: their Node
+/// is not Ready (when Kubernetes answers and lists it), else their Talos API does not answer.
+/// A worker never installed yet is not counted: it was never part of the cluster's capacity.
+pub async fn workers_down(
+    talos: &impl NodeApi,
+    kube: &impl KubeGates,
+    desired: &Desired,
+    inv: &Inventory,
+    control_planes: &[String],
+    except: &str,
+) -> Vec<String> {
+    let view = kube.view(control_planes).await;
+    let mut down = Vec::new();
+    for w in desired
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Worker && n.name != except)
+    {
+        let Some(known) = inv.node(&w.name).filter(|i| i.role == Role::Worker) else {
+            continue;
+        };
+        let is_down = match view.as_ref().and_then(|v| v.node(&w.hostname)) {
+            Some(node) => !node.ready,
+            None => {
+                talos.version(w.address()).await.is_err()
+                    && talos.version(&known.address).await.is_err()
+            }
+        };
+        if is_down {
+            down.push(w.name.clone());
+        }
+    }
+    down
 }
 
 #[cfg(test)]

@@ -139,6 +139,7 @@ impl KubeGates for KubeLink {
                         name: n.name,
                         ready: n.ready,
                         cordoned_by_vixen: n.cordoned_by_vixen,
+                        kubelet_version: n.kubelet_version,
                     })
                     .collect(),
             }),

@@ -141,6 +141,9 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
             &mut state.inventory,
         )
         .await;
+        if let Some(etcd) = &observed.etcd {
+            state.inventory.learn_members(etcd);
+        }
         Ok((
             vixen_plan::plan(desired, &observed, &state.inventory),
             observed,
@@ -191,16 +194,20 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
         for _pass in 0..4 {
             observed =
                 observe::observe(self.talos, self.kube, &desired.nodes, &state.inventory).await;
-            if adopt::adopt(
+            let adopted = adopt::adopt(
                 self.talos,
                 desired,
                 configs,
                 &observed,
                 &mut state.inventory,
             )
-            .await
-                > 0
-            {
+            .await;
+            // Member IDs, learned once a control plane's member is listed.
+            let learned = observed
+                .etcd
+                .as_ref()
+                .is_some_and(|etcd| state.inventory.learn_members(etcd));
+            if adopted > 0 || learned {
                 self.store.save(&state).await?;
             }
             let plan = match vixen_plan::plan(desired, &observed, &state.inventory) {

@@ -100,6 +100,7 @@ pub async fn etcd_view(talos: &impl NodeApi, address: &str) -> Option<EtcdView> 
                 name: m.hostname,
                 is_learner: m.is_learner,
                 started: !m.client_urls.is_empty(),
+                peer_urls: m.peer_urls,
             })
             .collect(),
         leader: status.map(|s| s.leader).filter(|l| *l != 0),

@@ -52,6 +52,7 @@ pub fn desired(repo: &Repo, inputs: &RenderInputs) -> Result<(Desired, Configs),
         nodes,
         stabilization: parse_duration(&c.upgrade.stabilization).unwrap_or(Duration::from_secs(30)),
         reset_on_removal: c.removal == vixen_model::Removal::Reset,
+        worker_concurrency: c.upgrade.worker_concurrency.max(1),
     };
     Ok((desired, configs))
 }

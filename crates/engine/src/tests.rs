@@ -47,12 +47,14 @@ fn desired(c: &FakeCluster, version: &str, whole: &str, section: &str) -> (Desir
         nodes,
         stabilization: Duration::ZERO,
         reset_on_removal: true,
+        worker_concurrency: 1,
     };
     (desired, configs)
 }
 
-/// A store that remembers every node as configured with `whole` in `section`.
-fn store_of(d: &Desired) -> MemoryStore {
+/// A store that remembers every node as configured with `whole` in `section`, with the member
+/// IDs it learned when each control plane joined.
+fn store_of(c: &FakeCluster, d: &Desired) -> MemoryStore {
     let store = MemoryStore::default();
     store.state.lock().unwrap().inventory = Inventory {
         nodes: d
@@ -65,6 +67,12 @@ fn store_of(d: &Desired) -> MemoryStore {
                 maintenance_address: n.maintenance_address.clone(),
                 address: n.address().to_string(),
                 config: n.config.clone(),
+                member_id: c.with(|w| {
+                    w.nodes
+                        .iter()
+                        .find(|f| f.name == n.name)
+                        .and_then(|f| f.member)
+                }),
             })
             .collect(),
         kubernetes_version: None,
@@ -116,7 +124,7 @@ fn waiting_reason(o: &Outcome) -> String {
 async fn reboot_needing_change_waits_while_another_member_is_down() {
     let c = FakeCluster::new(3, 0, "v1.12.2");
     let (old, _) = desired(&c, "v1.12.2", "", "machine.env");
-    let store = store_of(&old);
+    let store = store_of(&c, &old);
     c.with(|w| w.nodes[1].mode = Mode::Off);
     let (d, configs) = desired(&c, "v1.12.2", "env TZ", "machine.env");
     let outcome = reconcile(&c, &store, &d, &configs).await;
@@ -149,7 +157,7 @@ async fn reboot_needing_change_waits_while_another_member_is_down() {
 async fn lifecycle_upgrade_reboots_nothing_while_a_member_lags() {
     let c = FakeCluster::new(3, 0, "v1.13.0");
     let (d, configs) = desired(&c, "v1.13.2", "", "machine.env");
-    let store = store_of(&d);
+    let store = store_of(&c, &d);
     c.with(|w| w.nodes.iter_mut().for_each(|n| n.raft_index = 5000));
     c.with(|w| w.nodes[2].raft_index = 1);
     let outcome = reconcile(&c, &store, &d, &configs).await;
@@ -172,7 +180,7 @@ async fn a_crash_between_the_lifecycle_steps_resumes_without_waiting_out_a_gate(
     for (saves, reboots_before_resume) in [(5, 0), (8, 1)] {
         let c = FakeCluster::new(1, 0, "v1.13.0");
         let (d, configs) = desired(&c, "v1.13.2", "", "machine.env");
-        let store = store_of(&d);
+        let store = store_of(&c, &d);
         // plan saved (1), pull (2, 3), install (4, 5): the 6th save is the agent dying.
         // With 8: ... safe-check (6, 7), reboot in flight (8): it dies before marking it done.
         *store.fail_after.lock().unwrap() = Some(saves);
@@ -222,7 +230,7 @@ async fn a_crash_between_the_lifecycle_steps_resumes_without_waiting_out_a_gate(
 async fn a_leaving_member_whose_etcd_is_down_is_removed_through_a_peer() {
     let c = FakeCluster::new(3, 0, "v1.12.2");
     let (all, _) = desired(&c, "v1.12.2", "", "machine.env");
-    let store = store_of(&all);
+    let store = store_of(&c, &all);
     c.with(|w| w.nodes[2].etcd_up = false);
     let (mut d, mut configs) = desired(&c, "v1.12.2", "", "machine.env");
     d.nodes.retain(|n| n.name != "cp-3");
@@ -252,7 +260,7 @@ async fn a_leaving_member_whose_etcd_is_down_is_removed_through_a_peer() {
 async fn a_removed_node_that_was_off_is_reset_when_it_returns() {
     let c = FakeCluster::new(3, 0, "v1.12.2");
     let (all, _) = desired(&c, "v1.12.2", "", "machine.env");
-    let store = store_of(&all);
+    let store = store_of(&c, &all);
     c.with(|w| w.nodes[2].mode = Mode::Off);
     let (mut d, mut configs) = desired(&c, "v1.12.2", "", "machine.env");
     d.nodes.retain(|n| n.name != "cp-3");
@@ -279,7 +287,7 @@ async fn a_node_in_git_with_its_role_is_never_reset_whatever_the_plan_says() {
     use vixen_plan::{Action, Plan, Risk, Step};
     let c = FakeCluster::new(1, 1, "v1.12.2");
     let (d, configs) = desired(&c, "v1.12.2", "", "machine.env");
-    let store = store_of(&d);
+    let store = store_of(&c, &d);
     let plan = Plan {
         steps: vec![Step {
             node: "worker-1".into(),
@@ -340,7 +348,7 @@ async fn nodes_running_their_git_config_are_adopted_without_a_call() {
 async fn upgrades_are_wrapped_in_drain_and_uncordon_node_by_node() {
     let c = FakeCluster::new(1, 2, "v1.11.6");
     let (d, configs) = desired(&c, "v1.12.2", "", "machine.env");
-    let store = store_of(&d);
+    let store = store_of(&c, &d);
     c.with(|w| {
         let views = w.nodes.iter().map(|n| {
             (
@@ -351,6 +359,7 @@ async fn upgrades_are_wrapped_in_drain_and_uncordon_node_by_node() {
                     unschedulable: false,
                     cordoned_by_vixen: false,
                     os_image: String::new(),
+                    kubelet_version: "v1.34.1".into(),
                 },
             )
         });
@@ -378,6 +387,83 @@ async fn upgrades_are_wrapped_in_drain_and_uncordon_node_by_node() {
     );
 }
 
+/// Issue 14: a Talos upgrade and a re-address of a control plane and a worker in one commit.
+/// Before the fix the upgrade was sent to the new address before the node moved there, and the
+/// rollout never converged; now each node moves, is followed, then upgrades where it now is.
+#[tokio::test]
+async fn upgrade_plus_readdress_in_one_commit_converges() {
+    let c = FakeCluster::new(3, 1, "v1.11.6");
+    let (old, _) = desired(&c, "v1.11.6", "", "machine.env");
+    let store = store_of(&c, &old);
+    let (mut d, mut configs) = desired(&c, "v1.12.2", "", "machine.env");
+    for (i, to) in [(1, "10.0.0.52"), (3, "10.0.0.54")] {
+        c.with(|w| w.nodes[i].moves_to = Some(to.into()));
+        let n = &mut d.nodes[i];
+        n.management_addresses = vec![to.into()];
+        n.config = digest("moved", "machine.network");
+        configs.insert(n.name.clone(), Zeroizing::new("moved".into()));
+    }
+    let outcome = reconcile(&c, &store, &d, &configs).await;
+    assert!(outcome.converged(), "{outcome:?}");
+    c.with(|w| {
+        for n in &w.nodes {
+            assert_eq!(n.version, "v1.12.2", "{} upgraded", n.name);
+        }
+        assert_eq!(w.nodes[1].address, "10.0.0.52");
+        assert_eq!(w.nodes[3].address, "10.0.0.54");
+        let order: Vec<String> = w
+            .calls
+            .iter()
+            .map(|c| format!("{} {}", c.method, c.address))
+            .collect();
+        for (from, to) in [("10.0.0.2", "10.0.0.52"), ("10.0.0.4", "10.0.0.54")] {
+            let apply = order.iter().position(|c| *c == format!("apply {from}"));
+            let upgrade = order.iter().position(|c| *c == format!("upgrade {to}"));
+            assert!(
+                apply.is_some() && upgrade.is_some() && apply < upgrade,
+                "moved at {from}, then upgraded at {to}: {order:?}"
+            );
+        }
+        assert!(!order.iter().any(|c| c.starts_with("reset")), "{order:?}");
+    });
+}
+
+/// Fault: worker-2 powered off during a Talos upgrade, with `upgrade.workerConcurrency: 1`.
+/// worker-1 is not rebooted while worker-2 is down (two workers down at once), the outcome
+/// says why, and the rollout finishes once worker-2 is back. With a concurrency of 2 it goes on.
+#[tokio::test]
+async fn a_worker_is_not_disrupted_while_another_is_down() {
+    let c = FakeCluster::new(1, 2, "v1.11.6");
+    let (d, configs) = desired(&c, "v1.12.2", "", "machine.env");
+    let store = store_of(&c, &d);
+    c.with(|w| w.nodes[2].mode = Mode::Off);
+    let outcome = reconcile(&c, &store, &d, &configs).await;
+    let why = waiting_reason(&outcome);
+    assert!(
+        why.contains("worker-2 is down") && why.contains("workerConcurrency: 1"),
+        "{why}"
+    );
+    assert!(
+        !c.calls_to("worker-1").contains(&"upgrade"),
+        "worker-1 kept running"
+    );
+    c.with(|w| w.nodes[2].mode = Mode::Configured);
+    let outcome = reconcile(&c, &store, &d, &configs).await;
+    assert!(outcome.converged(), "{outcome:?}");
+    c.with(|w| assert!(w.nodes.iter().all(|n| n.version == "v1.12.2")));
+
+    let c = FakeCluster::new(1, 2, "v1.11.6");
+    let (mut d, configs) = desired(&c, "v1.12.2", "", "machine.env");
+    d.worker_concurrency = 2;
+    let store = store_of(&c, &d);
+    c.with(|w| w.nodes[2].mode = Mode::Off);
+    reconcile(&c, &store, &d, &configs).await;
+    assert!(
+        c.calls_to("worker-1").contains(&"upgrade"),
+        "two may be down"
+    );
+}
+
 /// Fault: hostile or invalid input that vixen's own checks let through and Talos refuses
 /// (law 5). The dry run of every config before the first call finds it on the last node of
 /// the plan, and not a single node is changed, the first ones included.
@@ -385,7 +471,7 @@ async fn upgrades_are_wrapped_in_drain_and_uncordon_node_by_node() {
 async fn a_config_a_node_refuses_stops_the_plan_before_any_call() {
     let c = FakeCluster::new(3, 2, "v1.12.2");
     let (old, _) = desired(&c, "v1.12.2", "", "machine.nodeLabels");
-    let store = store_of(&old);
+    let store = store_of(&c, &old);
     let (d, mut configs) = desired(&c, "v1.12.2", "labels", "machine.nodeLabels");
     configs.insert("worker-2".into(), Zeroizing::new("labels bad".into()));
     c.with(|w| w.refuse = Some("bad".into()));
@@ -411,7 +497,7 @@ async fn a_config_a_node_refuses_stops_the_plan_before_any_call() {
 async fn the_reboot_gate_proves_the_reboot_by_the_boot_id_across_a_crash() {
     let c = FakeCluster::new(3, 0, "v1.12.2");
     let (old, _) = desired(&c, "v1.12.2", "", "machine.env");
-    let store = store_of(&old);
+    let store = store_of(&c, &old);
     let (d, configs) = desired(&c, "v1.12.2", "env", "machine.env");
     // plan (1); cp-1: safe-check (2, 3), apply in flight (4), then the agent dies.
     *store.fail_after.lock().unwrap() = Some(4);

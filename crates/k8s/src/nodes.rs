@@ -34,6 +34,8 @@ pub struct NodeView {
     pub cordoned_by_vixen: bool,
     /// `status.nodeInfo.osImage` (`Talos (v1.11.6)`).
     pub os_image: String,
+    /// `status.nodeInfo.kubeletVersion` (`v1.34.1`).
+    pub kubelet_version: String,
 }
 
 impl NodeView {
@@ -59,6 +61,10 @@ impl NodeView {
             os_image: status
                 .and_then(|s| s.node_info.as_ref())
                 .map(|i| i.os_image.clone())
+                .unwrap_or_default(),
+            kubelet_version: status
+                .and_then(|s| s.node_info.as_ref())
+                .map(|i| i.kubelet_version.clone())
                 .unwrap_or_default(),
         }
     }

@@ -41,6 +41,9 @@ struct Posted {
     /// The Talos version in the posted OS image: a kubelet starting after an upgrade posts its
     /// new node info at once, whether or not a NotReady was seen in between.
     version: String,
+    /// The kubelet image's tag: Talos restarts the kubelet when `machine.kubelet.image` changes
+    /// (a live apply), and the new kubelet posts its version when it starts.
+    kubelet: String,
     since: Time,
     at: Instant,
 }
@@ -77,6 +80,7 @@ impl Kubelet {
                 Some(p) => {
                     p.ready != ready
                         || p.version != n.version().to_string()
+                        || p.kubelet != kubelet_tag(&cfg)
                         || p.at.elapsed() > HEARTBEAT
                 }
                 None => true,
@@ -95,6 +99,7 @@ impl Kubelet {
                         Posted {
                             ready,
                             version: n.version().to_string(),
+                            kubelet: kubelet_tag(&cfg),
                             since,
                             at: Instant::now(),
                         },
@@ -207,6 +212,13 @@ async fn register(
     Ok(())
 }
 
+/// The kubelet version a node's config runs (`machine.kubelet.image`'s tag).
+fn kubelet_tag(cfg: &crate::config::MachineConfig) -> String {
+    cfg.get("machine.kubelet.image")
+        .and_then(image_tag)
+        .unwrap_or_default()
+}
+
 /// Posts the Ready condition, addresses and node info on the `status` subresource.
 async fn post_status(
     api: &Api<Node>,
@@ -225,10 +237,7 @@ async fn post_status(
             "node is rebooting, powered off or in maintenance mode",
         )
     };
-    let kubelet = cfg
-        .get("machine.kubelet.image")
-        .and_then(image_tag)
-        .unwrap_or_default();
+    let kubelet = kubelet_tag(cfg);
     let talos = n.version();
     let node = Node {
         metadata: ObjectMeta {

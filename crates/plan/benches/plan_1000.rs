@@ -28,6 +28,7 @@ fn main() {
         nodes: Vec::new(),
         stabilization: Duration::from_secs(30),
         reset_on_removal: true,
+        worker_concurrency: 1,
     };
     let mut observed = Observed {
         nodes: Vec::new(),
@@ -68,6 +69,7 @@ fn main() {
             maintenance_address: node.maintenance_address.clone(),
             address: node.management_addresses[0].clone(),
             config: digest(&name),
+            member_id: None,
         });
         if role == Role::Controlplane {
             observed.etcd.as_mut().unwrap().members.push(Member {
@@ -75,6 +77,7 @@ fn main() {
                 name: name.clone(),
                 is_learner: false,
                 started: true,
+                peer_urls: vec![],
             });
         }
         desired.nodes.push(node);

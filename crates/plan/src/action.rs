@@ -97,6 +97,15 @@ pub enum Action {
         /// Talos version its OS image must show (`v1.11.6`).
         version: Option<String>,
     },
+    /// Wait until the node runs Kubernetes `version`, as `talosctl upgrade-k8s` waits for each
+    /// kubelet (talos pkg/cluster/kubernetes/kubelet.go): its Node reports that kubelet version
+    /// and is `Ready`.
+    WaitKubernetes {
+        /// Node object name.
+        node_name: String,
+        /// Kubernetes version (`v1.35.0`).
+        version: String,
+    },
     /// Make the Node schedulable again (only a cordon vixen made).
     Uncordon {
         /// Node object name.
@@ -181,6 +190,8 @@ pub enum ActionKind {
     Drain,
     /// [`Action::WaitNodeReady`].
     WaitNodeReady,
+    /// [`Action::WaitKubernetes`].
+    WaitKubernetes,
     /// [`Action::Uncordon`].
     Uncordon,
     /// [`Action::DeleteNode`].
@@ -208,6 +219,7 @@ impl ActionKind {
             ActionKind::Stabilize => "stabilize",
             ActionKind::Drain => "drain",
             ActionKind::WaitNodeReady => "wait_node_ready",
+            ActionKind::WaitKubernetes => "wait_kubernetes",
             ActionKind::Uncordon => "uncordon",
             ActionKind::DeleteNode => "delete_node",
         }
@@ -267,6 +279,7 @@ impl Action {
             Action::Stabilize { .. } => ActionKind::Stabilize,
             Action::Drain { .. } => ActionKind::Drain,
             Action::WaitNodeReady { .. } => ActionKind::WaitNodeReady,
+            Action::WaitKubernetes { .. } => ActionKind::WaitKubernetes,
             Action::Uncordon { .. } => ActionKind::Uncordon,
             Action::DeleteNode { .. } => ActionKind::DeleteNode,
         }
@@ -312,7 +325,8 @@ impl Action {
             | Action::WaitMaintenance { .. }
             | Action::CheckUpgradeSafe
             | Action::Stabilize { .. }
-            | Action::WaitNodeReady { .. } => c(false, false, D::None),
+            | Action::WaitNodeReady { .. }
+            | Action::WaitKubernetes { .. } => c(false, false, D::None),
         }
     }
 
@@ -362,6 +376,9 @@ impl Action {
                 Some(v) => format!("wait for Node {node_name} Ready on {v}"),
                 None => format!("wait for Node {node_name} Ready"),
             },
+            Action::WaitKubernetes { node_name, version } => {
+                format!("wait for Node {node_name} Ready with kubelet {version}")
+            }
             Action::Uncordon { node_name } => format!("uncordon Node {node_name}"),
             Action::DeleteNode { node_name } => format!("delete Node {node_name}"),
         }

@@ -115,6 +115,20 @@ impl Match<'_> {
     fn state(&self) -> NodeState {
         self.observed.map_or(NodeState::Unreachable, |o| o.state)
     }
+    fn address(&self) -> &str {
+        self.observed
+            .map_or_else(|| self.desired.address(), |o| o.address.as_str())
+    }
+    /// Its etcd member (found by member ID, address, then hostname).
+    fn member<'e>(&self, etcd: &'e EtcdView) -> Option<&'e Member> {
+        let id = self.prior.and_then(|p| p.member_id);
+        etcd.member_of(id, &self.desired.hostname, self.address())
+    }
+    /// Whether its etcd member leads.
+    fn leads(&self, etcd: &EtcdView) -> bool {
+        let id = self.prior.and_then(|p| p.member_id);
+        etcd.leads(id, &self.desired.hostname, self.address())
+    }
 }
 
 /// Plans the changes that bring the observed cluster to the desired one.
@@ -169,6 +183,8 @@ pub fn plan(
             hostname: &i.hostname,
             role: i.role,
             maintenance: &i.maintenance_address,
+            address: &i.address,
+            member_id: i.member_id,
             observed: observed.node(&i.name),
             role_change: false,
         })
@@ -183,6 +199,8 @@ pub fn plan(
                 hostname: &prior.hostname,
                 role: prior.role,
                 maintenance: &m.desired.maintenance_address,
+                address: &prior.address,
+                member_id: prior.member_id,
                 observed: m.observed,
                 role_change: true,
             });
@@ -215,10 +233,13 @@ pub fn plan(
     members.sort();
 
     // --- removals: workers first, then control planes one at a time, leader last.
+    // A dead member goes first (through a peer): while it is listed, the healthy members left
+    // after a live one leaves might be no majority, and the scale-in would wait for the dead.
     leaving.sort_by_key(|l| {
         (
             l.role == Role::Controlplane,
-            etcd.leader_name() == Some(l.hostname),
+            l.observed.is_some_and(|o| o.state == NodeState::Configured),
+            etcd.leads(l.member_id, l.hostname, l.address),
             l.name,
         )
     });
@@ -299,6 +320,21 @@ pub fn plan(
 
     // --- Talos upgrades: configured nodes on another version; control planes first, leader last.
     let added: BTreeSet<&str> = adds.iter().map(|m| m.desired.name.as_str()).collect();
+    // A control plane in Git that etcd does not list as a started voter (a join that stalled, a
+    // member removed behind vixen's back) is not converged, and the plan says so.
+    for m in configured_cps
+        .iter()
+        .filter(|m| !added.contains(m.desired.name.as_str()))
+    {
+        let why = match m.member(&etcd) {
+            Some(mem) if mem.is_learner => "its etcd member is still a learner",
+            Some(mem) if !mem.started => "its etcd member has not started",
+            Some(_) => continue,
+            None => "etcd does not list its member",
+        };
+        plan.waiting
+            .push(format!("{}: configured, but {why}", m.desired.name));
+    }
     let mut upgrades: Vec<&Match<'_>> = matches
         .iter()
         .filter(|m| m.state() == NodeState::Configured && !added.contains(m.desired.name.as_str()))
@@ -311,7 +347,7 @@ pub fn plan(
     upgrades.sort_by_key(|m| {
         (
             m.desired.role != Role::Controlplane,
-            etcd.leader_name() == Some(m.desired.hostname.as_str()),
+            m.leads(&etcd),
             m.desired.name.as_str(),
         )
     });
@@ -346,7 +382,18 @@ pub fn plan(
             }
         }
     }
+    let changed = |m: &Match<'_>| {
+        m.prior
+            .is_none_or(|p| p.config.whole != m.desired.config.whole)
+    };
+    // A node that moves and upgrades in one commit moves first: every upgrade step talks to the
+    // node at its address in Git, where it answers only once its new config is applied.
+    let mut moved_first: BTreeSet<&str> = BTreeSet::new();
     for m in &upgrades {
+        if changed(m) && m.observed.is_some_and(|o| o.address != m.desired.address()) {
+            change_config(&mut plan, m, desired, members.len(), kube);
+            moved_first.insert(m.desired.name.as_str());
+        }
         upgrade_node(&mut plan, m, desired, &etcd, members.len(), kube);
     }
 
@@ -354,10 +401,7 @@ pub fn plan(
     let mut changes: Vec<&Match<'_>> = matches
         .iter()
         .filter(|m| m.state() == NodeState::Configured && !added.contains(m.desired.name.as_str()))
-        .filter(|m| {
-            m.prior
-                .is_none_or(|p| p.config.whole != m.desired.config.whole)
-        })
+        .filter(|m| changed(m) && !moved_first.contains(m.desired.name.as_str()))
         .collect();
     changes.sort_by_key(|m| {
         (
@@ -365,10 +409,48 @@ pub fn plan(
             m.desired.name.as_str(),
         )
     });
-    for m in changes {
+    for m in &changes {
         change_config(&mut plan, m, desired, members.len(), kube);
+        kubelet_gate(&mut plan, m, desired, kube);
+    }
+    // "Converged" means the Nodes report the Kubernetes version: a node whose config is applied
+    // but whose kubelet still reports another one is waited for (a gate, no call to Talos).
+    for m in &matches {
+        let name = m.desired.name.as_str();
+        if m.state() == NodeState::Configured
+            && !added.contains(name)
+            && !changes.iter().any(|c| c.desired.name == name)
+            && !plan.steps.iter().any(|s| s.node == name)
+        {
+            kubelet_gate(&mut plan, m, desired, kube);
+        }
     }
     Ok(plan)
+}
+
+/// After a config change (or none), when Kubernetes lists the node with another kubelet
+/// version than Git's: wait until the Node reports Git's version and is Ready, before the next
+/// node, as `talosctl upgrade-k8s` waits for each kubelet.
+fn kubelet_gate(plan: &mut Plan, m: &Match<'_>, desired: &Desired, kube: Option<&KubeView>) {
+    let want = format!("v{}", desired.kubernetes_version);
+    let Some(node) = kube.and_then(|k| k.node(&m.desired.hostname)) else {
+        return;
+    };
+    if node.kubelet_version.is_empty() || node.kubelet_version == want {
+        return;
+    }
+    plan.steps.push(step(
+        &m.desired.name,
+        Action::WaitKubernetes {
+            node_name: m.desired.hostname.clone(),
+            version: want.clone(),
+        },
+        format!(
+            "Kubernetes {} -> {want}: the kubelet must report it before the next node",
+            node.kubelet_version
+        ),
+        NONE,
+    ));
 }
 
 /// A node on its way out (left Git, or changing role).
@@ -377,6 +459,10 @@ struct Leaving<'a> {
     hostname: &'a str,
     role: Role,
     maintenance: &'a str,
+    /// Where vixen last reached it.
+    address: &'a str,
+    /// Its etcd member, as recorded when it joined.
+    member_id: Option<u64>,
     observed: Option<&'a ObservedNode>,
     role_change: bool,
 }
@@ -431,8 +517,12 @@ fn remove_control_plane(
     desired: &Desired,
     kube: Option<&KubeView>,
 ) -> Result<(), Refusal> {
-    let member = etcd.member(l.hostname);
-    let others: Vec<&Member> = etcd.voters().filter(|m| m.name != l.hostname).collect();
+    // By member ID first: a renamed node's member keeps its old name.
+    let member = etcd.member_of(l.member_id, l.hostname, l.address);
+    let others: Vec<&Member> = etcd
+        .voters()
+        .filter(|m| member.is_none_or(|own| own.id != m.id))
+        .collect();
     let started_others = others.iter().filter(|m| m.started).count();
     if member.is_some_and(|m| !m.is_learner) && started_others < quorum(others.len()) {
         return Err(Refusal::Quorum(format!(
@@ -484,7 +574,7 @@ fn remove_control_plane(
                 ETCD,
             ));
         }
-        members.retain(|m| m != l.hostname);
+        members.retain(|m| *m != member.name);
         plan.steps.push(step(
             l.name,
             Action::CheckMembers {
@@ -703,7 +793,7 @@ fn upgrade_node(
             "etcd must keep quorum while this member reboots",
             NONE,
         ));
-        if members > 1 && etcd.leader_name() == Some(d.hostname.as_str()) {
+        if members > 1 && m.leads(etcd) {
             plan.steps.push(step(
                 &d.name,
                 Action::ForfeitLeadership,

@@ -59,6 +59,9 @@ pub struct Desired {
     pub stabilization: Duration,
     /// Reset nodes that leave Git (else only leave etcd).
     pub reset_on_removal: bool,
+    /// How many workers may be down at once because of vixen (`upgrade.workerConcurrency`):
+    /// a worker is not disrupted while others already are.
+    pub worker_concurrency: u32,
 }
 
 fn as_text<S: serde::Serializer>(v: &Version, s: S) -> Result<S::Ok, S::Error> {
@@ -103,6 +106,25 @@ pub struct Member {
     pub is_learner: bool,
     /// The member has started (it has a name and client URLs).
     pub started: bool,
+    /// Its peer URLs (`https://ADDRESS:2380`): where it is, whatever it is called.
+    pub peer_urls: Vec<String>,
+}
+
+impl Member {
+    /// Whether one of its peer URLs points at `address`.
+    pub fn peers_at(&self, address: &str) -> bool {
+        self.peer_urls.iter().any(|u| url_host(u) == address)
+    }
+}
+
+/// The host of a URL such as `https://127.0.10.1:2380` or `https://[fd00::1]:2380`.
+pub fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = rest.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    rest.rsplit_once(':').map_or(rest, |(h, _)| h)
 }
 
 /// etcd as seen through a healthy control plane.
@@ -122,6 +144,21 @@ impl EtcdView {
     /// The member called `name`.
     pub fn member(&self, name: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.name == name)
+    }
+    /// The member of a node: by the member ID recorded when it joined, else by a peer URL at
+    /// its address, else by its hostname. A member keeps its name when its node is renamed
+    /// (etcd takes a new name only when the member restarts), so the name comes last.
+    pub fn member_of(&self, id: Option<u64>, hostname: &str, address: &str) -> Option<&Member> {
+        id.and_then(|id| self.members.iter().find(|m| m.id == id))
+            .or_else(|| self.members.iter().find(|m| m.peers_at(address)))
+            .or_else(|| self.member(hostname))
+    }
+    /// Whether the node's member (see [`EtcdView::member_of`]) leads etcd.
+    pub fn leads(&self, id: Option<u64>, hostname: &str, address: &str) -> bool {
+        self.leader.is_some_and(|l| {
+            self.member_of(id, hostname, address)
+                .is_some_and(|m| m.id == l)
+        })
     }
     /// Name of the leader.
     pub fn leader_name(&self) -> Option<&str> {
@@ -168,6 +205,8 @@ pub struct KubeNode {
     pub ready: bool,
     /// vixen cordoned it (and has not uncordoned it yet): a run stopped part way.
     pub cordoned_by_vixen: bool,
+    /// `status.nodeInfo.kubeletVersion` (`v1.34.1`).
+    pub kubelet_version: String,
 }
 
 impl Observed {
@@ -192,6 +231,10 @@ pub struct InventoryNode {
     pub address: String,
     /// Digests of the config it was given.
     pub config: ConfigDigest,
+    /// Its etcd member ID (control planes), learned once it joined: the member's identity
+    /// across renames and re-addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<u64>,
 }
 
 /// What vixen applied before (kept in the journal).
@@ -208,6 +251,45 @@ impl Inventory {
     /// The entry called `name`.
     pub fn node(&self, name: &str) -> Option<&InventoryNode> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Records each control plane's etcd member ID from what etcd lists: the recorded ID while
+    /// etcd still lists it, else the member at the node's address or with its hostname that no
+    /// other entry holds. Returns whether anything changed (the journal is then saved).
+    pub fn learn_members(&mut self, etcd: &EtcdView) -> bool {
+        let mut changed = false;
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            if n.role != Role::Controlplane
+                || n.member_id
+                    .is_some_and(|id| etcd.members.iter().any(|m| m.id == id))
+            {
+                continue;
+            }
+            let claimed = |id: u64| {
+                self.nodes
+                    .iter()
+                    .enumerate()
+                    .any(|(j, o)| j != i && o.member_id == Some(id))
+            };
+            let found = etcd
+                .members
+                .iter()
+                .filter(|m| !claimed(m.id))
+                .find(|m| m.peers_at(&n.address))
+                .or_else(|| {
+                    etcd.members
+                        .iter()
+                        .filter(|m| !claimed(m.id))
+                        .find(|m| m.name == n.hostname)
+                })
+                .map(|m| m.id);
+            if self.nodes[i].member_id != found {
+                self.nodes[i].member_id = found;
+                changed = true;
+            }
+        }
+        changed
     }
 }
 

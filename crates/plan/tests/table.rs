@@ -41,6 +41,7 @@ fn world(cps: usize, workers: usize) -> World {
         nodes: Vec::new(),
         stabilization: Duration::from_secs(30),
         reset_on_removal: true,
+        worker_concurrency: 1,
     };
     let mut observed = Observed {
         nodes: Vec::new(),
@@ -121,6 +122,7 @@ fn add(
             maintenance_address: node.maintenance_address.clone(),
             address: node.management_addresses[0].clone(),
             config,
+            member_id: (role == Role::Controlplane).then_some(n as u64),
         });
         if role == Role::Controlplane {
             observed.etcd.as_mut().unwrap().members.push(Member {
@@ -128,6 +130,7 @@ fn add(
                 name: name.into(),
                 is_learner: false,
                 started: true,
+                peer_urls: vec![format!("https://127.0.10.{n}:2380")],
             });
         }
     }
@@ -196,6 +199,7 @@ fn summary(plan: &Plan) -> Vec<(String, String)> {
                 Action::WaitNodeReady { version: None, .. } => "node-ready".into(),
                 Action::Uncordon { node_name } => format!("uncordon:{node_name}"),
                 Action::DeleteNode { node_name } => format!("delete-node:{node_name}"),
+                Action::WaitKubernetes { version, .. } => format!("kubelet:{version}"),
             };
             (s.node.clone(), a)
         })
@@ -475,6 +479,57 @@ fn talos_upgrade_control_planes_first_leader_last_then_workers() {
     );
 }
 
+/// Issue 14: a Talos upgrade and a re-address in one commit. The upgrade steps talk to the node
+/// at its address in Git, so the move goes first; without it the upgrade was planned at an
+/// address the node does not answer at yet ("etcd does not answer"), forever.
+#[test]
+fn upgrade_plus_readdress_moves_first_then_upgrades_at_the_new_address() {
+    let mut w = world(3, 1);
+    w.desired.talos_version = "v1.12.2".parse().unwrap();
+    w.desired.installer_image = "ghcr.io/siderolabs/installer:v1.12.2".into();
+    for name in ["cp-2", "worker-1"] {
+        let n = w.node(name);
+        n.management_addresses = vec![format!("127.0.10.{}", if name == "cp-2" { 50 } else { 60 })];
+        let tag = format!("{name}-moved");
+        n.config = digest(
+            &tag,
+            &[
+                ("machine.network", "n2"),
+                ("machine.install", "i1"),
+                ("machine.kubelet", "k1"),
+                ("cluster", "c1"),
+                ("machine.files", "f1"),
+            ],
+        );
+    }
+    let plan = w.plan().unwrap();
+    let sum = summary(&plan);
+    for (name, new) in [("cp-2", "127.0.10.50"), ("worker-1", "127.0.10.60")] {
+        let apply = sum
+            .iter()
+            .position(|x| x == &(name.to_string(), "apply:NoReboot".to_string()))
+            .unwrap_or_else(|| panic!("{name} is moved: {sum:?}"));
+        let upgrade = sum
+            .iter()
+            .position(|x| x == &(name.to_string(), "upgrade:legacy".to_string()))
+            .unwrap_or_else(|| panic!("{name} is upgraded: {sum:?}"));
+        assert!(apply < upgrade, "{name} moves before its upgrade: {sum:?}");
+        assert!(
+            matches!(&plan.steps[apply + 1].action, Action::WaitReady { address, .. } if address == new),
+            "{name} is followed to {new} before the upgrade: {sum:?}"
+        );
+        // Moved once: no second apply after the upgrade.
+        assert_eq!(
+            sum.iter()
+                .filter(|x| x.0 == name && x.1.starts_with("apply:"))
+                .count(),
+            1
+        );
+    }
+    // Still one node at a time, and nothing is reset.
+    assert!(!sum.iter().any(|(_, a)| a.starts_with("reset")));
+}
+
 #[test]
 fn talos_1_13_nodes_upgrade_through_lifecycle_service() {
     let mut w = world(1, 0);
@@ -727,6 +782,7 @@ impl World {
                 name: n.hostname.clone(),
                 ready: true,
                 cordoned_by_vixen: false,
+                kubelet_version: "v1.34.1".into(),
             })
             .collect();
         self.observed.kubernetes = Some(KubeView { nodes });
@@ -902,4 +958,212 @@ fn without_kubernetes_plans_have_no_kubernetes_steps() {
         )),
         "{plan:#?}"
     );
+}
+
+/// cp-3 was renamed cp-3b in Git (hostname too); etcd kept the member's old name `cp-3`, as it
+/// does until the member restarts. The inventory's own entry for the machine.
+fn renamed_cp3(w: &mut World) {
+    let i = w
+        .inventory
+        .nodes
+        .iter_mut()
+        .find(|n| n.name == "cp-3")
+        .unwrap();
+    i.name = "cp-3b".into();
+    i.hostname = "cp-3b".into();
+    w.observed("cp-3").name = "cp-3b".into();
+    // Nothing but the recorded ID ties the member to the node.
+    let m = w.observed.etcd.as_mut().unwrap();
+    m.members.iter_mut().for_each(|m| {
+        if m.id == 3 {
+            m.peer_urls.clear()
+        }
+    });
+    w.drop_from_git("cp-3");
+}
+
+/// Issue 14, members by ID: a control plane renamed, then removed from Git. Its member is found
+/// by the ID recorded when it joined, not by hostname: it leaves etcd before its reset, and the
+/// check expects the two members that stay (by hostname nothing was planned and the dead
+/// member stayed in etcd for good).
+#[test]
+fn renamed_control_plane_removed_later_leaves_etcd_by_its_member_id() {
+    let mut w = world(3, 0);
+    renamed_cp3(&mut w);
+    let plan = w.plan().unwrap();
+    let sum = summary(&plan);
+    let leave = sum.iter().position(|x| x == &s(&[("cp-3b", "leave")])[0]);
+    let reset = sum
+        .iter()
+        .position(|x| x.0 == "cp-3b" && x.1.starts_with("reset"));
+    assert!(leave.is_some() && leave < reset, "{sum:?}");
+    assert!(
+        sum.contains(&s(&[("cp-3b", "members=cp-1+cp-2")])[0]),
+        "{sum:?}"
+    );
+}
+
+/// The same, with the renamed node powered off (fault: node down): its member is removed
+/// through a healthy peer by the recorded ID.
+#[test]
+fn renamed_and_unreachable_control_plane_is_removed_through_a_peer_by_id() {
+    let mut w = world(3, 0);
+    renamed_cp3(&mut w);
+    w.observed("cp-3b").state = NodeState::Unreachable;
+    let plan = w.plan().unwrap();
+    assert!(
+        plan.steps.iter().any(|s| s.node == "cp-3b"
+            && matches!(&s.action, Action::RemoveMember { member_id: 3, via } if via == "cp-1")),
+        "{:?}",
+        summary(&plan)
+    );
+    assert!(
+        !plan
+            .steps
+            .iter()
+            .any(|s| matches!(s.action, Action::Reset { .. }))
+    );
+}
+
+/// A journal written before member IDs (none recorded) learns them from etcd: by peer URL,
+/// else by name; an ID another entry holds is never given twice; a recorded ID survives the
+/// member being renamed; a removed member's ID is forgotten.
+#[test]
+fn inventory_learns_member_ids_by_address_then_name() {
+    let mut w = world(3, 1);
+    w.inventory
+        .nodes
+        .iter_mut()
+        .for_each(|n| n.member_id = None);
+    let etcd = w.observed.etcd.clone().unwrap();
+    assert!(w.inventory.learn_members(&etcd));
+    let ids =
+        |w: &World| -> Vec<Option<u64>> { w.inventory.nodes.iter().map(|n| n.member_id).collect() };
+    assert_eq!(ids(&w), vec![Some(1), Some(2), Some(3), None]);
+    assert!(!w.inventory.learn_members(&etcd), "nothing new to learn");
+
+    // Renamed member, no peer URL match: the recorded ID holds.
+    let mut renamed = etcd.clone();
+    renamed.members[2].name = "other".into();
+    renamed.members[2].peer_urls.clear();
+    assert!(!w.inventory.learn_members(&renamed));
+    assert_eq!(ids(&w)[2], Some(3));
+
+    // Member 3 removed (it left): forgotten; a new member at its address is learned.
+    let mut gone = etcd.clone();
+    gone.members.retain(|m| m.id != 3);
+    assert!(w.inventory.learn_members(&gone));
+    assert_eq!(ids(&w)[2], None);
+    let mut rejoined = gone.clone();
+    let mut m = etcd.members[2].clone();
+    m.id = 33;
+    rejoined.members.push(m);
+    assert!(w.inventory.learn_members(&rejoined));
+    assert_eq!(ids(&w)[2], Some(33));
+
+    // The address wins over a name: member 1 renamed `cp-2` does not take cp-2's entry.
+    let mut confusing = etcd.clone();
+    confusing.members[0].name = "cp-2".into();
+    w.inventory.nodes[1].member_id = None;
+    w.inventory.learn_members(&confusing);
+    assert_eq!(ids(&w)[1], Some(2), "cp-2 is at member 2's address");
+}
+
+/// Issue 14, dead-member scale-in: 3 -> 1 while cp-3 (leaving) is powered off. Its member is
+/// removed through a peer first; then cp-2 leaves, and the member that stays is a majority of
+/// the list. (cp-2 first would leave cp-1 and the dead cp-3: 1 healthy of 2, and the scale-in
+/// waited for the dead node to return.)
+#[test]
+fn scale_in_with_a_dead_member_removes_the_dead_one_first() {
+    let mut w = world(3, 0);
+    w.drop_from_git("cp-2");
+    w.drop_from_git("cp-3");
+    w.observed("cp-3").state = NodeState::Unreachable;
+    let plan = w.plan().unwrap();
+    assert_eq!(
+        summary(&plan)[..4],
+        s(&[
+            ("cp-3", "remove-member"),
+            ("cp-3", "members=cp-1+cp-2"),
+            ("cp-2", "leave"),
+            ("cp-2", "members=cp-1"),
+        ])[..]
+    );
+    assert!(
+        plan.waiting
+            .iter()
+            .any(|w| w.starts_with("cp-3: left Git but does not answer")),
+        "{:?}",
+        plan.waiting
+    );
+}
+
+/// Issue 14, "converged without checking etcd": a control plane in Git that etcd does not list
+/// as a started voter (its join stalled, or its member was removed behind vixen's back) keeps
+/// the cluster from being converged, and the plan says which and why. Nothing is reset.
+#[test]
+fn control_plane_missing_from_etcd_is_not_converged() {
+    for (case, why) in [
+        ("removed", "etcd does not list its member"),
+        ("learner", "its etcd member is still a learner"),
+        ("unstarted", "its etcd member has not started"),
+    ] {
+        let mut w = world(3, 1);
+        let etcd = w.observed.etcd.as_mut().unwrap();
+        match case {
+            "removed" => etcd.members.retain(|m| m.id != 2),
+            "learner" => etcd.members[1].is_learner = true,
+            _ => etcd.members[1].started = false,
+        }
+        let plan = w.plan().unwrap();
+        assert!(plan.steps.is_empty(), "{case}: {:?}", summary(&plan));
+        assert_eq!(
+            plan.waiting,
+            vec![format!("cp-2: configured, but {why}")],
+            "{case}"
+        );
+    }
+}
+
+/// Issue 14, Kubernetes upgrade: 1.34 -> 1.35 went to every node as live applies within
+/// 108 ms with no gate. Now each node's apply is followed by a gate on its Node reporting the
+/// new kubelet version (and Ready) before the next node starts, control planes first.
+#[test]
+fn kubernetes_upgrade_waits_for_each_kubelet_before_the_next_node() {
+    let mut w = world(3, 1).with_kubernetes();
+    // (1.35 needs a newer Talos than the world's v1.11.6: a patch upgrade has the same gates.)
+    w.desired.kubernetes_version = "1.34.3".parse().unwrap();
+    for n in &mut w.desired.nodes {
+        n.config = digest(
+            &format!("{}-k8s", n.name),
+            &[
+                ("machine.network", "n1"),
+                ("machine.install", "i1"),
+                ("machine.kubelet", "k2"),
+                ("cluster", "c2"),
+                ("machine.files", "f1"),
+            ],
+        );
+    }
+    let plan = w.plan().unwrap();
+    let mut expected = Vec::new();
+    for n in ["cp-1", "cp-2", "cp-3", "worker-1"] {
+        expected.push((n.to_string(), "apply:NoReboot".to_string()));
+        expected.push((n.to_string(), "kubelet:v1.34.3".to_string()));
+    }
+    assert_eq!(summary(&plan), expected);
+}
+
+/// "Converged" means the Nodes report the version: a node whose config is applied (no change
+/// left) but whose kubelet still reports the old version gets a gate, and no call.
+#[test]
+fn a_kubelet_on_the_old_version_keeps_the_cluster_unconverged() {
+    let mut w = world(3, 1).with_kubernetes();
+    w.kube_node("worker-1").kubelet_version = "v1.34.0".into();
+    let plan = w.plan().unwrap();
+    assert_eq!(summary(&plan), s(&[("worker-1", "kubelet:v1.34.1")]));
+    assert!(plan.mutating().next().is_none());
+    // An unknown kubelet version (a Node without node info) is not a reason to wait.
+    w.kube_node("worker-1").kubelet_version = String::new();
+    assert!(w.plan().unwrap().steps.is_empty());
 }
