@@ -48,6 +48,7 @@ pub async fn adopt(
                     maintenance_address: d.maintenance_address.clone(),
                     address: o.address.clone(),
                     config: d.config.clone(),
+                    reboot_pending: false,
                 });
                 adopted += 1;
             }

@@ -216,6 +216,7 @@ async fn record(store: &impl StateStore, d: &vixen_plan::DesiredNode) {
             maintenance_address: d.maintenance_address.clone(),
             address: d.address().to_string(),
             config: d.config.clone(),
+            reboot_pending: false,
         });
         if let Err(e) = store.save(&state).await {
             tracing::warn!(error = %e, "could not record the bootstrapped node");

@@ -68,6 +68,7 @@ fn main() {
             maintenance_address: node.maintenance_address.clone(),
             address: node.management_addresses[0].clone(),
             config: digest(&name),
+            reboot_pending: false,
         });
         if role == Role::Controlplane {
             observed.etcd.as_mut().unwrap().members.push(Member {

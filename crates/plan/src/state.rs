@@ -192,6 +192,11 @@ pub struct InventoryNode {
     pub address: String,
     /// Digests of the config it was given.
     pub config: ConfigDigest,
+    /// The config was applied live on a Talos that no longer reboots on apply (1.14+), the
+    /// change takes effect at the next boot, and vixen has not rebooted the node since: the
+    /// next plan reboots it (behind the same gates) even when Git has changed meanwhile.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reboot_pending: bool,
 }
 
 /// What vixen applied before (kept in the journal).
