@@ -831,3 +831,104 @@ fn story_17_reboot_needing_change_reboots_one_node_at_a_time() {
         members(&["cp-1", "cp-2", "cp-3"])
     );
 }
+
+/// Talos 1.14: a configured node answers a REBOOT-mode apply with Unimplemented "the REBOOT mode
+/// is not supported" and AUTO never reboots (v1.14 `v1alpha1_server.go` ApplyConfiguration; the
+/// lab follows it). Fault covered: a reboot-needing change sent as on 1.13 stops at the first
+/// node, or is taken live and never takes effect. vixen applies with NO_REBOOT and reboots each
+/// node itself, one node at a time, and etcd keeps its members (calls.jsonl, lab.json, etcdctl).
+#[test]
+fn story_17b_reboot_needing_change_on_talos_1_14_applies_live_then_reboots_each_node() {
+    // Git and the machines on 1.14, with the default installer (the Image Factory's: 1.14 no
+    // longer publishes ghcr.io/siderolabs/installer, and the lab does not find it).
+    let lab = Lab::full_cluster_before(130, |lab| {
+        lab.edit("cluster.yaml", "version: v1.11.6", "version: v1.14.0");
+        lab.edit(
+            "cluster.yaml",
+            "  installer: ghcr.io/siderolabs/installer\n",
+            "",
+        );
+    });
+    for n in lab.status()["nodes"].as_array().unwrap() {
+        assert_eq!(n["talos_version"], "v1.14.0", "{n}");
+    }
+    lab.edit(
+        "patches/common.yaml",
+        "  time:\n    disabled: false\n",
+        "  time:\n    disabled: false\n  env:\n    TZ: Europe/Paris\n",
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (stop, path) = (stop.clone(), lab.lab.join("lab.json"));
+        std::thread::spawn(move || {
+            let mut worst: Vec<String> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(v) = std::fs::read(&path)
+                    .map_err(|_| ())
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|_| ()))
+                {
+                    let down: Vec<String> = v["nodes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|n| n["mode"] != "configured")
+                        .map(|n| n["name"].as_str().unwrap().to_string())
+                        .collect();
+                    if down.len() > worst.len() {
+                        worst = down;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            worst
+        })
+    };
+    let mark = lab.mark();
+    lab.converge();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let worst = sampler.join().unwrap();
+    let calls = lab.mutating_since(mark);
+    // Per node, in order: ApplyConfiguration NO_REBOOT, then Reboot; never REBOOT mode; and
+    // one node's pair is done before the next node's starts.
+    let seq: Vec<(String, String)> = calls
+        .iter()
+        .filter(|c| c.result == "ok")
+        .map(|c| {
+            let what = match c.short() {
+                "ApplyConfiguration" => format!("apply {}", c.detail["mode"].as_str().unwrap()),
+                other => other.to_string(),
+            };
+            (c.node.clone(), what)
+        })
+        .collect();
+    let mut expected = Vec::new();
+    let mut order: Vec<String> = Vec::new();
+    for (node, _) in &seq {
+        if !order.contains(node) {
+            order.push(node.clone());
+        }
+    }
+    for node in &order {
+        expected.push((node.clone(), "apply NO_REBOOT".to_string()));
+        expected.push((node.clone(), "Reboot".to_string()));
+    }
+    assert_eq!(seq, expected, "{calls:#?}");
+    assert_eq!(
+        order.iter().cloned().collect::<BTreeSet<_>>(),
+        set(&["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"]),
+        "every node"
+    );
+    assert!(
+        !calls.iter().any(|c| c.detail["mode"] == "REBOOT"),
+        "{calls:#?}"
+    );
+    assert!(worst.len() <= 1, "two nodes down at once: {worst:?}");
+    assert_eq!(
+        lab.etcd_members(&lab.ip("10.1")),
+        members(&["cp-1", "cp-2", "cp-3"])
+    );
+    // Nothing is owed: the next run changes nothing.
+    let mark = lab.mark();
+    lab.converge();
+    assert!(lab.mutating_since(mark).is_empty());
+}

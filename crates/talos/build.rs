@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/machine/machine.proto",
         "proto/machine/lifecycle.proto",
         "proto/machine/image.proto",
+        "proto/storage/storage.proto",
     ];
     for p in protos.iter().chain(&["proto/common/common.proto"]) {
         println!("cargo:rerun-if-changed={p}");

@@ -69,6 +69,17 @@ impl Lab {
 
     /// `start` with extra `lab up` arguments.
     pub fn start_with(k: u8, extra: &[&str], prepare: impl FnOnce(&Path)) -> Lab {
+        Self::start_full(k, extra, |_| {}, prepare)
+    }
+
+    /// `start_with`, with `before` applied to the repo before the lab starts (the lab's
+    /// machines come from the repo: its Talos version, for one).
+    pub fn start_full(
+        k: u8,
+        extra: &[&str],
+        before: impl FnOnce(&Lab),
+        prepare: impl FnOnce(&Path),
+    ) -> Lab {
         let tmp = tempfile::tempdir().unwrap();
         let repo = tmp.path().join("repo");
         copy_dir(&example(), &repo);
@@ -80,6 +91,7 @@ impl Lab {
             k,
         };
         lab.edit("cluster.yaml", "stabilization: 30s", "stabilization: 0s");
+        before(&lab);
         // The lab has a machine for every node of the example; `prepare` may then take nodes
         // out of Git (their machines wait in maintenance mode, as spare hardware does).
         // A killed test run takes its lab with it.
@@ -277,6 +289,15 @@ impl Lab {
 
     pub fn full_cluster(k: u8) -> Lab {
         let lab = Lab::start(k, |_| {});
+        lab.bootstrap();
+        lab.converge();
+        lab
+    }
+
+    /// `full_cluster`, with `before` applied to the repo before the lab starts (the machines'
+    /// Talos version comes from it).
+    pub fn full_cluster_before(k: u8, before: impl FnOnce(&Lab)) -> Lab {
+        let lab = Lab::start_full(k, &[], before, |_| {});
         lab.bootstrap();
         lab.converge();
         lab

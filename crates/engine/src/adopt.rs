@@ -49,6 +49,7 @@ pub async fn adopt(
                     address: o.address.clone(),
                     config: d.config.clone(),
                     member_id: None,
+                    reboot_pending: false,
                 });
                 adopted += 1;
             }

@@ -217,6 +217,7 @@ async fn record(store: &impl StateStore, d: &vixen_plan::DesiredNode) {
             address: d.address().to_string(),
             config: d.config.clone(),
             member_id: None,
+            reboot_pending: false,
         });
         if let Err(e) = store.save(&state).await {
             tracing::warn!(error = %e, "could not record the bootstrapped node");

@@ -339,6 +339,7 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
                 mode,
                 address,
                 maintenance,
+                ..
             } => {
                 let config = self.configs.get(&step.node).ok_or_else(|| {
                     StepError::Interlock(format!("no rendered config for {}", step.node))
@@ -613,7 +614,11 @@ async fn journal(
 /// Updates the inventory after a finished step.
 fn record(inventory: &mut Inventory, step: &Step, desired: &Desired) {
     match &step.action {
-        Action::ApplyConfig { maintenance, .. } => {
+        Action::ApplyConfig {
+            maintenance,
+            reboot_after,
+            ..
+        } => {
             if let Some(d) = desired.nodes.iter().find(|n| n.name == step.node) {
                 // The member ID stays with the machine across a rename and a re-address; a
                 // node installed from maintenance mode joins etcd as a new member.
@@ -635,6 +640,8 @@ fn record(inventory: &mut Inventory, step: &Step, desired: &Desired) {
                     address: d.address().to_string(),
                     config: d.config.clone(),
                     member_id,
+                    // Applied live on Talos 1.14+: owed a reboot until vixen's Reboot step.
+                    reboot_pending: *reboot_after,
                 };
                 match inventory.nodes.iter_mut().find(|i| i.name == d.name) {
                     Some(i) => *i = entry,
@@ -645,6 +652,12 @@ fn record(inventory: &mut Inventory, step: &Step, desired: &Desired) {
         // Only a node seen back in maintenance mode leaves the inventory: a node whose member
         // was removed while it was unreachable is remembered, and reset when it returns.
         Action::WaitMaintenance { .. } => inventory.nodes.retain(|i| i.name != step.node),
+        // The node boots the config it was given: no reboot is owed any more.
+        Action::Reboot | Action::Upgrade { .. } => {
+            if let Some(i) = inventory.nodes.iter_mut().find(|i| i.name == step.node) {
+                i.reboot_pending = false;
+            }
+        }
         _ => {}
     }
 }

@@ -1,7 +1,8 @@
 //! In-memory fakes of the ports: a small cluster of Talos nodes with an etcd member list, and a
 //! journal in memory. They are as strict as the engine needs to test its rules: a rebooting
 //! node does not answer for a few looks, a lifecycle upgrade refuses an image that was not
-//! pulled, a member whose etcd is down does not answer its status, and every call is recorded.
+//! pulled, a member whose etcd is down does not answer its status, Talos 1.14+ refuses a
+//! REBOOT-mode apply and never reboots on one, and every call is recorded.
 //!
 //! Not a simulator of Talos (that is the lab, with real etcd): a table to drive the executor
 //! in milliseconds.
@@ -60,8 +61,11 @@ pub struct FakeNode {
     pub next_version: Option<String>,
     /// Images in its containerd store.
     pub pulled: BTreeSet<String>,
-    /// The config it runs.
+    /// The config it was given (persisted; what it boots next).
     pub config: Option<String>,
+    /// The config it booted with (a config applied live on 1.14+ that needs a reboot is
+    /// effective only once the node boots it).
+    pub booted_config: Option<String>,
     /// Boots so far (its boot ID is `boot-N`).
     pub boots: u32,
     /// The address it answers at once its next live config is applied (a re-address).
@@ -115,6 +119,12 @@ fn rpc(method: &'static str, code: tonic::Code, message: &str) -> vixen_talos::E
     }
 }
 
+/// Talos 1.14+ on a configured node (v1.14 `v1alpha1_server.go` ApplyConfiguration): REBOOT is
+/// refused, AUTO means NO_REBOOT, and no apply reboots.
+fn apply_never_reboots(tag: &str) -> bool {
+    vixen_talos::TalosVersion::parse(tag).is_some_and(|v| (v.major, v.minor) >= (1, 14))
+}
+
 fn tag_of(image: &str) -> String {
     image.rsplit_once(':').map_or(image, |(_, t)| t).to_string()
 }
@@ -158,6 +168,7 @@ impl FakeCluster {
                 next_version: None,
                 pulled: BTreeSet::new(),
                 config: Some(String::new()),
+                booted_config: Some(String::new()),
                 boots: 1,
                 moves_to: None,
             });
@@ -386,6 +397,7 @@ impl NodeApi for FakeCluster {
                     .find(|n| n.mode == Mode::Maintenance && n.maintenance_address == at)
                     .ok_or_else(|| unavailable("apply"))?;
                 n.mode = Mode::Configured;
+                n.booted_config = Some(text.clone());
                 n.config = Some(text);
                 n.down_for = looks;
                 n.boots += 1;
@@ -401,8 +413,21 @@ impl NodeApi for FakeCluster {
                 })
             });
         }
+        // v1.14 refuses REBOOT before it looks at dry_run.
+        let refuse_reboot = |n: &FakeNode| {
+            (mode == ApplyMode::Reboot && apply_never_reboots(&n.version)).then(|| {
+                rpc(
+                    "apply",
+                    tonic::Code::Unimplemented,
+                    "the REBOOT mode is not supported, please use AUTO or NO_REBOOT modes instead",
+                )
+            })
+        };
         if dry_run {
             return self.node(at, "apply_dry_run", |n, _| {
+                if let Some(e) = refuse_reboot(n) {
+                    return Err(e);
+                }
                 let details = if n.config.as_deref() == Some(text.as_str()) {
                     "No changes."
                 } else {
@@ -417,6 +442,13 @@ impl NodeApi for FakeCluster {
         }
         let looks = self.with(|w| w.reboot_looks);
         self.mutate(at, "apply", |n, _| {
+            if let Some(e) = refuse_reboot(n) {
+                return Err(e);
+            }
+            let mode = match mode {
+                ApplyMode::Auto if apply_never_reboots(&n.version) => ApplyMode::NoReboot,
+                m => m,
+            };
             n.config = Some(text);
             if let Some(to) = n.moves_to.take() {
                 n.address = to;
@@ -424,6 +456,7 @@ impl NodeApi for FakeCluster {
             if mode == ApplyMode::Reboot {
                 n.down_for = looks;
                 n.boots += 1;
+                n.booted_config = n.config.clone();
             }
             Ok(ApplyOutcome {
                 mode: Some(mode),
@@ -439,6 +472,7 @@ impl NodeApi for FakeCluster {
             n.version = tag_of(image);
             n.down_for = looks;
             n.boots += 1;
+            n.booted_config = n.config.clone();
             Ok(())
         })
     }
@@ -472,6 +506,7 @@ impl NodeApi for FakeCluster {
             }
             n.down_for = looks;
             n.boots += 1;
+            n.booted_config = n.config.clone();
             Ok(())
         })
     }
@@ -483,6 +518,7 @@ impl NodeApi for FakeCluster {
             }
             n.mode = Mode::Maintenance;
             n.config = None;
+            n.booted_config = None;
             Ok(())
         })
     }

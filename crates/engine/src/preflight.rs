@@ -19,6 +19,7 @@ pub async fn preflight(talos: &impl NodeApi, plan: &Plan, configs: &Configs) -> 
             mode,
             address,
             maintenance,
+            ..
         } = &step.action
         else {
             continue;

@@ -73,6 +73,7 @@ fn store_of(c: &FakeCluster, d: &Desired) -> MemoryStore {
                         .find(|f| f.name == n.name)
                         .and_then(|f| f.member)
                 }),
+                reboot_pending: false,
             })
             .collect(),
         kubernetes_version: None,
@@ -525,4 +526,132 @@ async fn the_reboot_gate_proves_the_reboot_by_the_boot_id_across_a_crash() {
     assert!(outcome.converged(), "{outcome:?}");
     assert_eq!(c.calls_to("cp-1"), ["apply"], "not sent again");
     assert!(store.state.lock().unwrap().run.is_none());
+}
+
+/// The configs each node booted with.
+fn booted(c: &FakeCluster) -> Vec<(String, Option<String>)> {
+    c.with(|w| {
+        w.nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.booted_config.clone()))
+            .collect()
+    })
+}
+
+/// Fault covered: Talos 1.14 answers a REBOOT-mode apply with Unimplemented and never reboots
+/// on AUTO (v1.14 `v1alpha1_server.go` ApplyConfiguration; the fake does the same), so a
+/// reboot-needing change sent as before would stop at the first node, or be applied and never
+/// take effect. Each node gets NO_REBOOT and then vixen's own reboot, one node at a time, and
+/// boots the new config.
+#[tokio::test]
+async fn talos_1_14_reboot_needing_change_is_applied_live_then_rebooted_node_by_node() {
+    let c = FakeCluster::new(3, 1, "v1.14.0");
+    let (old, _) = desired(&c, "v1.14.0", "", "machine.env");
+    let store = store_of(&old);
+    let (d, configs) = desired(&c, "v1.14.0", "env TZ", "machine.env");
+    let outcome = reconcile(&c, &store, &d, &configs).await;
+    assert!(outcome.converged(), "{outcome:?}");
+    for n in ["cp-1", "cp-2", "cp-3", "worker-1"] {
+        assert_eq!(c.calls_to(n), ["apply", "reboot"], "{n}");
+    }
+    // One node at a time: its apply and reboot before the next node's apply.
+    let order: Vec<String> = c.with(|w| {
+        w.calls
+            .iter()
+            .map(|call| format!("{} {}", call.address, call.method))
+            .collect()
+    });
+    assert_eq!(
+        order,
+        [
+            "10.0.0.1 apply",
+            "10.0.0.1 reboot",
+            "10.0.0.2 apply",
+            "10.0.0.2 reboot",
+            "10.0.0.3 apply",
+            "10.0.0.3 reboot",
+            "10.0.0.4 apply",
+            "10.0.0.4 reboot"
+        ]
+    );
+    assert!(
+        booted(&c)
+            .iter()
+            .all(|(_, b)| b.as_deref() == Some("env TZ")),
+        "every node booted its new config: {:?}",
+        booted(&c)
+    );
+    assert!(
+        store
+            .state
+            .lock()
+            .unwrap()
+            .inventory
+            .nodes
+            .iter()
+            .all(|n| !n.reboot_pending)
+    );
+
+    // cp-2 powered off: the same change on 1.14 touches no node (the etcd check comes first).
+    let c = FakeCluster::new(3, 0, "v1.14.0");
+    let (old, _) = desired(&c, "v1.14.0", "", "machine.env");
+    let store = store_of(&old);
+    c.with(|w| w.nodes[1].mode = Mode::Off);
+    let outcome = reconcile(&c, &store, &d_for(&c, "env TZ"), &configs_for(&c, "env TZ")).await;
+    let why = waiting_reason(&outcome);
+    assert!(why.contains("would leave 1 of 3 voters"), "{why}");
+    assert!(
+        c.with(|w| w.calls.is_empty()),
+        "{:?}",
+        c.with(|w| w.calls.clone())
+    );
+}
+
+fn d_for(c: &FakeCluster, whole: &str) -> Desired {
+    desired(c, "v1.14.0", whole, "machine.env").0
+}
+
+fn configs_for(c: &FakeCluster, whole: &str) -> Configs {
+    desired(c, "v1.14.0", whole, "machine.env").1
+}
+
+/// Fault covered: the agent dies after a 1.14 node took its config live and before vixen
+/// rebooted it, and Git moves on before the next run (the journaled plan is dropped). The
+/// inventory owes the node its reboot: the next run reboots it once, without applying again,
+/// and it boots the config.
+#[tokio::test]
+async fn a_crash_between_the_1_14_apply_and_its_reboot_still_reboots_the_node() {
+    let c = FakeCluster::new(1, 0, "v1.14.0");
+    let (old, _) = desired(&c, "v1.14.0", "", "machine.env");
+    let store = store_of(&old);
+    let (d, configs) = desired(&c, "v1.14.0", "env TZ", "machine.env");
+    // plan saved (1), apply in flight (2), apply done (3): the 4th save (the reboot about to
+    // be sent) is the agent dying.
+    *store.fail_after.lock().unwrap() = Some(3);
+    let engine = Engine {
+        talos: &c,
+        kube: &c,
+        store: &store,
+        timeouts: timeouts(),
+        progress: &Quiet,
+    };
+    assert!(
+        engine.reconcile(&d, &configs).await.is_err(),
+        "the agent died"
+    );
+    assert_eq!(c.calls_to("cp-1"), ["apply"]);
+    assert_eq!(booted(&c)[0].1.as_deref(), Some(""), "not rebooted yet");
+    *store.fail_after.lock().unwrap() = None;
+
+    // Git moves on (another stabilization wait): a new revision, the journaled plan is dropped.
+    let mut d2 = d.clone();
+    d2.stabilization = Duration::from_millis(1);
+    let outcome = reconcile(&c, &store, &d2, &configs).await;
+    assert!(outcome.converged(), "{outcome:?}");
+    assert_eq!(c.calls_to("cp-1"), ["apply", "reboot"]);
+    assert_eq!(booted(&c)[0].1.as_deref(), Some("env TZ"));
+    // And nothing more is owed.
+    let outcome = reconcile(&c, &store, &d2, &configs).await;
+    assert!(outcome.converged(), "{outcome:?}");
+    assert_eq!(c.calls_to("cp-1"), ["apply", "reboot"]);
 }

@@ -14,15 +14,17 @@ use crate::versions::Talos;
 /// How maintenance mode answers a method.
 ///
 /// Up to 1.12 a separate maintenance server answers (`internal/app/maintenance/server.go`): it
-/// implements ApplyConfiguration for anyone; Version, Upgrade and Reset only for admins (over
+/// implements ApplyConfiguration (and StorageService.Disks, its `storaged.Server`) for anyone;
+/// Version, Upgrade and Reset only for admins (over
 /// SideroLink), everyone else gets `Unimplemented "API is not implemented in maintenance mode"`
 /// (`assertAdminRole`); every other method is the generated `UnimplementedMachineServiceServer`
 /// (`method X not implemented`). From 1.13 apid serves maintenance mode: anonymous clients are
-/// `os:reader` plus ApplyConfiguration.
+/// `os:reader` plus ApplyConfiguration (the lab serves them Version, ServiceList, Events and
+/// Disks).
 pub(crate) fn maintenance_refusal(method: &str, apid: bool) -> Option<Status> {
     let name = method.rsplit('/').next().unwrap_or(method);
     match (name, apid) {
-        ("ApplyConfiguration", _) | ("Version" | "ServiceList" | "Events", true) => None,
+        ("ApplyConfiguration" | "Disks", _) | ("Version" | "ServiceList" | "Events", true) => None,
         ("EtcdMemberList" | "EtcdStatus", true) => Some(Status::failed_precondition(
             "etcd is not running in maintenance mode",
         )),

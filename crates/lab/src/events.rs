@@ -4,6 +4,11 @@
 //! each wrapped in an `Any` whose type URL is `talos/runtime/<full message name>`
 //! (`pkg/machinery/client/events.go`), with the actor ID of the API call that caused it.
 //!
+//! Every stream starts with an empty "hello" event (an `Any` with no type URL, the request's
+//! actor ID), which tells the client the watch is established (v1.11/v1.13 `v1alpha1_server.go`
+//! Events, `sendEmptyEvent`); pkg/machinery's `EventsWatchV2` reads and drops it before it
+//! returns, so a server without it makes the client swallow the first real event or hang.
+//!
 //! What the lab emits: on boot `MachineStatusEvent` BOOTING, the `boot` sequence, then RUNNING
 //! ready (configured) or MAINTENANCE; on a reboot, upgrade or reset the sequence START with the
 //! caller's actor ID, the `stopAllServices` task (what `talosctl reset --wait` waits for) and
@@ -89,6 +94,21 @@ impl EventLog {
         };
         g.1.push(ev.clone());
         let _ = self.live.send(ev);
+    }
+
+    /// The empty event a stream starts with (see the module docs).
+    pub(crate) fn hello(&self, actor_id: &str) -> pb::Event {
+        let mut g = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 += 1;
+        pb::Event {
+            metadata: None,
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: Vec::new(),
+            }),
+            id: format!("{:020}", g.0),
+            actor_id: actor_id.to_string(),
+        }
     }
 
     /// The history a request asks for (`tail_events`: -1 all, n the last n; 0 none) and a

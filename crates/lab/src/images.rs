@@ -3,6 +3,10 @@
 //!
 //! - A lab rule stands in for DNS: a registry host ending in `.invalid` (RFC 2606) does not
 //!   resolve, and a pull fails as containerd fails on an unknown host.
+//! - From Talos 1.14 `ghcr.io/siderolabs/installer` is no longer published with releases (the
+//!   Image Factory's installer replaces it: v1.14 `hack/release.toml`, "Default Installer
+//!   Image"), so `ghcr.io/siderolabs/installer:v1.14.x` and later are not found, as containerd
+//!   reports a tag the registry does not have.
 //! - `ImageService.Pull` (v1.13 `internal/app/images/images.go`) answers `NotFound "error pulling
 //!   image: ..."` when the pull fails, and streams the pulled name with its digest when done.
 //! - `LifecycleService.Upgrade` (v1.13 `internal/app/lifecycle/lifecycle.go`, `container.go`)
@@ -28,6 +32,12 @@ pub(crate) fn resolve(image: &str) -> Result<(), String> {
     if image.is_empty() {
         return Err("image reference is empty".into());
     }
+    if unpublished(image) {
+        return Err(format!(
+            "failed to pull image {image:?}: failed to resolve reference {image:?}: {image}: not \
+             found"
+        ));
+    }
     if host.ends_with(".invalid") {
         return Err(format!(
             "failed to pull image {image:?}: failed to resolve reference {image:?}: failed to do \
@@ -35,6 +45,15 @@ pub(crate) fn resolve(image: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `ghcr.io/siderolabs/installer` with a tag of Talos 1.14 or later (see the module docs).
+fn unpublished(image: &str) -> bool {
+    let Some((name, tag)) = image.rsplit_once(':') else {
+        return false;
+    };
+    name == "ghcr.io/siderolabs/installer"
+        && vixen_talos::TalosVersion::parse(tag).is_some_and(|v| (v.major, v.minor) >= (1, 14))
 }
 
 /// A stable fake digest for a reference (the same name always "pulls" the same content).
@@ -68,6 +87,12 @@ mod tests {
         assert_eq!(registry("busybox:1"), "docker.io");
         assert_eq!(registry("reg.invalid:5000/x:v1"), "reg.invalid");
         assert!(resolve("ghcr.io/siderolabs/installer:v1.13.0").is_ok());
+        let e = resolve("ghcr.io/siderolabs/installer:v1.14.0").unwrap_err();
+        assert!(
+            e.ends_with("ghcr.io/siderolabs/installer:v1.14.0: not found"),
+            "{e}"
+        );
+        assert!(resolve("factory.talos.dev/installer/abc:v1.14.0").is_ok());
         let e = resolve("reg.invalid/installer:v1.13.0").unwrap_err();
         assert!(e.contains("lookup reg.invalid: no such host"), "{e}");
         assert!(pulled_name("ghcr.io/a/b:v1").starts_with("ghcr.io/a/b@sha256:"));

@@ -85,6 +85,9 @@ pub(crate) struct State {
     pub booted_at: std::time::SystemTime,
     /// When the node last entered configured mode (Bootstrap's "not available yet" window).
     pub configured_at: Option<std::time::Instant>,
+    /// Talos is installed on the system disk (a maintenance apply installs it; a reset that
+    /// wipes the whole disk removes it, and the machine boots its install media).
+    pub installed: bool,
     pub faults: Faults,
 }
 
@@ -119,6 +122,7 @@ impl Node {
             boot_id: new_uuid(),
             booted_at: std::time::SystemTime::now(),
             configured_at: None,
+            installed: false,
             faults: Faults::default(),
         };
         Self {

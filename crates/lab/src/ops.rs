@@ -78,6 +78,7 @@ impl Node {
             st.staged = None;
             st.pending_version = Some(version);
             st.apply_gen += 1;
+            st.installed = true;
         }
         self.reboot_later();
         Ok(Applied {

@@ -123,6 +123,7 @@ impl Node {
                 if wipe.whole_disk {
                     st.version.clone_from(&node.spec.talos_version);
                     st.pending_version = None;
+                    st.installed = false;
                 }
                 !wipe.whole_disk || !st.faults.boot_media_removed
             };

@@ -1,6 +1,7 @@
-//! The node's apid stand-in: MachineService (and LifecycleService on 1.13+) over the node's TLS,
-//! with Talos' role checks, maintenance-mode refusals, `node`-key proxying to another lab node,
-//! and one `calls.jsonl` record per RPC received.
+//! The node's apid stand-in: MachineService and StorageService (and LifecycleService and
+//! ImageService on 1.13+) over the node's TLS, with Talos' role checks, maintenance-mode
+//! refusals, `node`-key proxying to another lab node, and one `calls.jsonl` record per RPC
+//! received.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +21,7 @@ use vixen_talos::api::machine as pb;
 use vixen_talos::api::machine::image_service_server::ImageServiceServer;
 use vixen_talos::api::machine::lifecycle_service_server::LifecycleServiceServer;
 use vixen_talos::api::machine::machine_service_server::{MachineService, MachineServiceServer};
+use vixen_talos::api::storage::storage_service_server::StorageServiceServer;
 
 use crate::apid::{maintenance_refusal, meta, storage_version};
 use crate::node::{Mode, Node, new_uuid};
@@ -52,6 +54,7 @@ pub(crate) fn spawn(
     };
     let router = Server::builder()
         .add_service(MachineServiceServer::new(api.clone()))
+        .add_service(StorageServiceServer::new(api.clone()))
         .add_optional_service(lifecycle.then(|| LifecycleServiceServer::new(api.clone())))
         .add_optional_service(images.then(|| ImageServiceServer::new(api)));
     tokio::spawn(async move {
@@ -412,7 +415,14 @@ impl MachineService for NodeApi {
                 peer.as_ref(),
                 detail,
                 READER,
-                |n| async move { Ok(n.events.subscribe(&r)) },
+                |n| async move {
+                    let hello = n.events.hello(&r.with_actor_id);
+                    let (history, rx) = n.events.subscribe(&r);
+                    Ok((
+                        std::iter::once(hello).chain(history).collect::<Vec<_>>(),
+                        rx,
+                    ))
+                },
             )
             .await?;
         let m = meta(&t, p);

@@ -186,6 +186,10 @@ async fn reboot_changes_the_boot_id_and_events_tell_who_did_it() {
         .await
         .unwrap()
         .into_inner();
+    // The hello event first (no type URL: `sendEmptyEvent` in v1alpha1_server.go), then the
+    // boot's history.
+    let hello = stream.message().await.unwrap().unwrap();
+    assert_eq!(kind(&hello), "");
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(kind(&first), "machine.MachineStatusEvent");
     let reply = raw(&cp)

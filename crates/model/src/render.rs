@@ -103,12 +103,24 @@ impl MachineConfig {
     }
 }
 
-/// The installer image for the repo's Talos version.
+/// The Image Factory's schematic without customizations (talosctl's
+/// `ImageFactoryEmptySchematicID`, `cmd/talosctl/cmd/constants/constants.go`).
+pub const EMPTY_SCHEMATIC: &str =
+    "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
+
+/// The installer image for the repo's Talos version. Without `installer` or `schematic`:
+/// `ghcr.io/siderolabs/installer` up to Talos 1.13, and from 1.14, which no longer publishes
+/// that image (v1.14 `hack/release.toml`, "Default Installer Image"), the Image Factory's
+/// installer of the empty schematic.
 pub fn installer_image(repo: &Repo, talos_version: &str) -> String {
     let talos = &repo.cluster.value.talos;
+    let from_1_14 = talos_version
+        .parse::<crate::version::Version>()
+        .is_ok_and(|v| v.minor_pair() >= (1, 14));
     let base = match (&talos.schematic, &talos.installer) {
         (Some(schematic), _) => format!("factory.talos.dev/installer/{schematic}"),
         (None, Some(installer)) => installer.clone(),
+        (None, None) if from_1_14 => format!("factory.talos.dev/installer/{EMPTY_SCHEMATIC}"),
         (None, None) => "ghcr.io/siderolabs/installer".to_string(),
     };
     let tag = if talos_version.starts_with('v') {

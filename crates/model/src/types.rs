@@ -143,7 +143,8 @@ impl<'de> Deserialize<'de> for SecretsRef {
 pub struct TalosSpec {
     /// Talos version, e.g. `v1.11.6`.
     pub version: String,
-    /// Installer image repository without tag (default `ghcr.io/siderolabs/installer`).
+    /// Installer image repository without tag (default `ghcr.io/siderolabs/installer`, from Talos
+    /// 1.14 the Image Factory's installer of the empty schematic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installer: Option<String>,
     /// Image Factory schematic ID (64 hex characters); the installer becomes

@@ -70,6 +70,7 @@ fn main() {
             address: node.management_addresses[0].clone(),
             config: digest(&name),
             member_id: None,
+            reboot_pending: false,
         });
         if role == Role::Controlplane {
             observed.etcd.as_mut().unwrap().members.push(Member {

@@ -19,6 +19,10 @@ pub enum Action {
         address: String,
         /// The node is in maintenance mode (insecure TLS, no client cert).
         maintenance: bool,
+        /// The change takes effect only at the next boot, and a [`Action::Reboot`] step of this
+        /// plan follows (Talos 1.14+ applies every config live and never reboots on apply).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reboot_after: bool,
     },
     /// Wait until the node answers configured at `address`, healthy, at `version`.
     WaitReady {
@@ -337,14 +341,20 @@ impl Action {
                 mode,
                 address,
                 maintenance,
+                reboot_after,
             } => format!(
-                "apply config ({}) at {address}{}",
+                "apply config ({}) at {address}{}{}",
                 match mode {
                     ApplyMode::NoReboot => "no-reboot",
                     ApplyMode::Reboot => "reboot",
                     ApplyMode::Auto => "auto",
                 },
-                if *maintenance { " [maintenance]" } else { "" }
+                if *maintenance { " [maintenance]" } else { "" },
+                if *reboot_after {
+                    ", effective after the reboot that follows"
+                } else {
+                    ""
+                }
             ),
             Action::WaitReady { address, version } => match version {
                 Some(v) => format!("wait ready at {address} on {v}"),

@@ -11,6 +11,7 @@
 //! upgrades   control planes (leader last, after forfeiting), then workers; each gated on
 //!            version, health and etcd, then the stabilization wait
 //! configs    changed configs: live ones with NO_REBOOT, others one node at a time with a reboot
+//!            (Talos 1.14+ never reboots on apply: NO_REBOOT, then vixen's own Reboot step)
 //! ```
 //!
 //! When the Kubernetes API answers, every disruption is wrapped as `kubectl` users expect: the
@@ -72,6 +73,15 @@ pub fn needs_reboot(old: &ConfigDigest, new: &ConfigDigest) -> bool {
     changed_sections(old, new)
         .iter()
         .any(|s| !LIVE_SECTIONS.contains(&s.as_str()))
+}
+
+/// Talos 1.14+ never reboots on ApplyConfiguration: a REBOOT-mode apply on a configured node is
+/// `Unimplemented "the REBOOT mode is not supported"`, and AUTO always means NO_REBOOT, which
+/// persists the config and applies what can be applied live (v1.14
+/// `internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go`, ApplyConfiguration).
+/// A change that needs a reboot is then applied with NO_REBOOT and vixen reboots the node.
+pub fn apply_never_reboots(talos: Option<Version>) -> bool {
+    talos.is_some_and(|v| v.minor_pair() >= (1, 14))
 }
 
 fn step(node: &str, action: Action, reason: impl Into<String>, risk: Risk) -> Step {
@@ -391,17 +401,26 @@ pub fn plan(
     let mut moved_first: BTreeSet<&str> = BTreeSet::new();
     for m in &upgrades {
         if changed(m) && m.observed.is_some_and(|o| o.address != m.desired.address()) {
-            change_config(&mut plan, m, desired, members.len(), kube);
+            let talos = m.observed.and_then(|o| o.talos_version);
+            change_config(&mut plan, m, desired, members.len(), kube, talos);
             moved_first.insert(m.desired.name.as_str());
         }
         upgrade_node(&mut plan, m, desired, &etcd, members.len(), kube);
     }
 
-    // --- config changes on configured nodes; control planes first.
+    // --- config changes on configured nodes, and reboots still owed for a config applied live on
+    // Talos 1.14+ (an upgrade planned above reboots the node anyway); control planes first.
+    let upgraded: BTreeSet<&str> = upgrades.iter().map(|m| m.desired.name.as_str()).collect();
     let mut changes: Vec<&Match<'_>> = matches
         .iter()
         .filter(|m| m.state() == NodeState::Configured && !added.contains(m.desired.name.as_str()))
-        .filter(|m| changed(m) && !moved_first.contains(m.desired.name.as_str()))
+        .filter(|m| !moved_first.contains(m.desired.name.as_str()))
+        .filter(|m| {
+            m.prior.is_none_or(|p| {
+                p.config.whole != m.desired.config.whole
+                    || (p.reboot_pending && !upgraded.contains(m.desired.name.as_str()))
+            })
+        })
         .collect();
     changes.sort_by_key(|m| {
         (
@@ -410,7 +429,13 @@ pub fn plan(
         )
     });
     for m in &changes {
-        change_config(&mut plan, m, desired, members.len(), kube);
+        // The version the node runs when its change is applied: an upgrade comes first.
+        let talos = if upgraded.contains(m.desired.name.as_str()) {
+            Some(desired.talos_version)
+        } else {
+            m.observed.and_then(|o| o.talos_version)
+        };
+        change_config(&mut plan, m, desired, members.len(), kube, talos);
         kubelet_gate(&mut plan, m, desired, kube);
     }
     // "Converged" means the Nodes report the Kubernetes version: a node whose config is applied
@@ -703,6 +728,7 @@ fn add_node(
             mode: ApplyMode::Auto,
             address: at,
             maintenance: true,
+            reboot_after: false,
         },
         format!("new {} in maintenance mode", d.role),
         REBOOT,
@@ -854,14 +880,21 @@ fn change_config(
     desired: &Desired,
     members: usize,
     kube: Option<&KubeView>,
+    talos: Option<Version>,
 ) {
     let d = m.desired;
     let at = m
         .observed
         .map_or_else(|| d.address().to_string(), |o| o.address.clone());
+    let changed = m.prior.is_none_or(|p| p.config.whole != d.config.whole);
+    let owed = m.prior.is_some_and(|p| p.reboot_pending);
     let (reboot, what) = match m.prior {
+        Some(_) if !changed => (
+            true,
+            "applied live before; it takes effect at the next boot".to_string(),
+        ),
         Some(p) => (
-            needs_reboot(&p.config, &d.config),
+            needs_reboot(&p.config, &d.config) || owed,
             changed_sections(&p.config, &d.config).join(", "),
         ),
         // Nothing recorded (vixen's state was lost): let Talos decide, treated as disruptive.
@@ -871,7 +904,12 @@ fn change_config(
         ),
     };
     let moved = at != d.address();
-    let mode = if m.prior.is_none() {
+    // Talos 1.14+: the config goes in live and vixen reboots the node itself (so it does for a
+    // reboot still owed when nothing is left to apply).
+    let own_reboot = reboot && (apply_never_reboots(talos) || !changed);
+    let mode = if own_reboot {
+        ApplyMode::NoReboot
+    } else if m.prior.is_none() {
         ApplyMode::Auto
     } else if reboot {
         ApplyMode::Reboot
@@ -903,16 +941,46 @@ fn change_config(
             "the new config reboots it",
         );
     }
-    plan.steps.push(step(
-        &d.name,
-        Action::ApplyConfig {
-            mode,
-            address: at,
-            maintenance: false,
-        },
-        reason,
-        if reboot { REBOOT } else { NONE },
-    ));
+    if changed {
+        plan.steps.push(step(
+            &d.name,
+            Action::ApplyConfig {
+                mode,
+                address: at,
+                maintenance: false,
+                reboot_after: own_reboot,
+            },
+            reason,
+            if reboot && !own_reboot { REBOOT } else { NONE },
+        ));
+    }
+    if own_reboot {
+        if moved {
+            plan.steps.push(step(
+                &d.name,
+                Action::WaitReady {
+                    address: d.address().to_string(),
+                    version: None,
+                },
+                "follow the node to its new address before rebooting it",
+                NONE,
+            ));
+        }
+        plan.steps.push(step(
+            &d.name,
+            Action::Reboot,
+            if changed {
+                format!(
+                    "config changed ({what}): Talos {} applies it without a reboot, the change \
+                     takes effect at the next boot",
+                    talos.map_or_else(String::new, |v| format!("v{v}"))
+                )
+            } else {
+                format!("the config was {what}")
+            },
+            REBOOT,
+        ));
+    }
     if reboot || moved {
         plan.steps.push(step(
             &d.name,

@@ -235,6 +235,11 @@ pub struct InventoryNode {
     /// across renames and re-addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_id: Option<u64>,
+    /// The config was applied live on a Talos that no longer reboots on apply (1.14+), the
+    /// change takes effect at the next boot, and vixen has not rebooted the node since: the
+    /// next plan reboots it (behind the same gates) even when Git has changed meanwhile.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reboot_pending: bool,
 }
 
 /// What vixen applied before (kept in the journal).

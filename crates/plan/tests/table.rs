@@ -123,6 +123,7 @@ fn add(
             address: node.management_addresses[0].clone(),
             config,
             member_id: (role == Role::Controlplane).then_some(n as u64),
+            reboot_pending: false,
         });
         if role == Role::Controlplane {
             observed.etcd.as_mut().unwrap().members.push(Member {
@@ -559,6 +560,7 @@ fn action_classes_say_what_a_crash_may_repeat() {
         mode,
         address: "a".into(),
         maintenance,
+        reboot_after: false,
     };
     let cases: Vec<(Action, bool, bool, Disruption)> = vec![
         (apply(ApplyMode::Auto, true), true, true, Disruption::None),
@@ -1166,4 +1168,204 @@ fn a_kubelet_on_the_old_version_keeps_the_cluster_unconverged() {
     // An unknown kubelet version (a Node without node info) is not a reason to wait.
     w.kube_node("worker-1").kubelet_version = String::new();
     assert!(w.plan().unwrap().steps.is_empty());
+}
+
+// --- Talos 1.14: ApplyConfiguration never reboots (REBOOT is Unimplemented, AUTO means
+// NO_REBOOT: v1.14 internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go), so a
+// change that needs a reboot is applied live and vixen reboots the node itself.
+
+impl World {
+    /// Every node runs Talos v1.14.0, and Git wants it.
+    fn on_1_14(mut self) -> Self {
+        self.desired.talos_version = "v1.14.0".parse().unwrap();
+        self.desired.installer_image = "factory.talos.dev/installer/abc:v1.14.0".into();
+        for n in &mut self.observed.nodes {
+            n.talos_version = Some("v1.14.0".parse().unwrap());
+        }
+        self
+    }
+    /// `name`'s machine.files changes (a section Talos applies only at the next boot).
+    fn files_change(&mut self, name: &str) {
+        let mut sections = base_sections();
+        sections[4] = ("machine.files", "f2");
+        self.node(name).config = digest(&format!("{name}-files"), &sections);
+    }
+}
+
+/// Fault covered: a 1.14 node answers REBOOT with Unimplemented; a plan that sends it stops the
+/// rollout on the first node. Each node: the etcd check, NO_REBOOT, then vixen's own reboot and
+/// the same gates as a reboot, one node at a time.
+#[test]
+fn talos_1_14_reboot_needing_change_applies_live_then_reboots_one_node_at_a_time() {
+    let mut w = world(3, 1).on_1_14();
+    for n in ["cp-1", "cp-2", "worker-1"] {
+        w.files_change(n);
+    }
+    let plan = w.plan().unwrap();
+    assert_eq!(
+        summary(&plan),
+        s(&[
+            ("cp-1", "upgrade-safe"),
+            ("cp-1", "apply:NoReboot"),
+            ("cp-1", "reboot"),
+            ("cp-1", "ready"),
+            ("cp-1", "member"),
+            ("cp-1", "stabilize"),
+            ("cp-2", "upgrade-safe"),
+            ("cp-2", "apply:NoReboot"),
+            ("cp-2", "reboot"),
+            ("cp-2", "ready"),
+            ("cp-2", "member"),
+            ("cp-2", "stabilize"),
+            ("worker-1", "apply:NoReboot"),
+            ("worker-1", "reboot"),
+            ("worker-1", "ready"),
+            ("worker-1", "stabilize"),
+        ])
+    );
+    for st in &plan.steps {
+        match &st.action {
+            Action::ApplyConfig {
+                mode, reboot_after, ..
+            } => {
+                assert_eq!((*mode, *reboot_after), (ApplyMode::NoReboot, true), "{st}");
+                assert!(!st.risk.reboot, "the apply itself reboots nothing: {st}");
+            }
+            Action::Reboot => assert!(st.risk.reboot, "{st}"),
+            _ => {}
+        }
+    }
+}
+
+/// The same change on 1.13 still lets Talos reboot (REBOOT), with no Reboot step of vixen's.
+#[test]
+fn talos_1_13_reboot_needing_change_still_applies_with_reboot() {
+    let mut w = world(1, 0);
+    w.desired.talos_version = "v1.13.2".parse().unwrap();
+    w.observed("cp-1").talos_version = Some("v1.13.2".parse().unwrap());
+    w.files_change("cp-1");
+    let sum = summary(&w.plan().unwrap());
+    assert!(
+        sum.contains(&("cp-1".into(), "apply:Reboot".into())),
+        "{sum:?}"
+    );
+    assert!(!sum.iter().any(|(_, a)| a == "reboot"), "{sum:?}");
+}
+
+/// With Kubernetes: the Node is drained before the apply (what follows reboots it) and must be
+/// Ready again before it is uncordoned.
+#[test]
+fn talos_1_14_reboot_needing_change_drains_before_and_waits_ready_after() {
+    let mut w = world(1, 1).on_1_14().with_kubernetes();
+    w.files_change("worker-1");
+    assert_eq!(
+        summary(&w.plan().unwrap()),
+        s(&[
+            ("worker-1", "drain:worker-1"),
+            ("worker-1", "apply:NoReboot"),
+            ("worker-1", "reboot"),
+            ("worker-1", "ready"),
+            ("worker-1", "node-ready"),
+            ("worker-1", "uncordon:worker-1"),
+            ("worker-1", "stabilize"),
+        ])
+    );
+}
+
+/// A live change on 1.14 is one NO_REBOOT apply, with no reboot.
+#[test]
+fn talos_1_14_live_change_is_one_no_reboot_apply() {
+    let mut w = world(3, 1).on_1_14();
+    let mut sections = base_sections();
+    sections[2] = ("machine.kubelet", "k2");
+    w.node("worker-1").config = digest("w1-kubelet", &sections);
+    let plan = w.plan().unwrap();
+    assert_eq!(summary(&plan), s(&[("worker-1", "apply:NoReboot")]));
+    assert!(
+        matches!(
+            plan.steps[0].action,
+            Action::ApplyConfig {
+                reboot_after: false,
+                ..
+            }
+        ),
+        "{}",
+        plan.steps[0]
+    );
+}
+
+/// Fault covered: the agent died (or Git moved on) between the NO_REBOOT apply and its reboot.
+/// The inventory owes the reboot; the next plan reboots the node, behind the same gates, without
+/// applying again.
+#[test]
+fn reboot_owed_after_a_1_14_live_apply_is_planned_with_git_unchanged() {
+    let mut w = world(3, 0).on_1_14();
+    w.inventory
+        .nodes
+        .iter_mut()
+        .find(|n| n.name == "cp-2")
+        .unwrap()
+        .reboot_pending = true;
+    assert_eq!(
+        summary(&w.plan().unwrap()),
+        s(&[
+            ("cp-2", "upgrade-safe"),
+            ("cp-2", "reboot"),
+            ("cp-2", "ready"),
+            ("cp-2", "member"),
+            ("cp-2", "stabilize"),
+        ])
+    );
+    // An upgrade reboots it anyway: no second reboot is planned.
+    let mut w = world(1, 0);
+    w.observed("cp-1").talos_version = Some("v1.14.0".parse().unwrap());
+    w.desired.talos_version = "v1.14.1".parse().unwrap();
+    w.inventory.nodes[0].reboot_pending = true;
+    let sum = summary(&w.plan().unwrap());
+    assert_eq!(
+        sum.iter().filter(|(_, a)| a == "reboot").count(),
+        1,
+        "{sum:?}"
+    );
+}
+
+/// A 1.13 node upgraded to 1.14 in the same plan gets its reboot-needing change as a 1.14 node:
+/// the upgrade first, then NO_REBOOT and a reboot (REBOOT would be refused by then).
+#[test]
+fn upgrade_to_1_14_then_reboot_needing_change_uses_no_reboot() {
+    let mut w = world(1, 0);
+    w.observed("cp-1").talos_version = Some("v1.13.2".parse().unwrap());
+    w.desired.talos_version = "v1.14.0".parse().unwrap();
+    w.files_change("cp-1");
+    let sum = summary(&w.plan().unwrap());
+    let upgrade = sum
+        .iter()
+        .position(|(_, a)| a == "upgrade:lifecycle")
+        .unwrap();
+    let apply = sum
+        .iter()
+        .position(|(_, a)| a.starts_with("apply:"))
+        .unwrap();
+    assert!(upgrade < apply, "{sum:?}");
+    assert_eq!(sum[apply].1, "apply:NoReboot", "{sum:?}");
+    assert_eq!(sum[apply + 1].1, "reboot", "{sum:?}");
+}
+
+/// Without a record of what was applied (vixen's state lost), a 1.14 node gets NO_REBOOT and a
+/// reboot: the change is treated as disruptive, as AUTO is on older versions.
+#[test]
+fn talos_1_14_without_a_record_applies_live_and_reboots() {
+    let mut w = world(1, 0).on_1_14();
+    w.inventory.nodes.clear();
+    let sum = summary(&w.plan().unwrap());
+    assert_eq!(
+        sum,
+        s(&[
+            ("cp-1", "apply:NoReboot"),
+            ("cp-1", "reboot"),
+            ("cp-1", "ready"),
+            ("cp-1", "member"),
+            ("cp-1", "stabilize"),
+        ])
+    );
 }

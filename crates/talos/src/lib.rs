@@ -38,6 +38,10 @@ pub mod api {
     pub mod machine {
         tonic::include_proto!("machine");
     }
+    /// Package `storage` (StorageService.Disks).
+    pub mod storage {
+        tonic::include_proto!("storage");
+    }
 }
 
 /// The Talos API port, on every node.

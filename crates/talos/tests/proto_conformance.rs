@@ -1,7 +1,7 @@
 //! Proto conformance: vixen's own Talos protos (`crates/talos/proto`) against the descriptors
-//! compiled into Talos' generated Go packages (`pkg/machinery/api/machine`, `api/common`) of
-//! v1.11.6 and v1.13.9, dumped by the `talos-protos-v1.11` / `talos-protos-v1.13` test peers
-//! (tests/peers/talos-protos, built by tests/peers/build.sh).
+//! compiled into Talos' generated Go packages (`pkg/machinery/api/machine`, `api/common`,
+//! `api/storage`) of v1.11.6 and v1.13.9, dumped by the `talos-protos-v1.11` /
+//! `talos-protos-v1.13` test peers (tests/peers/talos-protos, built by tests/peers/build.sh).
 //!
 //! Fault covered: vixen's protos are hand-written, so a wrong field number, type, label, oneof,
 //! enum value, request/response type or streaming flag would make vixen (and the lab, which uses
@@ -239,7 +239,7 @@ fn upstream_set(bin: &Path) -> FileDescriptorSet {
     FileDescriptorSet::decode(out.stdout.as_slice()).unwrap()
 }
 
-const PACKAGES: &[&str] = &["machine", "common"];
+const PACKAGES: &[&str] = &["machine", "common", "storage"];
 
 /// Loads every upstream version, or None after a loud skip when a peer is not built (fails in
 /// CI / with VIXEN_PEERS_REQUIRED).

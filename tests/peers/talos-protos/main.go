@@ -1,9 +1,9 @@
 // talos-protos: dumps the protobuf file descriptors compiled into Talos' generated Go API
-// packages (pkg/machinery/api/machine and api/common) as a binary google.protobuf.FileDescriptorSet,
+// packages (pkg/machinery/api/machine, api/common and api/storage) as a binary google.protobuf.FileDescriptorSet,
 // so that vixen's own protos can be checked against the real ones. Built once per pinned
 // pkg/machinery version (go.mod: v1.13.x; go.v1.11.mod: v1.11.x, through go build -modfile).
 //
-//	talos-protos [-out FILE] [-packages machine,common]
+//	talos-protos [-out FILE] [-packages machine,common,storage]
 package main
 
 import (
@@ -22,11 +22,12 @@ import (
 
 	_ "github.com/siderolabs/talos/pkg/machinery/api/common"
 	_ "github.com/siderolabs/talos/pkg/machinery/api/machine"
+	_ "github.com/siderolabs/talos/pkg/machinery/api/storage"
 )
 
 func main() {
 	out := flag.String("out", "", "write the FileDescriptorSet here (default: stdout)")
-	pkgs := flag.String("packages", "machine,common", "comma-separated proto packages to dump")
+	pkgs := flag.String("packages", "machine,common,storage", "comma-separated proto packages to dump")
 	version := flag.Bool("version", false, "print the pkg/machinery version and exit")
 	flag.Parse()
 
