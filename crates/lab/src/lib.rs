@@ -32,6 +32,7 @@ pub mod peers;
 mod reset;
 mod server;
 mod services;
+mod talos_sa;
 mod tls;
 mod validate;
 mod versions;
