@@ -367,8 +367,39 @@ pub fn mint(
         })?;
     Ok(Minted {
         cert_pem: cert.pem(),
-        key_pem: Secret::new(key.serialize_pem()),
+        key_pem: Secret::new(ed25519_pkcs8_v1_pem(&key.serialize_der())),
     })
+}
+
+/// The PKCS#8 v2 prefix ring writes for an Ed25519 key (`OneAsymmetricKey` version 1, RFC 5958,
+/// with the public key attribute after the 32-byte seed).
+const ED25519_V2_PREFIX: [u8; 16] = [
+    0x30, 0x53, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+/// The PKCS#8 v1 prefix (`PrivateKeyInfo` version 0, RFC 8410 section 7): the 48-byte form
+/// OpenSSL 3.0, curl and Python's ssl read (they refuse the v2 form with the public key).
+const ED25519_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// An Ed25519 key as a PKCS#8 v1 `PRIVATE KEY` PEM (any other DER is written as it is).
+fn ed25519_pkcs8_v1_pem(der: &[u8]) -> String {
+    let der = Zeroizing::new(match der.strip_prefix(&ED25519_V2_PREFIX[..]) {
+        Some(rest) if rest.len() >= 32 => {
+            let mut v1 = ED25519_V1_PREFIX.to_vec();
+            v1.extend_from_slice(&rest[..32]);
+            v1
+        }
+        _ => der.to_vec(),
+    });
+    let b64 = Zeroizing::new(B64.encode(&*der));
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
 }
 
 /// Mints an `os:admin` client certificate from the bundle's OS CA, valid for one year (the
