@@ -371,8 +371,8 @@ pub fn mint(
     })
 }
 
-/// The PKCS#8 v2 prefix ring writes for an Ed25519 key (`OneAsymmetricKey` version 1, RFC 5958,
-/// with the public key attribute after the 32-byte seed).
+/// The PKCS#8 v2 prefix of an Ed25519 key (`OneAsymmetricKey` version 1, RFC 5958, with the
+/// public key after the 32-byte seed); byte 1, the outer length, varies.
 const ED25519_V2_PREFIX: [u8; 16] = [
     0x30, 0x53, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
@@ -384,8 +384,11 @@ const ED25519_V1_PREFIX: [u8; 16] = [
 
 /// An Ed25519 key as a PKCS#8 v1 `PRIVATE KEY` PEM (any other DER is written as it is).
 fn ed25519_pkcs8_v1_pem(der: &[u8]) -> String {
-    let der = Zeroizing::new(match der.strip_prefix(&ED25519_V2_PREFIX[..]) {
-        Some(rest) if rest.len() >= 32 => {
+    // The outer length differs with the public key's encoding (ring writes `[1]` with 0x51,
+    // RFC 5958's `[1] BIT STRING` gives 0x53): compare everything else of the prefix.
+    let v2 = der.len() >= 48 && der[0] == 0x30 && der[2..16] == ED25519_V2_PREFIX[2..16];
+    let der = Zeroizing::new(match v2.then(|| &der[16..]) {
+        Some(rest) => {
             let mut v1 = ED25519_V1_PREFIX.to_vec();
             v1.extend_from_slice(&rest[..32]);
             v1
