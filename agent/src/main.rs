@@ -1,8 +1,9 @@
 //! `vixen`: a GitOps pull agent for Talos Linux clusters. This file only wires the subcommands.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod cmd;
 
@@ -48,6 +49,13 @@ enum Command {
     Status(cmd::agent::StatusArgs),
     /// Write an admin kubeconfig fetched from a control plane (like `talosctl kubeconfig`).
     Kubeconfig(cmd::kubeconfig::Args),
+    /// Print a shell completion script: `vixen completion bash > /etc/bash_completion.d/vixen`,
+    /// `vixen completion zsh > ~/.zfunc/_vixen`, `vixen completion fish > ~/.config/fish/completions/vixen.fish`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Run simulated Talos nodes with real etcd on loopback, for tests and rehearsals.
     #[cfg(feature = "lab")]
     #[command(subcommand)]
@@ -74,9 +82,13 @@ fn main() -> ExitCode {
                 .expect("a valid directive"),
         );
     }
+    // Colour only for a person at a terminal (and never with NO_COLOR set): a pipe, a file or a
+    // pod log gets plain text.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false);
     if cli.log_format == "json" {
         logs.json().flatten_event(true).init();
@@ -100,12 +112,34 @@ fn main() -> ExitCode {
         Command::Agent(args) => cmd::agent::run(*args),
         Command::Status(args) => cmd::agent::status(args),
         Command::Kubeconfig(args) => cmd::kubeconfig::run(args),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "vixen", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_text(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each text once: a cause whose text the message
+/// already holds (an error that prints its source, wrapped again) is not repeated.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let c = cause.to_string();
+        let c = c.trim();
+        if c.is_empty() || text.contains(c) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(c);
+    }
+    text
 }

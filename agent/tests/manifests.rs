@@ -125,6 +125,16 @@ fn deployment_is_restricted_two_replicas_with_probes_and_secret_mounts() {
         secrets,
         BTreeSet::from(["vixen-age", "vixen-forge", "vixen-git", "vixen-talos"])
     );
+    // A public repo needs no Git token and statuses are optional: the pod starts without
+    // those two Secrets (the kubelet mounts an empty folder); the age key and Talos' are needed.
+    let optional: BTreeSet<&str> = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["secret"]["optional"] == true)
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .collect();
+    assert_eq!(optional, BTreeSet::from(["vixen-forge", "vixen-git"]));
     // The Talos API access object whose Secret is mounted.
     let tsa = find(&all, "ServiceAccount", "vixen-talos");
     assert_eq!(tsa["apiVersion"], "talos.dev/v1alpha1");

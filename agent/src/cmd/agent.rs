@@ -233,7 +233,7 @@ pub struct DaemonArgs {
     /// Allowed-signers file: only apply SSH-signed commits from these keys.
     #[arg(long, value_name = "FILE")]
     pub git_allowed_signers: Option<PathBuf>,
-    /// Post commit statuses to this forge: github, gitea, forgejo or gitlab.
+    /// Post commit statuses to this forge: github, gitea, forgejo or gitlab (empty: none).
     #[arg(long, requires_all = ["forge_url", "forge_repo", "forge_token_file"])]
     pub forge: Option<String>,
     /// Forge API base URL (https://api.github.com, the Gitea root, https://gitlab.com/api/v4).
@@ -281,6 +281,9 @@ pub struct StatusArgs {
     /// `table` or `json`.
     #[arg(long, default_value = "table")]
     pub output: String,
+    /// The kubeconfig to use (default: KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -315,11 +318,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn report(outcome: &Outcome) -> ExitCode {
     match outcome {
         Outcome::Converged { steps } => {
-            println!("converged: the cluster matches Git ({steps} steps carried out)");
+            println!(
+                "converged: the cluster matches Git ({} carried out)",
+                super::count(*steps, "step", "steps")
+            );
             ExitCode::SUCCESS
         }
         Outcome::Waiting { steps, waiting } => {
-            println!("not converged ({steps} steps carried out); waiting on:");
+            println!(
+                "not converged ({} carried out); waiting on:",
+                super::count(*steps, "step", "steps")
+            );
             for w in waiting {
                 println!("  {w}");
             }
@@ -330,7 +339,10 @@ fn report(outcome: &Outcome) -> ExitCode {
             ExitCode::FAILURE
         }
         Outcome::Failed { steps, error } => {
-            eprintln!("failed after {steps} steps: {error}; no further node was touched");
+            eprintln!(
+                "failed after {}: {error}; no further node was touched",
+                super::count(*steps, "step", "steps")
+            );
             ExitCode::FAILURE
         }
     }
@@ -419,10 +431,11 @@ fn run_once_remote(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn forge_options(d: &DaemonArgs) -> anyhow::Result<Option<ForgeOptions>> {
-    let Some(name) = &d.forge else {
+    // `--forge=` (an empty VIXEN_FORGE in vixen-config): no commit statuses.
+    let Some(name) = d.forge.as_deref().filter(|f| !f.is_empty()) else {
         return Ok(None);
     };
-    let forge = match name.as_str() {
+    let forge = match name {
         "github" => vixen_forge::Forge::GitHub,
         "gitea" => vixen_forge::Forge::Gitea,
         "forgejo" => vixen_forge::Forge::Forgejo,
@@ -524,9 +537,19 @@ fn run_daemon(args: Args) -> anyhow::Result<ExitCode> {
 /// `vixen status`: the VixenCluster objects as tables (or JSON).
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let client = kube::Client::try_default()
-            .await
-            .context("no Kubernetes client (KUBECONFIG or in-cluster)")?;
+        let client = match &args.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("--kubeconfig {}", path.display()))?;
+                let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .with_context(|| format!("--kubeconfig {}", path.display()))?;
+                kube::Client::try_from(cfg)?
+            }
+            None => kube::Client::try_default()
+                .await
+                .context("no Kubernetes client (--kubeconfig, KUBECONFIG or in-cluster)")?,
+        };
         let api: kube::Api<vixen_k8s::VixenCluster> =
             kube::Api::namespaced(client, &args.namespace);
         let objs = match &args.name {

@@ -34,10 +34,75 @@ pub struct Args {
         requires = "install_repo"
     )]
     pub api_timeout: u64,
+    /// How long to wait for Talos to serve the talos.dev ServiceAccount and create its Secret.
+    #[arg(
+        long,
+        default_value = "300",
+        value_name = "SECONDS",
+        requires = "install_repo"
+    )]
+    pub talos_api_timeout: u64,
+    /// HTTPS token for the repo, stored as Secret `vixen-git` (none: fetched anonymously).
+    #[arg(long, value_name = "FILE", requires = "install_repo")]
+    pub git_token_file: Option<PathBuf>,
+    /// Token that may post commit statuses, stored as Secret `vixen-forge`.
+    #[arg(long, value_name = "FILE", requires = "install_repo")]
+    pub forge_token_file: Option<PathBuf>,
+    /// The forge of the repo (default: from the URL for github.com, gitlab.com, codeberg.org
+    /// and Gitea/Forgejo hosts): github, gitea, forgejo or gitlab.
+    #[arg(long, requires_all = ["install_repo", "forge_url", "forge_repo"])]
+    pub forge: Option<String>,
+    /// Forge API base URL (with --forge).
+    #[arg(long, value_name = "URL", requires = "forge")]
+    pub forge_url: Option<String>,
+    /// Repository on the forge, owner/name (with --forge).
+    #[arg(long, value_name = "REPO", requires = "forge")]
+    pub forge_repo: Option<String>,
+}
+
+/// The forge of `--install-repo`: the flags, else what the URL says.
+fn forge_of(args: &Args, url: &str) -> anyhow::Result<Option<vixen_forge::ForgeGuess>> {
+    let Some(name) = &args.forge else {
+        return Ok(vixen_forge::guess_forge(url));
+    };
+    let forge = match name.as_str() {
+        "github" => vixen_forge::Forge::GitHub,
+        "gitea" => vixen_forge::Forge::Gitea,
+        "forgejo" => vixen_forge::Forge::Forgejo,
+        "gitlab" => vixen_forge::Forge::GitLab,
+        other => anyhow::bail!("--forge {other:?}: github, gitea, forgejo or gitlab"),
+    };
+    Ok(Some(vixen_forge::ForgeGuess {
+        forge,
+        base_url: args.forge_url.clone().unwrap_or_default(),
+        repo: args.forge_repo.clone().unwrap_or_default(),
+    }))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
+    // Everything the install needs is read before any node is touched.
+    let install = match &args.install_repo {
+        Some(url) => Some(super::install::Install {
+            repo_url: url.clone(),
+            branch: args.install_branch.clone(),
+            age_key: args.target.age_key.clone(),
+            timeout: Duration::from_secs(args.api_timeout),
+            talos_timeout: Duration::from_secs(args.talos_api_timeout),
+            forge: forge_of(&args, url)?,
+            git_token: args
+                .git_token_file
+                .as_deref()
+                .map(|p| super::install::read_token(p, "--git-token-file"))
+                .transpose()?,
+            forge_token: args
+                .forge_token_file
+                .as_deref()
+                .map(|p| super::install::read_token(p, "--forge-token-file"))
+                .transpose()?,
+        }),
+        None => None,
+    };
     let w = args.target.prepare()?;
     let (desired, configs, conn) = (&w.desired, &w.configs, &w.talos);
     let node = match &args.node {
@@ -106,29 +171,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.out.display(),
         args.out.display()
     );
-    if let Some(url) = &args.install_repo {
-        let install = super::install::Install {
-            repo_url: url.clone(),
-            branch: args.install_branch.clone(),
-            age_key: args.target.age_key.clone(),
-            timeout: Duration::from_secs(args.api_timeout),
-        };
+    if let Some(install) = &install {
+        let url = &install.repo_url;
         eprintln!(
             "[{:>5.1}s] waiting for the Kubernetes API to install vixen",
             started.elapsed().as_secs_f64()
         );
-        match rt.block_on(super::install::run(&w.kube, conn, &address, &install)) {
-            Ok(kubeconfig) => {
-                super::write_private(&args.out.join("kubeconfig"), &kubeconfig, true)?;
-                println!(
-                    "vixen installed in vixen-system, following {} ({}); from now on every change is a git push",
-                    vixen_git::redact_url(url),
-                    args.install_branch
-                );
-                println!(
-                    "create the Secrets vixen-git and vixen-forge (see README) if the repo is private or commit statuses are wanted"
-                );
-                return Ok(ExitCode::SUCCESS);
+        match rt.block_on(super::install::run(&w.kube, conn, &address, install)) {
+            Ok(done) => {
+                super::write_private(&args.out.join("kubeconfig"), &done.kubeconfig, true)?;
+                let url = vixen_git::redact_url(url);
+                let branch = &args.install_branch;
+                if done.blocking.is_empty() {
+                    println!(
+                        "vixen installed in vixen-system: the agent applies what is pushed to {branch} of {url}"
+                    );
+                } else {
+                    println!(
+                        "vixen installed in vixen-system, following {branch} of {url}, but it cannot run yet:"
+                    );
+                    for b in &done.blocking {
+                        println!("  missing: {b}");
+                    }
+                }
+                for o in &done.optional {
+                    println!("  optional: {o}");
+                }
+                return Ok(if done.blocking.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
             }
             Err(e) => {
                 eprintln!("install failed: {e:#}");

@@ -19,6 +19,10 @@ pub struct Args {
     /// anything else is binary).
     #[arg(long, value_name = "yaml|json|dotenv|ini|binary")]
     input_type: Option<Format>,
+    /// Output format (default: the input's), as sops' `--output-type`: e.g. a YAML file printed
+    /// as JSON, or the `data` string of a binary file.
+    #[arg(long, value_name = "yaml|json|dotenv|ini|binary")]
+    output_type: Option<Format>,
     /// Write the plaintext to this file (mode 0600) instead of standard output.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -38,7 +42,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => Keyring::from_file(path)?,
         None => Keyring::from_env()?,
     };
-    let plain = vixen_sops::decrypt(&input, format, &keys)
+    let output = args.output_type.unwrap_or(format);
+    let plain = vixen_sops::decrypt_to(&input, format, output, &keys)
         .with_context(|| format!("cannot decrypt {}", args.file.display()))?;
     match &args.output {
         Some(path) => write_private(path, plain.as_bytes())

@@ -1,7 +1,9 @@
 //! `vixen bootstrap --install-repo URL`: once the new cluster's Kubernetes API answers, install
 //! the in-cluster agent from the manifests built into this binary (the same files as
 //! `manifests/`, with the labels its kustomization adds), pointed at the repo, with the age key
-//! as the `vixen-age` Secret. From then on every change is a `git push`.
+//! as the `vixen-age` Secret, and the optional `vixen-git` / `vixen-forge` Secrets when their
+//! tokens are given. The talos.dev ServiceAccount is applied again until Talos serves its kind,
+//! and the report says what the agent still lacks.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -53,10 +55,55 @@ pub struct Install {
     pub age_key: Option<PathBuf>,
     /// How long to wait for the API.
     pub timeout: Duration,
+    /// How long to wait for Talos to serve the talos.dev ServiceAccount and create its Secret.
+    pub talos_timeout: Duration,
+    /// Where commit statuses go (derived from the URL or given), if known.
+    pub forge: Option<vixen_forge::ForgeGuess>,
+    /// The Git token (Secret `vixen-git`), if given.
+    pub git_token: Option<Zeroizing<String>>,
+    /// The forge token (Secret `vixen-forge`), if given.
+    pub forge_token: Option<Zeroizing<String>>,
 }
 
-/// The documents to apply: the manifests with the kustomization's labels and the repo set,
-/// then the age key Secret.
+/// Reads a token file given on the command line (trimmed; never printed).
+///
+/// # Errors
+/// When it cannot be read or is empty.
+pub fn read_token(path: &std::path::Path, flag: &str) -> anyhow::Result<Zeroizing<String>> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("{flag} {}: cannot read it", path.display()))?,
+    );
+    let token = Zeroizing::new(text.trim().to_owned());
+    anyhow::ensure!(
+        !token.is_empty(),
+        "{flag} {}: the file is empty (fix: write the token into it)",
+        path.display()
+    );
+    Ok(token)
+}
+
+fn labels() -> serde_json::Value {
+    serde_json::json!({ "app.kubernetes.io/name": "vixen", "app.kubernetes.io/part-of": "vixen" })
+}
+
+fn secret(name: &str, data: &[(&str, &[u8])]) -> serde_json::Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let data: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), b64.encode(v).into()))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": { "name": name, "namespace": "vixen-system", "labels": labels() },
+        "data": data,
+    })
+}
+
+/// The documents to apply: the manifests with the kustomization's labels and `vixen-config`
+/// filled in, then the Secrets.
 fn documents(install: &Install) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut docs = Vec::new();
     for (file, text) in MANIFESTS {
@@ -73,20 +120,29 @@ fn documents(install: &Install) -> anyhow::Result<Vec<serde_json::Value>> {
             labels["app.kubernetes.io/name"] = "vixen".into();
             labels["app.kubernetes.io/part-of"] = "vixen".into();
             if doc["kind"] == "ConfigMap" && doc["metadata"]["name"] == "vixen-config" {
-                doc["data"]["VIXEN_REPO"] = install.repo_url.clone().into();
-                doc["data"]["VIXEN_BRANCH"] = install.branch.clone().into();
+                let data = &mut doc["data"];
+                data["VIXEN_REPO"] = install.repo_url.clone().into();
+                data["VIXEN_BRANCH"] = install.branch.clone().into();
+                // No placeholder is left behind: an unknown forge is an empty one (no statuses).
+                let (forge, url, repo) = match &install.forge {
+                    Some(f) => (f.forge.as_str(), f.base_url.as_str(), f.repo.as_str()),
+                    None => ("", "", ""),
+                };
+                data["VIXEN_FORGE"] = forge.into();
+                data["VIXEN_FORGE_URL"] = url.into();
+                data["VIXEN_FORGE_REPO"] = repo.into();
             }
             docs.push(doc);
         }
     }
     let key = age_identity(install.age_key.as_ref())?;
-    docs.push(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": { "name": "vixen-age", "namespace": "vixen-system", "labels": { "app.kubernetes.io/name": "vixen", "app.kubernetes.io/part-of": "vixen" } },
-        "data": { "age.agekey": base64::engine::general_purpose::STANDARD.encode(key.as_bytes()) },
-    }));
+    docs.push(secret("vixen-age", &[("age.agekey", key.as_bytes())]));
+    if let Some(token) = &install.git_token {
+        docs.push(secret("vixen-git", &[("token", token.as_bytes())]));
+    }
+    if let Some(token) = &install.forge_token {
+        docs.push(secret("vixen-forge", &[("token", token.as_bytes())]));
+    }
     Ok(docs)
 }
 
@@ -101,14 +157,27 @@ fn age_identity(path: Option<&PathBuf>) -> anyhow::Result<Zeroizing<String>> {
     }
 }
 
-/// Waits for the API (through `address`'s Kubeconfig RPC), then applies everything. Returns
-/// the admin kubeconfig the API answered with, to be written by the caller.
+/// What an install did and what the agent still lacks.
+pub struct Installed {
+    /// The admin kubeconfig the API answered with, to be written by the caller.
+    pub kubeconfig: Vec<u8>,
+    /// Without these the agent cannot run (the pods do not start).
+    pub blocking: Vec<String>,
+    /// Features off until the user adds something (the agent runs without them).
+    pub optional: Vec<String>,
+}
+
+const TALOS_SA: &str = "ServiceAccount vixen-system/vixen-talos";
+
+/// Waits for the API (through `address`'s Kubeconfig RPC), then applies everything; the
+/// talos.dev ServiceAccount is applied again until Talos serves its kind (within
+/// `talos_timeout`), then its Secret is waited for.
 pub async fn run(
     kube: &KubeLink,
     talos: &Connector,
     address: &str,
     install: &Install,
-) -> anyhow::Result<Vec<u8>> {
+) -> anyhow::Result<Installed> {
     let docs = documents(install)?;
     let until = Instant::now() + install.timeout;
     let client = loop {
@@ -122,16 +191,111 @@ pub async fn run(
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    let report = vixen_k8s::install::apply(&client, &docs)
+    let mut report = vixen_k8s::install::apply(&client, &docs)
         .await
         .context("installing vixen")?;
     for id in &report.applied {
         eprintln!("  applied {id}");
     }
+    let talos_until = Instant::now() + install.talos_timeout;
+    let mut waited = false;
+    // Talos applies the talos.dev CRD with its own manifests, some time after the API answers.
+    while report.skipped.iter().any(|(id, _)| id == TALOS_SA) && Instant::now() < talos_until {
+        if !waited {
+            eprintln!(
+                "  waiting up to {}s for Talos to serve talos.dev/v1alpha1 ServiceAccount",
+                install.talos_timeout.as_secs()
+            );
+            waited = true;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let again: Vec<serde_json::Value> = docs
+            .iter()
+            .filter(|d| vixen_k8s::install::object_id(d) == TALOS_SA)
+            .cloned()
+            .collect();
+        let r = vixen_k8s::install::apply(&client, &again)
+            .await
+            .context("installing vixen")?;
+        if !r.applied.is_empty() {
+            eprintln!("  applied {TALOS_SA}");
+            report.skipped.retain(|(id, _)| id != TALOS_SA);
+            report.applied.extend(r.applied);
+        }
+    }
+    let mut blocking = Vec::new();
     for (id, why) in &report.skipped {
         eprintln!("  skipped {id}: {why}");
+        if id == TALOS_SA {
+            blocking.push(format!(
+                "{id}: the API did not serve talos.dev/v1alpha1 ServiceAccount within {}s; \
+                 Talos serves it once machine.features.kubernetesTalosAPIAccess is enabled on the \
+                 control planes (fix: enable it, then run this command again or `kubectl apply -f \
+                 manifests/talos-serviceaccount.yaml`)",
+                install.talos_timeout.as_secs()
+            ));
+        }
     }
-    vixen_engine::kube::kubeconfig(talos, address)
+    if blocking.is_empty() {
+        // Talos' controller answers the ServiceAccount with the Secret the pods mount.
+        loop {
+            if vixen_k8s::install::secret_exists(&client, "vixen-system", "vixen-talos").await? {
+                eprintln!("  Talos created Secret vixen-system/vixen-talos");
+                break;
+            }
+            if Instant::now() >= talos_until {
+                blocking.push(format!(
+                    "Secret vixen-system/vixen-talos: Talos did not create it within {}s (fix: \
+                     allow namespace vixen-system and role os:admin in \
+                     machine.features.kubernetesTalosAPIAccess; `kubectl -n vixen-system get \
+                     serviceaccounts.talos.dev vixen-talos -o yaml` shows Talos' reason)",
+                    install.talos_timeout.as_secs()
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    let mut optional = Vec::new();
+    let ssh = install.repo_url.starts_with("ssh://") || !install.repo_url.contains("://");
+    if ssh {
+        blocking.push(format!(
+            "Git: {} is an SSH URL and the Deployment fetches over HTTPS with a token (fix: \
+             install with the HTTPS URL, or patch the Deployment with --git-ssh-key-file and \
+             --git-known-hosts)",
+            vixen_git::redact_url(&install.repo_url)
+        ));
+    } else if install.git_token.is_none() {
+        optional.push(
+            "Git token: none (Secret vixen-git not created): the agent fetches anonymously, \
+             which works for a public repo (fix for a private one: --git-token-file FILE)"
+                .to_owned(),
+        );
+    }
+    match (&install.forge, &install.forge_token) {
+        (None, _) => optional.push(
+            "commit statuses: off, the forge of this URL is not known (fix: --forge, \
+             --forge-url, --forge-repo and --forge-token-file)"
+                .to_owned(),
+        ),
+        (Some(f), None) => optional.push(format!(
+            "commit statuses: off, no forge token (Secret vixen-forge not created; fix: \
+             --forge-token-file FILE, a token that may post statuses to {} on {})",
+            f.repo, f.forge
+        )),
+        (Some(_), Some(_)) => {}
+    }
+    optional.push(
+        "push webhook: off (no webhook-secret key in Secret vixen-forge): the agent polls Git \
+         every VIXEN_INTERVAL seconds (60)"
+            .to_owned(),
+    );
+    let kubeconfig = vixen_engine::kube::kubeconfig(talos, address)
         .await
-        .map_err(anyhow::Error::msg)
+        .map_err(anyhow::Error::msg)?;
+    Ok(Installed {
+        kubeconfig,
+        blocking,
+        optional,
+    })
 }

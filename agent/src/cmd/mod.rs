@@ -15,9 +15,36 @@ pub mod validate;
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use vixen_model::Repo;
+
+/// The cluster repo of a command that reads one: `--repo DIR`, as every command takes it, or a
+/// positional REPO.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RepoArg {
+    /// The cluster repo (the folder holding cluster.yaml; default: the current folder).
+    #[arg(value_name = "REPO", conflicts_with = "repo")]
+    pub repo_path: Option<PathBuf>,
+    /// The cluster repo, as a flag (the same as the positional REPO).
+    #[arg(long = "repo", id = "repo", value_name = "REPO")]
+    pub repo_flag: Option<PathBuf>,
+}
+
+impl RepoArg {
+    /// The folder given, or `.`.
+    pub fn path(&self) -> PathBuf {
+        self.repo_flag
+            .clone()
+            .or_else(|| self.repo_path.clone())
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+}
+
+/// `1 step`, `2 steps`: a count with its noun in the right number.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
 
 /// Writes a file readable by its owner only (it holds secrets).
 ///

@@ -11,9 +11,8 @@ use vixen_model::render::{management_addresses, render_with};
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["node", "all", "talosconfig"])))]
 pub struct Args {
-    /// The cluster repo.
-    #[arg(default_value = ".")]
-    pub repo: PathBuf,
+    #[command(flatten)]
+    pub repo: super::RepoArg,
     /// Print this node's machine config.
     #[arg(long)]
     pub node: Option<String>,
@@ -32,7 +31,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let repo = super::load_valid_repo(&args.repo)?;
+    let repo = super::load_valid_repo(&args.repo.path())?;
     let inputs = vixen_engine::prepare::render_inputs(&repo, args.age_key.as_deref())?;
     let bundle = &inputs.bundle;
     if let Some(name) = &args.node {

@@ -7,9 +7,8 @@ use vixen_model::validate::load_and_validate;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The cluster repo (the folder holding cluster.yaml).
-    #[arg(default_value = ".")]
-    pub repo: PathBuf,
+    #[command(flatten)]
+    pub repo: super::RepoArg,
     /// age identity file: with a key (this, or one sops finds) the secrets' MAC is verified and
     /// encrypted patches are checked too.
     #[arg(long, env = "VIXEN_AGE_KEY_FILE")]
@@ -19,7 +18,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Without a key the key-less checks still run (metadata, ENC[...] values, layout).
     let keys = vixen_engine::prepare::keyring(args.age_key.as_deref()).ok();
-    let checked = load_and_validate(&args.repo).and_then(|repo| match &keys {
+    let root = args.repo.path();
+    let checked = load_and_validate(&root).and_then(|repo| match &keys {
         Some(k) => {
             let diags = vixen_model::validate::validate_with_keys(&repo, k);
             if diags.is_empty() {
@@ -38,21 +38,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .filter(|n| n.value.role == vixen_model::Role::Controlplane)
                 .count();
             println!(
-                "{}: valid ({} nodes: {} control planes, {} workers)",
-                args.repo.display(),
-                repo.nodes.len(),
-                cps,
-                repo.nodes.len() - cps
+                "{}: valid ({}: {}, {})",
+                root.display(),
+                super::count(repo.nodes.len(), "node", "nodes"),
+                super::count(cps, "control plane", "control planes"),
+                super::count(repo.nodes.len() - cps, "worker", "workers")
             );
             Ok(ExitCode::SUCCESS)
         }
         Err(diags) => {
-            let root = args.repo.display().to_string();
+            let root = root.display().to_string();
             for d in &diags.0 {
                 // Paths are shown as the user typed the repo path, so editors can jump to them.
                 eprintln!("{}/{d}", root.trim_end_matches('/'));
             }
-            eprintln!("{} problem(s) found; nothing was changed", diags.0.len());
+            eprintln!(
+                "{} found; nothing was changed",
+                super::count(diags.0.len(), "problem", "problems")
+            );
             Ok(ExitCode::FAILURE)
         }
     }

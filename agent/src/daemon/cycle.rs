@@ -155,7 +155,11 @@ impl Agent {
             ));
         }
         if let Some(f) = &cfg.webhook_secret_file {
-            *shared.webhook_secret.write().await = Some(read_forge_secret(f)?);
+            let secret = super::optional_webhook_secret(f)?;
+            if secret.is_none() {
+                tracing::info!(file = %f.display(), "no webhook secret (Secret vixen-forge not created?): the webhook is off; Git is polled");
+            }
+            *shared.webhook_secret.write().await = secret;
         }
         if let Some(addr) = cfg.listen {
             let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -171,6 +175,10 @@ impl Agent {
         let secrets = watch_files(files)?;
         let cluster = cfg.cluster.clone();
         let statuses = match &cfg.forge {
+            Some(f) if super::absent(&f.token_file) => {
+                tracing::info!(file = %f.token_file.display(), "no forge token (Secret vixen-forge not created?): no commit status is posted");
+                None
+            }
             Some(f) => Some(status_client(f, cluster.as_deref().unwrap_or_default())?),
             None => None,
         };
@@ -251,12 +259,17 @@ impl Agent {
             tracing::warn!(error = %first_line(&e), "Git credentials not reloaded; keeping the previous ones");
         }
         if let Some(f) = &self.cfg.webhook_secret_file {
-            match read_forge_secret(f) {
-                Ok(s) => *self.shared.webhook_secret.write().await = Some(s),
+            match super::optional_webhook_secret(f) {
+                Ok(s) => *self.shared.webhook_secret.write().await = s,
                 Err(e) => tracing::warn!(error = %first_line(&e), "webhook secret not reloaded"),
             }
         }
-        if let Some(f) = &self.cfg.forge {
+        if let Some(f) = self
+            .cfg
+            .forge
+            .as_ref()
+            .filter(|f| !super::absent(&f.token_file))
+        {
             match status_client(f, self.cluster.as_deref().unwrap_or_default()) {
                 Ok(c) => self.statuses = Some(c),
                 Err(e) => tracing::warn!(error = %first_line(&e), "forge token not reloaded"),
@@ -379,7 +392,12 @@ impl Agent {
             return;
         }
         self.cluster = Some(cluster.to_owned());
-        if let Some(f) = &self.cfg.forge {
+        if let Some(f) = self
+            .cfg
+            .forge
+            .as_ref()
+            .filter(|f| !super::absent(&f.token_file))
+        {
             match status_client(f, cluster) {
                 Ok(c) => self.statuses = Some(c),
                 Err(e) => {

@@ -195,6 +195,21 @@ fn read_forge_secret(path: &Path) -> anyhow::Result<vixen_forge::Secret> {
     ))
 }
 
+/// Whether a credentials file is absent: the Deployment mounts `vixen-git` and `vixen-forge`
+/// as optional Secrets, so a Secret not created (a public repo, no commit statuses) is an empty
+/// folder. The file is watched all the same: creating the Secret later turns the feature on.
+fn absent(path: &Path) -> bool {
+    matches!(path.try_exists(), Ok(false))
+}
+
+/// The webhook secret, or `None` (webhook off) when its file is absent.
+fn optional_webhook_secret(path: &Path) -> anyhow::Result<Option<vixen_forge::Secret>> {
+    if absent(path) {
+        return Ok(None);
+    }
+    read_forge_secret(path).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,12 @@ impl GitOptions {
     /// When a credentials file cannot be read, or the options are contradictory.
     pub fn config(&self) -> anyhow::Result<GitSourceConfig> {
         let auth = match (&self.token_file, &self.password_file, &self.ssh_key_file) {
+            // An optional Secret not created (a public repo): fetch anonymously; the file is
+            // watched, so creating the Secret later brings the token in.
+            (Some(t), None, None) if matches!(t.try_exists(), Ok(false)) => {
+                tracing::info!(file = %t.display(), "no Git token (Secret vixen-git not created?): fetching anonymously");
+                Auth::None
+            }
             (Some(t), None, None) => Auth::Token(Self::read_secret(t)?),
             (None, Some(p), None) => Auth::Basic {
                 username: self.username.clone().unwrap_or_else(|| "git".into()),

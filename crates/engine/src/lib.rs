@@ -262,6 +262,21 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
         )
     }
 
+    /// What [`Self::decommission`] would do, observed with read-only calls: nothing is changed
+    /// on any node and vixen's state is not written (`vixen decommission --dry-run`).
+    ///
+    /// # Errors
+    /// Only when vixen's own state store cannot be read.
+    pub async fn decommission_plan(
+        &self,
+        desired: &Desired,
+    ) -> Result<Result<Plan, Refusal>, EngineError> {
+        let state = self.store.load().await?;
+        let observed =
+            observe::observe(self.talos, self.kube, &desired.nodes, &state.inventory).await;
+        Ok(vixen_plan::plan_decommission(desired, &observed))
+    }
+
     /// Resets every node of the cluster to maintenance mode (see
     /// [`vixen_plan::plan_decommission`]).
     ///

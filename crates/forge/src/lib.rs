@@ -8,6 +8,7 @@
 //!               --> worker task --StatusClient--> forge API (seed + dedup, retries, rate limits)
 //! ```
 
+mod guess;
 mod queue;
 mod server;
 mod status;
@@ -18,6 +19,7 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
+pub use guess::{ForgeGuess, guess_forge};
 pub use queue::{QueueStats, StatusQueue};
 pub use server::{WebhookResponse, handle_webhook, serve_webhooks};
 pub use status::{

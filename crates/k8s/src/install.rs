@@ -21,6 +21,16 @@ pub struct InstallReport {
     pub skipped: Vec<(String, String)>,
 }
 
+/// `Kind namespace/name` (or `Kind name`) of a document, as [`InstallReport`] names it.
+pub fn object_id(doc: &serde_json::Value) -> String {
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    match doc["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
 /// Applies `docs` in order. Secrets' values are never part of any message.
 ///
 /// # Errors
@@ -40,10 +50,7 @@ pub async fn apply(client: &kube::Client, docs: &[serde_json::Value]) -> Result<
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let gvk = GroupVersionKind::gvk(group, version, kind);
         let namespace = doc["metadata"]["namespace"].as_str();
-        let id = match namespace {
-            Some(ns) => format!("{kind} {ns}/{name}"),
-            None => format!("{kind} {name}"),
-        };
+        let id = object_id(doc);
         let (resource, caps) = match discovery::pinned_kind(client, &gvk).await {
             Ok(found) => found,
             Err(e) => {
@@ -101,4 +108,16 @@ async fn served(client: &kube::Client, crd: &serde_json::Value) -> Result<()> {
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
+}
+
+/// Whether the Secret `namespace/name` exists (its values are not read).
+///
+/// # Errors
+/// API errors other than 404.
+pub async fn secret_exists(client: &kube::Client, namespace: &str, name: &str) -> Result<bool> {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), namespace);
+    api.get_metadata_opt(name)
+        .await
+        .map(|m| m.is_some())
+        .map_err(|e| Error::kube("get", format!("Secret {namespace}/{name}"), e))
 }

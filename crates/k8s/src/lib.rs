@@ -78,7 +78,7 @@ pub enum Error {
     #[error("network.yaml: {0}")]
     Network(String),
     /// A drain ran out of time with pods still on the node.
-    #[error("draining node {node}: {} pod(s) still there ({}); last refusal: {reason}", pods.len(), pods.join(", "))]
+    #[error("draining node {node}: {} {} still there ({}); last refusal: {reason}", pods.len(), if pods.len() == 1 { "pod" } else { "pods" }, pods.join(", "))]
     Drain {
         /// The node.
         node: String,

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::MachineConfig;
 use crate::lab::LabInner;
 use crate::node::Mode;
-use crate::{Role, etcd, is_lab_address, kubelet};
+use crate::{Role, etcd, is_lab_address, kubelet, talos_sa};
 
 /// How to run kube-apiserver in the lab.
 #[derive(Debug, Clone)]
@@ -112,6 +112,7 @@ impl Kube {
 /// lab's control planes come and go, and keeps the Node objects current.
 pub(crate) async fn supervise(lab: Weak<LabInner>) {
     let mut nodes = kubelet::Kubelet::default();
+    let mut talos_access = talos_sa::TalosAccess::default();
     let mut pending: Option<(Vec<String>, tokio::time::Instant)> = None;
     loop {
         let Some(inner) = lab.upgrade() else { return };
@@ -132,6 +133,7 @@ pub(crate) async fn supervise(lab: Weak<LabInner>) {
                 tracing::warn!("kube-apiserver exited; see LABDIR/kube/kube-apiserver.log");
                 *running = None;
                 nodes = kubelet::Kubelet::default();
+                talos_access = talos_sa::TalosAccess::default();
             }
             match (running.as_ref(), &desired) {
                 (Some(r), Some((cluster, urls, _))) => &r.cluster != cluster || &r.etcd != urls,
@@ -151,6 +153,7 @@ pub(crate) async fn supervise(lab: Weak<LabInner>) {
                         let _ = old.child.start_kill();
                         let _ = old.child.wait().await;
                         nodes = kubelet::Kubelet::default();
+                        talos_access = talos_sa::TalosAccess::default();
                     }
                     if let Some((cluster, urls, cfg)) = desired {
                         match start(kube, &cfg, cluster, urls) {
@@ -168,6 +171,7 @@ pub(crate) async fn supervise(lab: Weak<LabInner>) {
         }
         if let Some(endpoint) = wait_ready(kube).await {
             nodes.sync(&inner, &endpoint.client).await;
+            talos_access.sync(&inner, &endpoint.client).await;
         }
     }
 }

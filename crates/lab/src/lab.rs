@@ -44,12 +44,18 @@ pub enum Fault {
     /// Its install media is removed: after a reset that wipes the whole system disk it stays
     /// down (nothing to boot).
     BootMediaRemoved,
+    /// Its Talos has not applied its Kubernetes manifests yet (`--kube`): the `talos.dev`
+    /// ServiceAccount API is not served from this control plane.
+    TalosApiAccessPending,
+    /// Its Talos applies them now.
+    TalosApiAccessReady,
 }
 
 impl std::str::FromStr for Fault {
     type Err = String;
     /// `down`, `up`, `slow-reboot MS`, `fail-next-upgrade`, `addr-down ADDR`,
-    /// `kubelet-not-ready`, `kubelet-ready`, `etcd-down`, `boot-media-removed`.
+    /// `kubelet-not-ready`, `kubelet-ready`, `etcd-down`, `boot-media-removed`,
+    /// `talos-api-access-pending`, `talos-api-access-ready`.
     fn from_str(s: &str) -> Result<Self, String> {
         let mut words = s.split_whitespace();
         match (words.next(), words.next()) {
@@ -60,6 +66,8 @@ impl std::str::FromStr for Fault {
             (Some("kubelet-ready"), None) => Ok(Fault::KubeletReady),
             (Some("etcd-down"), None) => Ok(Fault::EtcdDown),
             (Some("boot-media-removed"), None) => Ok(Fault::BootMediaRemoved),
+            (Some("talos-api-access-pending"), None) => Ok(Fault::TalosApiAccessPending),
+            (Some("talos-api-access-ready"), None) => Ok(Fault::TalosApiAccessReady),
             (Some("slow-reboot"), Some(ms)) => ms
                 .parse()
                 .map(Fault::SlowReboot)
@@ -239,6 +247,8 @@ impl Lab {
             Fault::KubeletNotReady => node.faults(|f| f.kubelet_not_ready = true),
             Fault::KubeletReady => node.faults(|f| f.kubelet_not_ready = false),
             Fault::BootMediaRemoved => node.faults(|f| f.boot_media_removed = true),
+            Fault::TalosApiAccessPending => node.faults(|f| f.talos_api_access_pending = true),
+            Fault::TalosApiAccessReady => node.faults(|f| f.talos_api_access_pending = false),
             Fault::EtcdDown => {
                 node.st().etcd_left = true;
                 node.stop_etcd().await;

@@ -33,6 +33,7 @@ mod reset;
 mod server;
 mod services;
 mod storage_api;
+mod talos_sa;
 mod tls;
 mod validate;
 mod versions;

@@ -55,6 +55,8 @@ pub(crate) struct Faults {
     pub kubelet_not_ready: bool,
     /// The install media was removed: a node whose system disk is wiped has nothing to boot.
     pub boot_media_removed: bool,
+    /// Talos has not applied its Kubernetes manifests yet: no `talos.dev` CRD from this node.
+    pub talos_api_access_pending: bool,
 }
 
 /// Mutable state; never held across an await.

@@ -367,8 +367,42 @@ pub fn mint(
         })?;
     Ok(Minted {
         cert_pem: cert.pem(),
-        key_pem: Secret::new(key.serialize_pem()),
+        key_pem: Secret::new(ed25519_pkcs8_v1_pem(&key.serialize_der())),
     })
+}
+
+/// The PKCS#8 v2 prefix of an Ed25519 key (`OneAsymmetricKey` version 1, RFC 5958, with the
+/// public key after the 32-byte seed); byte 1, the outer length, varies.
+const ED25519_V2_PREFIX: [u8; 16] = [
+    0x30, 0x53, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+/// The PKCS#8 v1 prefix (`PrivateKeyInfo` version 0, RFC 8410 section 7): the 48-byte form
+/// OpenSSL 3.0, curl and Python's ssl read (they refuse the v2 form with the public key).
+const ED25519_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// An Ed25519 key as a PKCS#8 v1 `PRIVATE KEY` PEM (any other DER is written as it is).
+fn ed25519_pkcs8_v1_pem(der: &[u8]) -> String {
+    // The outer length differs with the public key's encoding (ring writes `[1]` with 0x51,
+    // RFC 5958's `[1] BIT STRING` gives 0x53): compare everything else of the prefix.
+    let v2 = der.len() >= 48 && der[0] == 0x30 && der[2..16] == ED25519_V2_PREFIX[2..16];
+    let der = Zeroizing::new(match v2.then(|| &der[16..]) {
+        Some(rest) => {
+            let mut v1 = ED25519_V1_PREFIX.to_vec();
+            v1.extend_from_slice(&rest[..32]);
+            v1
+        }
+        _ => der.to_vec(),
+    });
+    let b64 = Zeroizing::new(B64.encode(&*der));
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
 }
 
 /// Mints an `os:admin` client certificate from the bundle's OS CA, valid for one year (the

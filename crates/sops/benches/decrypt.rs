@@ -42,12 +42,13 @@ fn main() {
         .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
         .unwrap();
 
-    // 1,000 services of 10 values each: strings, ints, bools, a list.
+    // 1,000 services of 10 values each (the values sops encrypts, one ENC[...] each): strings,
+    // ints, bools, a float, a list of two.
     let mut doc = String::from("# generated for the benchmark\nservices:\n");
     for i in 0..VALUES / 10 {
         doc.push_str(&format!(
-            "  svc{i}:\n    user: user{i}\n    password: p@ss-{i}-word\n    port: {}\n    enabled: {}\n    ratio: {}.5\n    token: tok_{i}_abcdefghijklmnop\n    hosts:\n      - h{i}a.example.invalid\n      - h{i}b.example.invalid\n    note: \"multi\\nline {i}\"\n",
-            1000 + i, i % 2 == 0, i
+            "  svc{i}:\n    user: user{i}\n    password: p@ss-{i}-word\n    port: {}\n    enabled: {}\n    ratio: {}.5\n    token: tok_{i}_abcdefghijklmnop\n    region: r{}\n    hosts:\n      - h{i}a.example.invalid\n      - h{i}b.example.invalid\n    note: \"multi\\nline {i}\"\n",
+            1000 + i, i % 2 == 0, i, i % 7
         ));
     }
     let plain = dir.path().join("big.yaml");
@@ -65,6 +66,15 @@ fn main() {
     assert!(out.status.success());
     let enc_path = dir.path().join("big.enc.yaml");
     std::fs::write(&enc_path, &out.stdout).unwrap();
+    // The file holds what its name says: one encrypted value per leaf, `VALUES` of them
+    // (the `sops:` metadata's own `ENC[` is the MAC, after the last value).
+    let text = String::from_utf8_lossy(&out.stdout);
+    let body = text.split("\nsops:").next().unwrap_or_default();
+    assert_eq!(
+        body.matches("ENC[AES256_GCM,").count(),
+        VALUES,
+        "encrypted values"
+    );
     let enc = out.stdout;
     let keys = Keyring::from_file(&key).unwrap();
 
@@ -102,7 +112,7 @@ fn main() {
         .collect();
     let (v, s) = (median(vixen), median(sops_times));
     println!(
-        "\n{VALUES} values, {} bytes encrypted: vixen {:.1} ms, sops decrypt {:.1} ms, sops/vixen = {:.2}x\n",
+        "\n{VALUES} values, {} bytes encrypted: vixen {:.1} ms (in process, no process start), sops decrypt {:.1} ms (a whole process), sops/vixen = {:.2}x\n(whole process against whole process: `vixen decrypt FILE` against `sops decrypt FILE`, e.g. under /usr/bin/time)\n",
         enc.len(),
         v.as_secs_f64() * 1e3,
         s.as_secs_f64() * 1e3,

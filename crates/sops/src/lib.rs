@@ -151,11 +151,26 @@ impl fmt::Debug for Plaintext {
 /// be opened, [`Error::MalformedValue`] for a broken `ENC[...]`, [`Error::MacMismatch`]
 /// when the file was modified after encryption.
 pub fn decrypt(input: &[u8], format: Format, keys: &Keyring) -> Result<Plaintext> {
+    decrypt_to(input, format, format, keys)
+}
+
+/// [`decrypt`], printed in `output` (`sops decrypt --output-type`): a YAML file as JSON, a
+/// JSON file as dotenv (flat keys only), the `data` string of any file as binary.
+///
+/// # Errors
+/// As [`decrypt`]; [`Error::Parse`] when the tree does not fit `output` (nested keys for
+/// dotenv, no `data` string for binary).
+pub fn decrypt_to(
+    input: &[u8],
+    format: Format,
+    output: Format,
+    keys: &Keyring,
+) -> Result<Plaintext> {
     let mut doc = formats::load(input, format)?;
     let meta = metadata::Metadata::from_value(&doc.metadata)?;
     let key = data_key(&meta, keys)?;
     walk::decrypt_tree(&mut doc.branches, &meta, &key)?;
-    Ok(Plaintext(formats::emit(&doc.branches, format)?))
+    Ok(Plaintext(formats::emit(&doc.branches, output)?))
 }
 
 /// Checks a SOPS file without a key: it parses, its metadata is usable and names at least one

@@ -19,6 +19,7 @@ pub struct Logged {
 
 /// Stops the server when dropped.
 pub struct GitHttpServer {
+    ip: String,
     pub port: u16,
     pub log: Arc<Mutex<Vec<Logged>>>,
     stop: Arc<AtomicBool>,
@@ -28,11 +29,21 @@ pub struct GitHttpServer {
 impl GitHttpServer {
     /// Serves the repositories under `root`, requiring `user:password`.
     pub fn start(root: &Path, user: &str, password: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let expected = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
+        Self::serve("127.0.0.1", root, Some(expected))
+    }
+
+    /// Serves the repositories under `root` to anyone (a public repository), on `ip`.
+    pub fn start_public(ip: &str, root: &Path) -> Self {
+        Self::serve(ip, root, None)
+    }
+
+    fn serve(ip: &str, root: &Path, expected: Option<String>) -> Self {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
+        let ip = ip.to_owned();
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let expected = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
         let (root, log2, stop2) = (root.to_owned(), log.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -47,6 +58,7 @@ impl GitHttpServer {
             }
         });
         Self {
+            ip,
             port,
             log,
             stop,
@@ -55,7 +67,7 @@ impl GitHttpServer {
     }
 
     pub fn url(&self, repo: &str) -> String {
-        format!("http://127.0.0.1:{}/{repo}", self.port)
+        format!("http://{}:{}/{repo}", self.ip, self.port)
     }
 
     pub fn take_log(&self) -> Vec<Logged> {
@@ -66,7 +78,7 @@ impl GitHttpServer {
 impl Drop for GitHttpServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        let _ = TcpStream::connect((self.ip.as_str(), self.port));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -76,7 +88,7 @@ impl Drop for GitHttpServer {
 fn handle(
     mut stream: TcpStream,
     root: &PathBuf,
-    expected_auth: &str,
+    expected_auth: &Option<String>,
     log: &Mutex<Vec<Logged>>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -117,7 +129,9 @@ fn handle(
         } else {
             Vec::new()
         };
-        if header("authorization").as_deref() != Some(expected_auth) {
+        if let Some(expected) = expected_auth
+            && header("authorization").as_deref() != Some(expected.as_str())
+        {
             log.lock().unwrap().push(Logged {
                 method,
                 target,
