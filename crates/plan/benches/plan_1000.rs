@@ -28,6 +28,7 @@ fn main() {
         nodes: Vec::new(),
         stabilization: Duration::from_secs(30),
         reset_on_removal: true,
+        drift: DriftPolicy::Correct,
     };
     let mut observed = Observed {
         nodes: Vec::new(),
@@ -60,6 +61,7 @@ fn main() {
             state: NodeState::Configured,
             talos_version: Some("v1.11.6".parse().unwrap()),
             healthy: true,
+            drift: None,
         });
         inventory.nodes.push(InventoryNode {
             name: name.clone(),

@@ -357,6 +357,7 @@ pub fn plan(
         .filter(|m| {
             m.prior
                 .is_none_or(|p| p.config.whole != m.desired.config.whole)
+                || (desired.drift == DriftPolicy::Correct && drift(m).is_some())
         })
         .collect();
     changes.sort_by_key(|m| {
@@ -758,6 +759,15 @@ fn upgrade_node(
     ));
 }
 
+/// Drift seen on a node vixen applied this very config to (a node whose digest changed gets
+/// its new config anyway).
+fn drift<'a>(m: &Match<'a>) -> Option<&'a Drift> {
+    m.prior
+        .filter(|p| p.config.whole == m.desired.config.whole)
+        .and(m.observed)
+        .and_then(|o| o.drift.as_ref())
+}
+
 fn change_config(
     plan: &mut Plan,
     m: &Match<'_>,
@@ -769,13 +779,18 @@ fn change_config(
     let at = m
         .observed
         .map_or_else(|| d.address().to_string(), |o| o.address.clone());
-    let (reboot, what) = match m.prior {
-        Some(p) => (
+    let (reboot, what) = match (m.prior, drift(m)) {
+        // Changed out of band: Talos' own dry run said whether going back needs a reboot.
+        (Some(_), Some(drift)) => (
+            drift.reboot,
+            "drifted: the running config is not the one from Git".to_string(),
+        ),
+        (Some(p), None) => (
             needs_reboot(&p.config, &d.config),
             changed_sections(&p.config, &d.config).join(", "),
         ),
         // Nothing recorded (vixen's state was lost): let Talos decide, treated as disruptive.
-        None => (
+        (None, _) => (
             true,
             "unknown (no record of the applied config)".to_string(),
         ),
