@@ -1,5 +1,5 @@
-//! `vixen agent`, `vixen plan` and `vixen status`: reconcile the cluster with the repo (once, or
-//! as the long-running in-cluster agent), show what would change, or show what the agent did.
+//! `vixen agent` and `vixen status`: reconcile the cluster with the repo (once, or as the
+//! long-running in-cluster agent), or show what the agent did. `vixen plan` is in `plan`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,8 @@ use vixen_engine::{
     Configs, Connector, Engine, FileStore, KubeAccess, KubeLink, Outcome, PrepareOptions, Quiet,
     Timeouts,
 };
+
+pub use super::plan::{PlanArgs, plan};
 
 /// Where the cluster is and how to reach it.
 #[derive(clap::Args, Clone)]
@@ -174,8 +176,32 @@ pub struct Args {
     /// How long draining a Node may take (PodDisruptionBudgets may hold evictions back).
     #[arg(long, default_value = "600", value_name = "SECONDS")]
     pub drain_timeout: u64,
+    /// What to do about a node whose running config was changed behind vixen's back, as the
+    /// dry run of each reconcile tells (default: cluster.yaml's `drift:`, else correct).
+    #[arg(long, value_enum)]
+    pub drift: Option<DriftArg>,
     #[command(flatten)]
     pub daemon: DaemonArgs,
+}
+
+/// `--drift`: over cluster.yaml's `drift:`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum DriftArg {
+    /// Apply the rendered config again, as a normal step under the same gates.
+    Correct,
+    /// Only report it (metric, Event, the `Drifted` condition).
+    Report,
+}
+
+impl DriftArg {
+    /// Sets the policy of `desired` when the flag was given.
+    pub fn apply(flag: Option<Self>, desired: &mut vixen_plan::Desired) {
+        match flag {
+            Some(Self::Correct) => desired.drift = vixen_plan::DriftPolicy::Correct,
+            Some(Self::Report) => desired.drift = vixen_plan::DriftPolicy::Report,
+            None => {}
+        }
+    }
 }
 
 /// Options of the long-running agent (without `--once`).
@@ -185,7 +211,8 @@ pub struct DaemonArgs {
     /// Git poll interval.
     #[arg(long, default_value = "60", value_name = "SECONDS")]
     pub interval: u64,
-    /// Reconcile an already applied commit again this often (corrects drift).
+    /// Reconcile an already applied commit again this often: each node's config is dry-run to
+    /// find drift, which is corrected or reported (--drift).
     #[arg(long, default_value = "600", value_name = "SECONDS")]
     pub resync: u64,
     /// Longest wait between retries after errors (backoff starts at 5 s and doubles).
@@ -286,15 +313,6 @@ pub struct StatusArgs {
     pub kubeconfig: Option<PathBuf>,
 }
 
-#[derive(clap::Args)]
-pub struct PlanArgs {
-    #[command(flatten)]
-    pub target: Target,
-    /// `text` (for reviewers) or `json`.
-    #[arg(long, default_value = "text")]
-    pub output: String,
-}
-
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -310,9 +328,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if daemon::source::is_remote(&repo) {
         return run_once_remote(args);
     }
-    let w = args.target.prepare()?;
-    let r = runtime()?.block_on(w.engine(timeouts(&args)).reconcile(&w.desired, &w.configs))?;
+    let mut w = args.target.prepare()?;
+    DriftArg::apply(args.drift, &mut w.desired);
+    let r = runtime()?.block_on(w.engine(timeouts(&args)).resync(&w.desired, &w.configs))?;
+    report_drift(&r.drift);
     Ok(report(&r.outcome))
+}
+
+fn report_drift(drift: &[vixen_engine::Drifted]) {
+    for d in drift {
+        println!(
+            "drift: {} runs a config that is not the one from Git (Talos' dry run)",
+            d.node
+        );
+    }
 }
 
 fn report(outcome: &Outcome) -> ExitCode {
@@ -344,36 +373,6 @@ fn report(outcome: &Outcome) -> ExitCode {
                 super::count(*steps, "step", "steps")
             );
             ExitCode::FAILURE
-        }
-    }
-}
-
-pub fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let w = args.target.prepare()?;
-    let (planned, _observed) = runtime()?.block_on(
-        w.engine(Timeouts::default())
-            .plan_only(&w.desired, &w.configs),
-    )?;
-    match planned {
-        Err(refusal) => {
-            eprintln!("refused: {refusal}");
-            Ok(ExitCode::FAILURE)
-        }
-        Ok(plan) if args.output == "json" => {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(plan) => {
-            if plan.steps.is_empty() {
-                println!("no changes: the cluster matches Git");
-            }
-            for (i, s) in plan.steps.iter().enumerate() {
-                println!("{:>3}. {s}", i + 1);
-            }
-            for w in &plan.waiting {
-                println!("waiting: {w}");
-            }
-            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -426,7 +425,9 @@ fn run_once_remote(args: Args) -> anyhow::Result<ExitCode> {
     target.repo = checkout.path.clone();
     let mut w = target.prepare()?;
     w.store = FileStore::in_dir(&args.target.state_dir());
-    let r = runtime()?.block_on(w.engine(timeouts(&args)).reconcile(&w.desired, &w.configs))?;
+    DriftArg::apply(args.drift, &mut w.desired);
+    let r = runtime()?.block_on(w.engine(timeouts(&args)).resync(&w.desired, &w.configs))?;
+    report_drift(&r.drift);
     Ok(report(&r.outcome))
 }
 
@@ -508,7 +509,12 @@ fn run_daemon(args: Args) -> anyhow::Result<ExitCode> {
         },
     };
     let target = args.target.clone();
-    let prepare: daemon::Prepare = Arc::new(move |dir: &Path| target.prepare_dir(dir));
+    let drift = args.drift;
+    let prepare: daemon::Prepare = Arc::new(move |dir: &Path| {
+        let mut p = target.prepare_dir(dir)?;
+        DriftArg::apply(drift, &mut p.desired);
+        Ok(p)
+    });
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     rt.spawn(async move {
         let mut term =

@@ -10,6 +10,7 @@ pub mod install;
 pub mod kubeconfig;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod plan;
 pub mod render;
 pub mod validate;
 

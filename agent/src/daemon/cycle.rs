@@ -13,6 +13,7 @@ use vixen_k8s::{
     NodeStatus, Phase, PushSignal, StatusApi, VixenClusterSpec, VixenClusterStatus,
 };
 
+use super::drift::DriftReport;
 use super::http::{self, Shared};
 use super::kube_store::AgentStore;
 use super::kube_store::KubeStore;
@@ -562,7 +563,13 @@ impl Agent {
             timeouts: self.cfg.timeouts.clone(),
             progress: &progress,
         };
-        let report = engine.reconcile(&p.desired, &p.configs).await;
+        // Every reconcile the agent runs (a new commit, a retry, a resync) first looks for
+        // drift with a dry run per node; an idle poll never gets here.
+        let report = engine.resync(&p.desired, &p.configs).await;
+        let drift = match &report {
+            Ok(r) => r.drift.clone(),
+            Err(_) => Vec::new(),
+        };
         let observed = match &report {
             Ok(r) => r.observed.clone(),
             Err(_) => vixen_plan::Observed::default(),
@@ -612,6 +619,20 @@ impl Agent {
                     phase = Phase::Error;
                 }
             }
+        }
+        if let Ok(o) = &outcome {
+            let kube = self.kube.as_mut().and_then(|k| {
+                let Kube { status, named, .. } = k;
+                named.as_ref().map(|n| (status, n.events.as_ref()))
+            });
+            let report = DriftReport {
+                drift: &drift,
+                policy: p.desired.drift,
+                converged: o.converged(),
+            };
+            report
+                .publish(&self.shared.metrics, kube, &mut message)
+                .await;
         }
         self.shared
             .metrics

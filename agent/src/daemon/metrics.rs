@@ -42,6 +42,10 @@ pub struct Metrics {
     /// Verified webhooks handed between replicas: `sent` and `failed` on a standby, `received`
     /// on the leader.
     pub webhook_relays: Family<Labels, Counter>,
+    /// Nodes found drifted (running a config that is not the one from Git) at the last check.
+    pub drifted_nodes: Gauge,
+    /// Drift found, by node and what was done (`corrected` or `reported`).
+    pub drift: Family<Labels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -65,6 +69,8 @@ impl Default for Metrics {
             steps: Family::default(),
             events: Family::default(),
             webhook_relays: Family::default(),
+            drifted_nodes: Gauge::default(),
+            drift: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -114,6 +120,16 @@ impl Default for Metrics {
             "events",
             "Step Events by result (dropped: the queue to the API server was full)",
             m.events.clone(),
+        );
+        r.register(
+            "drifted_nodes",
+            "Nodes whose running config was not the one from Git at the last drift check",
+            m.drifted_nodes.clone(),
+        );
+        r.register(
+            "drift_detections",
+            "Drift found by the dry run of a resync, by node and action (corrected, reported)",
+            m.drift.clone(),
         );
         r.register(
             "webhook_relays",

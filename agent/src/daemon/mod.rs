@@ -21,6 +21,7 @@
 //! Lease is lost, and the journal refuses writes from a replica that does not lead.
 
 pub mod cycle;
+pub mod drift;
 pub mod http;
 pub mod kube_store;
 pub mod metrics;

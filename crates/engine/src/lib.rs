@@ -14,6 +14,7 @@
 
 pub mod adopt;
 pub mod bootstrap;
+pub mod drift;
 pub mod error;
 pub mod execute;
 #[cfg(any(test, feature = "fake"))]
@@ -33,6 +34,7 @@ mod tests;
 
 use vixen_plan::{Desired, Observed, Plan, Refusal};
 
+pub use drift::Drifted;
 pub use error::{EngineError, ExecError, KubeError, StepError, StoreError};
 pub use execute::{Executor, Timeouts};
 pub use journal::{FileStore, Run, State, fingerprint};
@@ -85,6 +87,24 @@ pub struct Report {
     pub observed: Observed,
     /// The inventory after the run.
     pub inventory: vixen_plan::Inventory,
+    /// Nodes found drifted by this reconcile (empty when drift was not checked).
+    pub drift: Vec<Drifted>,
+}
+
+/// What `vixen plan` shows: the plan the agent would make now, and what it is based on.
+#[derive(Debug)]
+pub struct Preview {
+    /// The plan, or why there is none.
+    pub plan: Result<Plan, Refusal>,
+    /// The observation it was made from.
+    pub observed: Observed,
+    /// Drifted nodes (a resync corrects or reports them).
+    pub drift: Vec<Drifted>,
+    /// Nodes without a record that run exactly their Git config (adopted, as the agent would).
+    pub adopted: usize,
+    /// Talos' dry-run answer for each config step, by step index (the diff as Talos computes
+    /// it); a node that did not answer has none.
+    pub dry_runs: std::collections::BTreeMap<usize, Result<String, String>>,
 }
 
 /// The engine, on its ports.
@@ -120,8 +140,9 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
         }
     }
 
-    /// Observes, adopts what runs exactly its Git config (dry runs only) and plans, without
-    /// acting.
+    /// What a resync would do, without acting: observes, checks drift, adopts what runs
+    /// exactly its Git config and plans (as [`Engine::resync`] does), then dry-runs every config
+    /// step for Talos' own diff. Read-only: dry runs only, and the store is not written.
     ///
     /// # Errors
     /// Only when vixen's own state store cannot be read.
@@ -129,11 +150,19 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
         &self,
         desired: &Desired,
         configs: &Configs,
-    ) -> Result<(Result<Plan, Refusal>, Observed), EngineError> {
+    ) -> Result<Preview, EngineError> {
         let mut state = self.store.load().await?;
-        let observed =
+        let mut observed =
             observe::observe(self.talos, self.kube, &desired.nodes, &state.inventory).await;
-        adopt::adopt(
+        let drift = drift::check(
+            self.talos,
+            desired,
+            configs,
+            &mut observed,
+            &state.inventory,
+        )
+        .await;
+        let adopted = adopt::adopt(
             self.talos,
             desired,
             configs,
@@ -144,10 +173,33 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
         if let Some(etcd) = &observed.etcd {
             state.inventory.learn_members(etcd);
         }
-        Ok((
-            vixen_plan::plan(desired, &observed, &state.inventory),
+        let plan = vixen_plan::plan(desired, &observed, &state.inventory);
+        let dry_runs = match &plan {
+            Ok(p) => preflight::dry_runs(self.talos, p, configs).await,
+            Err(_) => Default::default(),
+        };
+        Ok(Preview {
+            plan,
             observed,
-        ))
+            drift,
+            adopted,
+            dry_runs,
+        })
+    }
+
+    /// A reconcile that first looks for drift (see [`drift`]): each configured node's rendered
+    /// config is dry-run applied, and a node that does not run it any more is corrected by a
+    /// normal config step (or only reported, with `drift: report`). The agent resyncs this
+    /// way; an idle poll never does.
+    ///
+    /// # Errors
+    /// Only when vixen's own state store cannot be read or written.
+    pub async fn resync(
+        &self,
+        desired: &Desired,
+        configs: &Configs,
+    ) -> Result<Report, EngineError> {
+        self.run(desired, configs, true).await
     }
 
     /// One full reconcile: resume a journaled plan if one is unfinished for this desired state,
@@ -160,16 +212,27 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
         desired: &Desired,
         configs: &Configs,
     ) -> Result<Report, EngineError> {
+        self.run(desired, configs, false).await
+    }
+
+    async fn run(
+        &self,
+        desired: &Desired,
+        configs: &Configs,
+        check_drift: bool,
+    ) -> Result<Report, EngineError> {
         let rev = fingerprint(desired);
         let mut state = self.store.load().await?;
         let exec = self.executor(desired, configs, false);
         let mut steps = 0;
         let mut observed = Observed::default();
-        let done = |outcome, observed, state: State| {
+        let mut drifted = Vec::new();
+        let done = |outcome, observed, state: State, drift| {
             Ok(Report {
                 outcome,
                 observed,
                 inventory: state.inventory,
+                drift,
             })
         };
         if let Some(run) = &state.run {
@@ -185,15 +248,26 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
                 if let Err(error) = result {
                     state.run = None;
                     self.store.save(&state).await?;
-                    return done(failed(steps, error), observed, state);
+                    return done(failed(steps, error), observed, state, drifted);
                 }
             }
             state.run = None;
             self.store.save(&state).await?;
         }
-        for _pass in 0..4 {
+        for pass in 0..4 {
             observed =
                 observe::observe(self.talos, self.kube, &desired.nodes, &state.inventory).await;
+            // Drift is looked for once: a corrected node is seen corrected by the next pass.
+            if check_drift && pass == 0 {
+                drifted = drift::check(
+                    self.talos,
+                    desired,
+                    configs,
+                    &mut observed,
+                    &state.inventory,
+                )
+                .await;
+            }
             let adopted = adopt::adopt(
                 self.talos,
                 desired,
@@ -212,7 +286,9 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
             }
             let plan = match vixen_plan::plan(desired, &observed, &state.inventory) {
                 Ok(plan) => plan,
-                Err(refusal) => return done(Outcome::Refused(refusal), observed, state),
+                Err(refusal) => {
+                    return done(Outcome::Refused(refusal), observed, state, drifted);
+                }
             };
             if plan.steps.is_empty() {
                 state.inventory.kubernetes_version = Some(desired.kubernetes_version.to_string());
@@ -225,14 +301,14 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
                         waiting: plan.waiting,
                     }
                 };
-                return done(outcome, observed, state);
+                return done(outcome, observed, state, drifted);
             }
             for s in &plan.steps {
                 tracing::info!(step = %s, "planned");
             }
             // Every new plan (a plan resumed from the journal was checked when it was made).
             if let Some(refusal) = preflight::preflight(self.talos, &plan, configs).await {
-                return done(Outcome::Refused(refusal), observed, state);
+                return done(Outcome::Refused(refusal), observed, state, drifted);
             }
             let total = plan.steps.len();
             state.run = Some(Run {
@@ -249,7 +325,9 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
             self.store.save(&state).await?;
             match result {
                 Ok(()) => steps += total,
-                Err(error) => return done(failed(steps + finished, error), observed, state),
+                Err(error) => {
+                    return done(failed(steps + finished, error), observed, state, drifted);
+                }
             }
         }
         done(
@@ -259,6 +337,7 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
             },
             observed,
             state,
+            drifted,
         )
     }
 

@@ -64,6 +64,7 @@ async fn observe_one(
                 state: NodeState::Configured,
                 talos_version: p.version,
                 healthy: p.healthy,
+                drift: None,
             };
         }
     }
@@ -74,6 +75,7 @@ async fn observe_one(
             state: NodeState::Maintenance,
             talos_version: None,
             healthy: false,
+            drift: None,
         };
     }
     ObservedNode {
@@ -85,6 +87,7 @@ async fn observe_one(
         state: NodeState::Unreachable,
         talos_version: None,
         healthy: false,
+        drift: None,
     }
 }
 

@@ -3,6 +3,8 @@
 //! server takes dry runs), and any refusal stops the whole plan with the node's own message.
 //! Nothing is changed then (law 5). A node that does not answer is left to its step.
 
+use std::collections::BTreeMap;
+
 use vixen_plan::{Action, ApplyMode, Plan, Refusal};
 use vixen_talos::ApplyMode as WireMode;
 
@@ -30,11 +32,7 @@ pub async fn preflight(talos: &impl NodeApi, plan: &Plan, configs: &Configs) -> 
         let Some(config) = configs.get(&step.node) else {
             continue;
         };
-        let wire = match mode {
-            ApplyMode::Auto => WireMode::Auto,
-            ApplyMode::NoReboot => WireMode::NoReboot,
-            ApplyMode::Reboot => WireMode::Reboot,
-        };
+        let wire = wire(*mode);
         match talos
             .apply(address, config.as_bytes(), wire, true, *maintenance)
             .await
@@ -62,4 +60,47 @@ pub async fn preflight(talos: &impl NodeApi, plan: &Plan, configs: &Configs) -> 
         }
     }
     None
+}
+
+fn wire(mode: ApplyMode) -> WireMode {
+    match mode {
+        ApplyMode::Auto => WireMode::Auto,
+        ApplyMode::NoReboot => WireMode::NoReboot,
+        ApplyMode::Reboot => WireMode::Reboot,
+    }
+}
+
+/// Talos' dry-run answer for each config step of `plan`, by step index: its summary and the
+/// diff of the running and the new config as Talos computes it (`talosctl apply --dry-run`
+/// prints the same text), or the node's error. Dry runs only.
+pub async fn dry_runs(
+    talos: &impl NodeApi,
+    plan: &Plan,
+    configs: &Configs,
+) -> BTreeMap<usize, Result<String, String>> {
+    let mut out = BTreeMap::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let Action::ApplyConfig {
+            mode,
+            address,
+            maintenance,
+            ..
+        } = &step.action
+        else {
+            continue;
+        };
+        let Some(config) = configs.get(&step.node) else {
+            continue;
+        };
+        let answer = talos
+            .apply(address, config.as_bytes(), wire(*mode), true, *maintenance)
+            .await
+            .map(|o| o.mode_details)
+            .map_err(|e| match e {
+                vixen_talos::Error::Rpc { message, .. } => message,
+                other => other.to_string(),
+            });
+        out.insert(i, answer);
+    }
+    out
 }

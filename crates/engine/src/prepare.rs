@@ -53,6 +53,10 @@ pub fn desired(repo: &Repo, inputs: &RenderInputs) -> Result<(Desired, Configs),
         stabilization: parse_duration(&c.upgrade.stabilization).unwrap_or(Duration::from_secs(30)),
         reset_on_removal: c.removal == vixen_model::Removal::Reset,
         worker_concurrency: c.upgrade.worker_concurrency.max(1),
+        drift: match c.drift {
+            vixen_model::Drift::Correct => vixen_plan::DriftPolicy::Correct,
+            vixen_model::Drift::Report => vixen_plan::DriftPolicy::Report,
+        },
     };
     Ok((desired, configs))
 }

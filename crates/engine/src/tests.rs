@@ -48,6 +48,7 @@ fn desired(c: &FakeCluster, version: &str, whole: &str, section: &str) -> (Desir
         stabilization: Duration::ZERO,
         reset_on_removal: true,
         worker_concurrency: 1,
+        drift: vixen_plan::DriftPolicy::Correct,
     };
     (desired, configs)
 }
@@ -547,7 +548,7 @@ fn booted(c: &FakeCluster) -> Vec<(String, Option<String>)> {
 async fn talos_1_14_reboot_needing_change_is_applied_live_then_rebooted_node_by_node() {
     let c = FakeCluster::new(3, 1, "v1.14.0");
     let (old, _) = desired(&c, "v1.14.0", "", "machine.env");
-    let store = store_of(&old);
+    let store = store_of(&c, &old);
     let (d, configs) = desired(&c, "v1.14.0", "env TZ", "machine.env");
     let outcome = reconcile(&c, &store, &d, &configs).await;
     assert!(outcome.converged(), "{outcome:?}");
@@ -595,7 +596,7 @@ async fn talos_1_14_reboot_needing_change_is_applied_live_then_rebooted_node_by_
     // cp-2 powered off: the same change on 1.14 touches no node (the etcd check comes first).
     let c = FakeCluster::new(3, 0, "v1.14.0");
     let (old, _) = desired(&c, "v1.14.0", "", "machine.env");
-    let store = store_of(&old);
+    let store = store_of(&c, &old);
     c.with(|w| w.nodes[1].mode = Mode::Off);
     let outcome = reconcile(&c, &store, &d_for(&c, "env TZ"), &configs_for(&c, "env TZ")).await;
     let why = waiting_reason(&outcome);
@@ -623,7 +624,7 @@ fn configs_for(c: &FakeCluster, whole: &str) -> Configs {
 async fn a_crash_between_the_1_14_apply_and_its_reboot_still_reboots_the_node() {
     let c = FakeCluster::new(1, 0, "v1.14.0");
     let (old, _) = desired(&c, "v1.14.0", "", "machine.env");
-    let store = store_of(&old);
+    let store = store_of(&c, &old);
     let (d, configs) = desired(&c, "v1.14.0", "env TZ", "machine.env");
     // plan saved (1), apply in flight (2), apply done (3): the 4th save (the reboot about to
     // be sent) is the agent dying.
@@ -654,4 +655,121 @@ async fn a_crash_between_the_1_14_apply_and_its_reboot_still_reboots_the_node() 
     let outcome = reconcile(&c, &store, &d2, &configs).await;
     assert!(outcome.converged(), "{outcome:?}");
     assert_eq!(c.calls_to("cp-1"), ["apply", "reboot"]);
+}
+
+/// The engine on the fakes, for the drift tests.
+fn engine<'a>(
+    c: &'a FakeCluster,
+    store: &'a MemoryStore,
+) -> Engine<'a, FakeCluster, FakeCluster, MemoryStore> {
+    Engine {
+        talos: c,
+        kube: c,
+        store,
+        timeouts: timeouts(),
+        progress: &Quiet,
+    }
+}
+
+/// A converged fake cluster every node of which runs `cfg`, and worker-1 changed behind
+/// vixen's back.
+fn drifted_cluster(
+    policy: vixen_plan::DriftPolicy,
+) -> (FakeCluster, MemoryStore, Desired, Configs) {
+    let c = FakeCluster::new(3, 2, "v1.12.2");
+    let (mut d, configs) = desired(&c, "v1.12.2", "cfg", "machine.nodeLabels");
+    d.drift = policy;
+    let store = store_of(&c, &d);
+    c.with(|w| {
+        for n in &mut w.nodes {
+            n.config = Some("cfg".into());
+        }
+        w.nodes[3].config = Some("cfg, changed out of band".into());
+    });
+    (c, store, d, configs)
+}
+
+/// Fault: a node's config changed out of band (drift). A resync finds it with a dry run and
+/// gives it its rendered config again through a normal plan step; a plain reconcile (an idle
+/// agent's) sends no dry run and sees nothing. Fails when the drift check or the planner's
+/// drift rule is removed.
+#[tokio::test]
+async fn a_resync_corrects_drift_with_a_normal_step() {
+    let (c, store, d, configs) = drifted_cluster(vixen_plan::DriftPolicy::Correct);
+    let r = engine(&c, &store).reconcile(&d, &configs).await.unwrap();
+    assert!(r.outcome.converged() && r.drift.is_empty(), "{r:?}");
+    assert!(c.with(|w| w.calls.is_empty()));
+    let r = engine(&c, &store).resync(&d, &configs).await.unwrap();
+    assert!(r.outcome.converged(), "{:?}", r.outcome);
+    let drifted: Vec<&str> = r.drift.iter().map(|x| x.node.as_str()).collect();
+    assert_eq!(drifted, ["worker-1"]);
+    assert_eq!(c.calls_to("worker-1"), ["apply"]);
+    assert_eq!(
+        c.with(|w| w.calls.len()),
+        1,
+        "{:?}",
+        c.with(|w| w.calls.clone())
+    );
+    assert_eq!(
+        c.with(|w| w.nodes[3].config.clone()).as_deref(),
+        Some("cfg")
+    );
+    // Corrected: the next resync finds nothing.
+    let r = engine(&c, &store).resync(&d, &configs).await.unwrap();
+    assert!(r.drift.is_empty(), "{:?}", r.drift);
+}
+
+/// Fault: drift with `drift: report`: it is reported, and nothing is changed.
+#[tokio::test]
+async fn drift_is_only_reported_with_the_report_policy() {
+    let (c, store, d, configs) = drifted_cluster(vixen_plan::DriftPolicy::Report);
+    let r = engine(&c, &store).resync(&d, &configs).await.unwrap();
+    assert!(r.outcome.converged(), "{:?}", r.outcome);
+    assert_eq!(r.drift.len(), 1);
+    assert!(c.with(|w| w.calls.is_empty()));
+    assert_ne!(
+        c.with(|w| w.nodes[3].config.clone()).as_deref(),
+        Some("cfg")
+    );
+}
+
+/// Fault: a node down during the drift check. It is not drift, and it holds up neither the
+/// check nor the correction of the others.
+#[tokio::test]
+async fn a_node_down_is_not_drift_and_does_not_block_the_others() {
+    let (c, store, d, configs) = drifted_cluster(vixen_plan::DriftPolicy::Correct);
+    c.with(|w| w.nodes[4].mode = Mode::Off);
+    let r = engine(&c, &store).resync(&d, &configs).await.unwrap();
+    let drifted: Vec<&str> = r.drift.iter().map(|x| x.node.as_str()).collect();
+    assert_eq!(drifted, ["worker-1"]);
+    assert_eq!(c.calls_to("worker-1"), ["apply"]);
+    assert!(c.calls_to("worker-2").is_empty());
+    assert!(
+        waiting_reason(&r.outcome).contains("worker-2"),
+        "{:?}",
+        r.outcome
+    );
+}
+
+/// `vixen plan`'s preview: the drifted node's step, with Talos' own dry-run answer, and no
+/// change made.
+#[tokio::test]
+async fn the_preview_shows_the_drift_step_and_its_dry_run_without_acting() {
+    let (c, store, d, configs) = drifted_cluster(vixen_plan::DriftPolicy::Correct);
+    let p = engine(&c, &store).plan_only(&d, &configs).await.unwrap();
+    let plan = p.plan.unwrap();
+    let applies: Vec<(usize, &str)> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s.action, vixen_plan::Action::ApplyConfig { .. }))
+        .map(|(i, s)| (i, s.node.as_str()))
+        .collect();
+    assert_eq!(applies.len(), 1, "{plan:?}");
+    assert_eq!(applies[0].1, "worker-1");
+    assert_eq!(
+        p.dry_runs.get(&applies[0].0).cloned(),
+        Some(Ok("Config diff: changed".to_string()))
+    );
+    assert!(c.with(|w| w.calls.is_empty()));
 }

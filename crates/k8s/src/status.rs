@@ -108,7 +108,7 @@ pub struct NodeStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// `Ready`, `Reconciling` or `Stalled`.
+    /// `Ready`, `Reconciling`, `Stalled` or `Drifted`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
@@ -192,7 +192,39 @@ impl VixenClusterStatus {
                 last_transition_time: since,
             });
         }
+        // Conditions other than the three (`Drifted`) are kept as they are.
+        next.extend(
+            self.conditions
+                .drain(..)
+                .filter(|c| !["Ready", "Reconciling", "Stalled"].contains(&c.type_.as_str())),
+        );
         self.conditions = next;
+    }
+
+    /// Sets one more condition (`Drifted`), keeping its `lastTransitionTime` when its status
+    /// does not change.
+    pub fn set_condition(
+        &mut self,
+        ty: &str,
+        on: bool,
+        reason: &str,
+        message: &str,
+        now: Timestamp,
+    ) {
+        let status = tf(on).to_owned();
+        let since = self
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ty && c.status == status)
+            .map_or_else(|| now.to_string(), |c| c.last_transition_time.clone());
+        self.conditions.retain(|c| c.type_ != ty);
+        self.conditions.push(Condition {
+            type_: ty.into(),
+            status,
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: since,
+        });
     }
 
     /// Sets the per-node list and the summary column.

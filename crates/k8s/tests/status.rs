@@ -61,6 +61,46 @@ fn conditions_follow_kstatus_and_keep_their_transition_time() {
     assert_eq!(st.phase, "Ready");
 }
 
+/// The `Drifted` condition survives the phase changes of the next reconciles, and keeps its
+/// transition time while its status holds.
+#[test]
+fn the_drifted_condition_is_kept_across_phases() {
+    let mut st = VixenClusterStatus::default();
+    st.set_condition(
+        "Drifted",
+        true,
+        "DriftReported",
+        "worker-1",
+        t("2026-01-01T00:00:00Z"),
+    );
+    st.set_phase(
+        Phase::Reconciling,
+        "Progressing",
+        "x",
+        t("2026-01-01T00:01:00Z"),
+    );
+    st.set_phase(Phase::Ready, "Applied", "y", t("2026-01-01T00:02:00Z"));
+    st.set_condition(
+        "Drifted",
+        true,
+        "DriftReported",
+        "worker-1, worker-2",
+        t("2026-01-01T00:03:00Z"),
+    );
+    let c = cond(&st, "Drifted");
+    assert_eq!(
+        (c.status.as_str(), c.message.as_str()),
+        ("True", "worker-1, worker-2")
+    );
+    assert_eq!(c.last_transition_time, "2026-01-01T00:00:00Z");
+    assert_eq!(st.conditions.len(), 4);
+    st.set_condition("Drifted", false, "NoDrift", "", t("2026-01-01T00:04:00Z"));
+    assert_eq!(
+        cond(&st, "Drifted").last_transition_time,
+        "2026-01-01T00:04:00Z"
+    );
+}
+
 #[test]
 fn status_table_shows_revision_nodes_and_conditions() {
     let mut obj = VixenCluster::new(

@@ -146,6 +146,18 @@ impl MachineConfig {
     }
 
     /// A field of the v1alpha1 document by dotted path.
+    /// Every document re-encoded, as Talos encodes its config container before it diffs it
+    /// (`configdiff.DiffConfigs`: `EncodeBytes` without comments), so that formatting alone is
+    /// no change.
+    pub fn encoded(&self) -> String {
+        let docs: Vec<String> = serde_yaml_ng::Deserializer::from_str(&self.raw)
+            .filter_map(|d| serde_yaml_ng::Value::deserialize(d).ok())
+            .filter(|v| !v.is_null())
+            .filter_map(|v| serde_yaml_ng::to_string(&v).ok())
+            .collect();
+        docs.join("---\n")
+    }
+
     pub fn get(&self, path: &str) -> Option<&str> {
         str_at(&self.doc, path)
     }
@@ -173,6 +185,23 @@ pub fn image_tag(image: &str) -> Option<String> {
 }
 
 /// Leaf paths whose values differ between two documents (`machine.network.hostname`, ...).
+/// The change from `old` to `new` as Talos' dry-run apply shows it: a unified diff (headers
+/// `a` and `b`, three lines of context) of both encoded configs, "" when they are the same.
+/// Talos 1.12 (`pkg/machinery/config/configdiff/configdiff.go` DiffToString: gotextdiff
+/// `ToUnified("a", "b", ...)`) and 1.13+ (`pkg/machinery/textdiff/textdiff.go` Diff: a myers
+/// unified formatter) both print this form.
+pub fn config_diff(old: &MachineConfig, new: &MachineConfig) -> String {
+    let (a, b) = (old.encoded(), new.encoded());
+    if a == b {
+        return String::new();
+    }
+    similar::TextDiff::from_lines(&a, &b)
+        .unified_diff()
+        .context_radius(3)
+        .header("a", "b")
+        .to_string()
+}
+
 pub fn changed_paths(old: &Value, new: &Value) -> Vec<String> {
     fn walk(prefix: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {
         match (a, b) {

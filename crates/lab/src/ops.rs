@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::Status;
 use vixen_talos::ApplyMode;
 
-use crate::config::{MachineConfig, applies_live, changed_paths, image_tag};
+use crate::config::{MachineConfig, applies_live, changed_paths, config_diff, image_tag};
 use crate::etcd;
 use crate::node::{Mode, Node, machine_ca};
 use crate::versions::Talos;
@@ -157,15 +157,20 @@ impl Node {
             _ => "Applied configuration without a reboot".to_string(),
         };
         if dry_run {
-            let diff = if changed.is_empty() {
+            // Talos' answer (`v1alpha1_server.go` ApplyConfiguration, `in.DryRun`, and its
+            // generateDiff): "Dry run summary:\n<mode details> (skipped in dry-run).\n" then
+            // "Config diff:\n\n" and the unified diff of the running and the new config, or
+            // "No changes." when they encode the same.
+            let diff = config_diff(&old, &new);
+            let diff = if diff.is_empty() {
                 "No changes.".to_string()
             } else {
-                changed.join("\n")
+                diff
             };
             return Ok(Applied {
                 mode: used,
                 details: format!(
-                    "Dry run summary:\n{details} (skipped in dry-run).\n\nConfig diff:\n{diff}"
+                    "Dry run summary:\n{details} (skipped in dry-run).\nConfig diff:\n\n{diff}"
                 ),
                 warnings,
             });

@@ -211,7 +211,8 @@ async fn configured_node_refuses_what_talos_refuses_and_keeps_its_config() {
         .await
         .unwrap();
     assert!(
-        out.mode_details.contains("machine.network.hostname"),
+        out.mode_details
+            .contains("-    hostname: cp1\n+    hostname: cp1-new\n"),
         "{out:?}"
     );
     a.reboot().await.unwrap();

@@ -43,6 +43,10 @@ pub struct ClusterFile {
     /// What happens to a node that leaves Git.
     #[serde(default)]
     pub removal: Removal,
+    /// What vixen does when a node's running config was changed behind its back (drift), as
+    /// Talos' dry-run apply on each resync tells.
+    #[serde(default)]
+    pub drift: Drift,
 }
 
 /// Where the secrets bundle is and whether it may be in clear. Reads as the path (`Deref` to
@@ -249,6 +253,17 @@ pub enum Removal {
     Reset,
     /// Leave etcd (control planes) but do not reset: the node keeps its disks.
     Keep,
+}
+
+/// What vixen does about a node whose running config drifted from the one rendered from Git.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Drift {
+    /// Report it and apply the rendered config again, as a normal step under the same gates.
+    #[default]
+    Correct,
+    /// Only report it (metric, Event, `Drifted` condition); change nothing.
+    Report,
 }
 
 /// A node's role.

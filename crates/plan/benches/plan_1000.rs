@@ -29,6 +29,7 @@ fn main() {
         stabilization: Duration::from_secs(30),
         reset_on_removal: true,
         worker_concurrency: 1,
+        drift: DriftPolicy::Correct,
     };
     let mut observed = Observed {
         nodes: Vec::new(),
@@ -61,6 +62,7 @@ fn main() {
             state: NodeState::Configured,
             talos_version: Some("v1.11.6".parse().unwrap()),
             healthy: true,
+            drift: None,
         });
         inventory.nodes.push(InventoryNode {
             name: name.clone(),

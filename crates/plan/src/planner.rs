@@ -419,7 +419,7 @@ pub fn plan(
             m.prior.is_none_or(|p| {
                 p.config.whole != m.desired.config.whole
                     || (p.reboot_pending && !upgraded.contains(m.desired.name.as_str()))
-            })
+            }) || (desired.drift == DriftPolicy::Correct && drift(m).is_some())
         })
         .collect();
     changes.sort_by_key(|m| {
@@ -874,6 +874,15 @@ fn upgrade_node(
     ));
 }
 
+/// Drift seen on a node vixen applied this very config to (a node whose digest changed gets
+/// its new config anyway).
+fn drift<'a>(m: &Match<'a>) -> Option<&'a Drift> {
+    m.prior
+        .filter(|p| p.config.whole == m.desired.config.whole)
+        .and(m.observed)
+        .and_then(|o| o.drift.as_ref())
+}
+
 fn change_config(
     plan: &mut Plan,
     m: &Match<'_>,
@@ -886,19 +895,25 @@ fn change_config(
     let at = m
         .observed
         .map_or_else(|| d.address().to_string(), |o| o.address.clone());
-    let changed = m.prior.is_none_or(|p| p.config.whole != d.config.whole);
+    // Something to apply: Git changed, or the running config drifted from it.
+    let changed = m.prior.is_none_or(|p| p.config.whole != d.config.whole) || drift(m).is_some();
     let owed = m.prior.is_some_and(|p| p.reboot_pending);
-    let (reboot, what) = match m.prior {
-        Some(_) if !changed => (
+    let (reboot, what) = match (m.prior, drift(m)) {
+        // Changed out of band: Talos' own dry run said whether going back needs a reboot.
+        (Some(_), Some(drift)) => (
+            drift.reboot || owed,
+            "drifted: the running config is not the one from Git".to_string(),
+        ),
+        (Some(_), None) if !changed => (
             true,
             "applied live before; it takes effect at the next boot".to_string(),
         ),
-        Some(p) => (
+        (Some(p), None) => (
             needs_reboot(&p.config, &d.config) || owed,
             changed_sections(&p.config, &d.config).join(", "),
         ),
         // Nothing recorded (vixen's state was lost): let Talos decide, treated as disruptive.
-        None => (
+        (None, _) => (
             true,
             "unknown (no record of the applied config)".to_string(),
         ),

@@ -62,6 +62,27 @@ pub struct Desired {
     /// How many workers may be down at once because of vixen (`upgrade.workerConcurrency`):
     /// a worker is not disrupted while others already are.
     pub worker_concurrency: u32,
+    /// What to do with a node whose running config drifted from the one vixen applied.
+    pub drift: DriftPolicy,
+}
+
+/// What vixen does about drift: a configured node whose running config is no longer the one
+/// rendered from Git (changed out of band), as Talos' dry-run apply tells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftPolicy {
+    /// Apply the rendered config again, as a normal step under the same gates.
+    #[default]
+    Correct,
+    /// Only report it.
+    Report,
+}
+
+/// Drift found on a node: Talos' dry run of its rendered config did not answer "No changes.".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// Talos would reboot the node to apply the rendered config (the mode its dry run chose).
+    pub reboot: bool,
 }
 
 fn as_text<S: serde::Serializer>(v: &Version, s: S) -> Result<S::Ok, S::Error> {
@@ -93,6 +114,8 @@ pub struct ObservedNode {
     pub talos_version: Option<Version>,
     /// Whether its services (apid, kubelet, etcd on control planes) report healthy.
     pub healthy: bool,
+    /// Its running config drifted from the rendered one (only looked at on a resync).
+    pub drift: Option<Drift>,
 }
 
 /// One etcd member.

@@ -42,6 +42,7 @@ fn world(cps: usize, workers: usize) -> World {
         stabilization: Duration::from_secs(30),
         reset_on_removal: true,
         worker_concurrency: 1,
+        drift: DriftPolicy::Correct,
     };
     let mut observed = Observed {
         nodes: Vec::new(),
@@ -113,6 +114,7 @@ fn add(
         state,
         talos_version: Some("v1.11.6".parse().unwrap()),
         healthy: true,
+        drift: None,
     });
     if configured {
         inventory.nodes.push(InventoryNode {
@@ -1368,4 +1370,61 @@ fn talos_1_14_without_a_record_applies_live_and_reboots() {
             ("cp-1", "stabilize"),
         ])
     );
+}
+
+// --- drift: a configured node whose running config is not the one vixen applied (Talos' dry
+// run said so); the engine marks it in the observation.
+
+#[test]
+fn drift_is_corrected_by_a_live_apply_of_the_same_config() {
+    let mut w = world(3, 2);
+    w.observed("worker-1").drift = Some(Drift { reboot: false });
+    let plan = w.plan().unwrap();
+    assert_eq!(summary(&plan), s(&[("worker-1", "apply:NoReboot")]));
+    assert!(plan.steps[0].reason.contains("drifted"), "{plan:?}");
+}
+
+#[test]
+fn drift_that_needs_a_reboot_goes_through_the_same_gates_as_a_change() {
+    let mut w = world(3, 2);
+    w.observed("cp-2").drift = Some(Drift { reboot: true });
+    let plan = w.plan().unwrap();
+    assert_eq!(
+        summary(&plan),
+        s(&[
+            ("cp-2", "upgrade-safe"),
+            ("cp-2", "apply:Reboot"),
+            ("cp-2", "ready"),
+            ("cp-2", "member"),
+            ("cp-2", "stabilize"),
+        ])
+    );
+}
+
+#[test]
+fn drift_is_left_alone_with_the_report_policy() {
+    let mut w = world(3, 2);
+    w.desired.drift = DriftPolicy::Report;
+    w.observed("worker-1").drift = Some(Drift { reboot: false });
+    let plan = w.plan().unwrap();
+    assert!(plan.steps.is_empty() && plan.waiting.is_empty(), "{plan:?}");
+}
+
+#[test]
+fn a_config_change_on_a_drifted_node_is_planned_once_from_the_record() {
+    let mut w = world(3, 2);
+    w.observed("worker-1").drift = Some(Drift { reboot: true });
+    // Git changes a live section: the change is planned from the record (live), as always.
+    w.node("worker-1").config = digest(
+        "worker-1b",
+        &[
+            ("machine.network", "n1"),
+            ("machine.install", "i1"),
+            ("machine.kubelet", "k2"),
+            ("cluster", "c1"),
+            ("machine.files", "f1"),
+        ],
+    );
+    let plan = w.plan().unwrap();
+    assert_eq!(summary(&plan), s(&[("worker-1", "apply:NoReboot")]));
 }

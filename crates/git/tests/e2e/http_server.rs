@@ -34,6 +34,7 @@ impl GitHttpServer {
     }
 
     /// Serves the repositories under `root` to anyone (a public repository), on `ip`.
+    #[allow(dead_code)] // used by the agent's install test, which includes this file
     pub fn start_public(ip: &str, root: &Path) -> Self {
         Self::serve(ip, root, None)
     }
