@@ -46,6 +46,9 @@ enum Command {
     Agent(Box<cmd::agent::Args>),
     /// Show the VixenCluster status the agent writes: revision, phase, nodes, conditions.
     Status(cmd::agent::StatusArgs),
+    /// etcd snapshots: take one now, list the stored ones.
+    #[command(subcommand)]
+    Etcd(cmd::etcd::Command),
     /// Write an admin kubeconfig fetched from a control plane (like `talosctl kubeconfig`).
     Kubeconfig(cmd::kubeconfig::Args),
     /// Run simulated Talos nodes with real etcd on loopback, for tests and rehearsals.
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => cmd::agent::run(*args),
         Command::Status(args) => cmd::agent::status(args),
         Command::Kubeconfig(args) => cmd::kubeconfig::run(args),
+        Command::Etcd(command) => cmd::etcd::run(command),
     };
     match result {
         Ok(code) => code,

@@ -543,6 +543,7 @@ impl Agent {
             store: &store,
             timeouts: self.cfg.timeouts.clone(),
             progress: &progress,
+            backup: None,
         };
         let report = engine.reconcile(&p.desired, &p.configs).await;
         let observed = match &report {

@@ -22,7 +22,12 @@ fn digest(whole: &str, section: &str) -> ConfigDigest {
 }
 
 /// What Git wants of the fake cluster: every node with config `whole` in `section`.
-fn desired(c: &FakeCluster, version: &str, whole: &str, section: &str) -> (Desired, Configs) {
+pub(crate) fn desired(
+    c: &FakeCluster,
+    version: &str,
+    whole: &str,
+    section: &str,
+) -> (Desired, Configs) {
     let nodes: Vec<DesiredNode> = c.with(|w| {
         w.nodes
             .iter()
@@ -52,7 +57,7 @@ fn desired(c: &FakeCluster, version: &str, whole: &str, section: &str) -> (Desir
 }
 
 /// A store that remembers every node as configured with `whole` in `section`.
-fn store_of(d: &Desired) -> MemoryStore {
+pub(crate) fn store_of(d: &Desired) -> MemoryStore {
     let store = MemoryStore::default();
     store.state.lock().unwrap().inventory = Inventory {
         nodes: d
@@ -72,7 +77,7 @@ fn store_of(d: &Desired) -> MemoryStore {
     store
 }
 
-fn timeouts() -> Timeouts {
+pub(crate) fn timeouts() -> Timeouts {
     Timeouts {
         ready: Duration::from_secs(2),
         member: Duration::from_secs(2),
@@ -94,6 +99,7 @@ async fn reconcile(
         store,
         timeouts: timeouts(),
         progress: &Quiet,
+        backup: None,
     };
     engine
         .reconcile(d, configs)
@@ -182,6 +188,7 @@ async fn a_crash_between_the_lifecycle_steps_resumes_without_waiting_out_a_gate(
             store: &store,
             timeouts: timeouts(),
             progress: &Quiet,
+            backup: None,
         };
         assert!(
             engine.reconcile(&d, &configs).await.is_err(),
@@ -421,6 +428,7 @@ async fn the_reboot_gate_proves_the_reboot_by_the_boot_id_across_a_crash() {
         store: &store,
         timeouts: timeouts(),
         progress: &Quiet,
+        backup: None,
     };
     assert!(
         engine.reconcile(&d, &configs).await.is_err(),
