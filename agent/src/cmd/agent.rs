@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use vixen::backup::BackupPort;
 use vixen::daemon::{self, ForgeOptions, GitOptions, KubeOptions, PrepareError, Prepared, Source};
 use vixen_engine::{
     Configs, Connector, Engine, FileStore, KubeAccess, KubeLink, Outcome, PrepareOptions, Quiet,
@@ -96,13 +97,26 @@ impl Target {
         let p = vixen_engine::prepare::prepare(&self.repo, &self.prepare_options())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let talos = Connector::new(p.credentials);
+        let backup = self.backup_of(&p.repo)?;
         Ok(Wired {
             kube: KubeLink::new(self.kube_access(), talos.clone()),
             talos,
             desired: p.desired,
             configs: p.configs,
             store: FileStore::in_dir(&self.state_dir()),
+            backup,
         })
+    }
+
+    /// The repo's `backup:` as the engine's snapshot port (None without one).
+    ///
+    /// # Errors
+    /// When credentials or recipients cannot be had (the message holds no secret).
+    pub fn backup_of(&self, repo: &vixen_model::Repo) -> anyhow::Result<Option<BackupPort>> {
+        let keys = vixen_engine::prepare::keyring(self.age_key.as_deref()).ok();
+        Ok(vixen_backup::resolve(repo, keys.as_ref(), None)
+            .map_err(|e| anyhow::anyhow!("backup: {e}"))?
+            .map(BackupPort::new))
     }
 
     fn kube_access(&self) -> KubeAccess {
@@ -148,6 +162,8 @@ pub struct Wired {
     pub kube: KubeLink,
     /// vixen's state (`--lab`/`--state`).
     pub store: FileStore,
+    /// The snapshot port (`backup:` in cluster.yaml).
+    pub backup: Option<BackupPort>,
 }
 
 impl Wired {
@@ -159,6 +175,10 @@ impl Wired {
             store: &self.store,
             timeouts,
             progress: &Quiet,
+            backup: self
+                .backup
+                .as_ref()
+                .map(|b| b as &dyn vixen_engine::SnapshotSink),
         }
     }
 }
@@ -344,7 +364,7 @@ fn report_drift(drift: &[vixen_engine::Drifted]) {
     }
 }
 
-fn report(outcome: &Outcome) -> ExitCode {
+pub fn report(outcome: &Outcome) -> ExitCode {
     match outcome {
         Outcome::Converged { steps } => {
             println!(

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod bootstrap;
 pub mod decommission;
 pub mod decrypt;
+pub mod etcd;
 pub mod gen_secrets;
 pub mod install;
 pub mod kubeconfig;

@@ -101,6 +101,10 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             store: &store,
             timeouts: Timeouts::default(),
             progress: &Quiet,
+            backup: w
+                .backup
+                .as_ref()
+                .map(|b| b as &dyn vixen_engine::SnapshotSink),
         };
         let preview = engine.plan_only(&w.desired, &w.configs).await?;
         anyhow::Ok((preview, Source { what, nodes }))

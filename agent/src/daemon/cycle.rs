@@ -562,6 +562,7 @@ impl Agent {
             store: &store,
             timeouts: self.cfg.timeouts.clone(),
             progress: &progress,
+            backup: None,
         };
         // Every reconcile the agent runs (a new commit, a retry, a resync) first looks for
         // drift with a dry run per node; an idle poll never gets here.

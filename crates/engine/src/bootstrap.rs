@@ -62,7 +62,7 @@ pub enum BootstrapError {
     Timeout(String),
 }
 
-async fn wait_for<F, Fut, T>(limit: Duration, mut f: F) -> Option<T>
+pub(crate) async fn wait_for<F, Fut, T>(limit: Duration, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -196,7 +196,7 @@ pub async fn bootstrap(
     Ok(Done::Bootstrapped { address })
 }
 
-async fn first_configured(conn: &impl NodeApi, addresses: &[String]) -> Option<String> {
+pub(crate) async fn first_configured(conn: &impl NodeApi, addresses: &[String]) -> Option<String> {
     for a in addresses {
         if probe_configured(conn, a).await.is_some() {
             return Some(a.clone());
@@ -206,7 +206,7 @@ async fn first_configured(conn: &impl NodeApi, addresses: &[String]) -> Option<S
 }
 
 /// Records the node in vixen's inventory, so the agent sees its config as applied.
-async fn record(store: &impl StateStore, d: &vixen_plan::DesiredNode) {
+pub(crate) async fn record(store: &impl StateStore, d: &vixen_plan::DesiredNode) {
     if let Ok(mut state) = store.load().await {
         state.inventory.nodes.retain(|n| n.name != d.name);
         state.inventory.nodes.push(InventoryNode {

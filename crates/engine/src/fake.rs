@@ -581,6 +581,44 @@ impl NodeApi for FakeCluster {
             ))
         })
     }
+
+    async fn recover(&self, at: &str, snapshot: &[u8]) -> TalosResult<()> {
+        let restored = crate::fake_backup::raft_index_of(snapshot);
+        self.mutate(at, "recover", |n, _| match (n.role, n.member) {
+            (Role::Controlplane, None) => {
+                n.raft_index = restored.unwrap_or_default();
+                n.etcd_up = true;
+                Ok(())
+            }
+            _ => Err(rpc(
+                "recover",
+                tonic::Code::AlreadyExists,
+                "etcd data directory is not empty",
+            )),
+        })
+        .inspect(|_| {
+            self.with(|w| {
+                w.next_member += 1;
+                let id = w.next_member;
+                if let Some(n) = w.nodes.iter_mut().find(|n| n.address == at) {
+                    n.member = Some(id);
+                }
+                w.leader = id;
+            })
+        })
+    }
+
+    async fn etcd_snapshot(&self, at: &str) -> TalosResult<Vec<u8>> {
+        // Recorded with the mutating calls, so tests see it in order with them.
+        self.mutate(at, "etcd_snapshot", |n, _| match (n.etcd_up, n.member) {
+            (true, Some(_)) => Ok(crate::fake_backup::snapshot_bytes(n.raft_index)),
+            _ => Err(rpc(
+                "etcd_snapshot",
+                tonic::Code::Unknown,
+                "etcd is not running",
+            )),
+        })
+    }
 }
 
 impl KubeGates for FakeCluster {

@@ -13,12 +13,15 @@
 #![warn(missing_docs)]
 
 pub mod adopt;
+pub mod backup;
 pub mod bootstrap;
 pub mod drift;
 pub mod error;
 pub mod execute;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake_backup;
 pub mod gates;
 pub mod health;
 pub mod journal;
@@ -28,9 +31,12 @@ pub mod ports;
 pub mod preflight;
 pub mod prepare;
 pub mod progress;
+pub mod restore;
 pub mod talos;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_backup;
 
 use vixen_plan::{Desired, Observed, Plan, Refusal};
 
@@ -39,7 +45,7 @@ pub use error::{EngineError, ExecError, KubeError, StepError, StoreError};
 pub use execute::{Executor, Timeouts};
 pub use journal::{FileStore, Run, State, fingerprint};
 pub use kube::{KubeAccess, KubeLink};
-pub use ports::{KubeGates, NodeApi, StateStore};
+pub use ports::{KubeGates, NodeApi, SnapshotSink, SnapshotSource, StateStore};
 pub use prepare::{Configs, PrepareError, PrepareOptions, Prepared};
 pub use progress::{Progress, Quiet, StepEvent};
 pub use talos::Connector;
@@ -119,6 +125,8 @@ pub struct Engine<'a, T, K, S> {
     pub timeouts: Timeouts,
     /// Told about every step.
     pub progress: &'a dyn Progress,
+    /// Where the snapshot before a risky plan goes (`None`: no `backup:` in the repo).
+    pub backup: Option<&'a dyn SnapshotSink>,
 }
 
 impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
@@ -308,6 +316,19 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Engine<'_, T, K, S> {
             }
             // Every new plan (a plan resumed from the journal was checked when it was made).
             if let Some(refusal) = preflight::preflight(self.talos, &plan, configs).await {
+                return done(Outcome::Refused(refusal), observed, state, drifted);
+            }
+            // A fresh snapshot before a risky plan, after the dry runs and before any change.
+            if let Some(refusal) = backup::before_risky(
+                self.talos,
+                self.backup,
+                &plan,
+                desired,
+                &observed,
+                &state.inventory,
+            )
+            .await
+            {
                 return done(Outcome::Refused(refusal), observed, state, drifted);
             }
             let total = plan.steps.len();

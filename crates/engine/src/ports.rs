@@ -80,6 +80,42 @@ pub trait NodeApi: Send + Sync {
     fn boot_id(&self, at: &str) -> impl Future<Output = TalosResult<String>> + Send;
     /// The admin kubeconfig the node hands out (a `.tar.gz`).
     fn kubeconfig(&self, at: &str) -> impl Future<Output = TalosResult<Vec<u8>>> + Send;
+    /// An etcd snapshot of the node's member (EtcdSnapshot: the database and etcd's sha256).
+    fn etcd_snapshot(&self, at: &str) -> impl Future<Output = TalosResult<Vec<u8>>> + Send;
+    /// Disaster recovery on a configured control plane without etcd data: EtcdRecover with
+    /// `snapshot`, then Bootstrap{recover_etcd} (only `vixen etcd restore` calls it).
+    fn recover(&self, at: &str, snapshot: &[u8]) -> impl Future<Output = TalosResult<()>> + Send;
+}
+
+/// A boxed future (for the object-safe [`SnapshotSink`]).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the engine knows of a snapshot it took (the metadata stored with it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotSource {
+    /// Hostname of the member.
+    pub member: String,
+    /// Its member ID.
+    pub member_id: u64,
+    /// etcd version it reported.
+    pub etcd_version: String,
+    /// Its raft index.
+    pub raft_index: u64,
+    /// Why it was taken.
+    pub reason: String,
+}
+
+/// Where snapshots go (vixen-backup at the edge: check, encrypt, upload, prune; a fake in
+/// tests). Object-safe so that the engine takes it as an option.
+pub trait SnapshotSink: Send + Sync {
+    /// What a failed snapshot before a risky step does.
+    fn policy(&self) -> vixen_model::backup::BeforeRisky;
+    /// Checks and stores `snapshot`; returns its key, or why it failed (no secret in it).
+    fn save<'a>(
+        &'a self,
+        snapshot: Vec<u8>,
+        source: SnapshotSource,
+    ) -> BoxFuture<'a, Result<String, String>>;
 }
 
 /// The Kubernetes side of a disruption: drain before, readiness after. `control_planes` are the

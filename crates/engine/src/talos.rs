@@ -150,4 +150,15 @@ impl NodeApi for Connector {
     async fn kubeconfig(&self, at: &str) -> TalosResult<Vec<u8>> {
         self.node(at)?.kubeconfig().await
     }
+
+    async fn recover(&self, at: &str, snapshot: &[u8]) -> TalosResult<()> {
+        self.node(at)?
+            .recover_when_ready(snapshot, Duration::from_secs(120))
+            .await
+    }
+
+    async fn etcd_snapshot(&self, at: &str) -> TalosResult<Vec<u8>> {
+        // A read, but a long one: the action options (no retry, the long timeout).
+        self.node(at)?.etcd_snapshot().await
+    }
 }

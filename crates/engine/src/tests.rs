@@ -22,7 +22,12 @@ fn digest(whole: &str, section: &str) -> ConfigDigest {
 }
 
 /// What Git wants of the fake cluster: every node with config `whole` in `section`.
-fn desired(c: &FakeCluster, version: &str, whole: &str, section: &str) -> (Desired, Configs) {
+pub(crate) fn desired(
+    c: &FakeCluster,
+    version: &str,
+    whole: &str,
+    section: &str,
+) -> (Desired, Configs) {
     let nodes: Vec<DesiredNode> = c.with(|w| {
         w.nodes
             .iter()
@@ -55,7 +60,7 @@ fn desired(c: &FakeCluster, version: &str, whole: &str, section: &str) -> (Desir
 
 /// A store that remembers every node as configured with `whole` in `section`, with the member
 /// IDs it learned when each control plane joined.
-fn store_of(c: &FakeCluster, d: &Desired) -> MemoryStore {
+pub(crate) fn store_of(c: &FakeCluster, d: &Desired) -> MemoryStore {
     let store = MemoryStore::default();
     store.state.lock().unwrap().inventory = Inventory {
         nodes: d
@@ -82,7 +87,7 @@ fn store_of(c: &FakeCluster, d: &Desired) -> MemoryStore {
     store
 }
 
-fn timeouts() -> Timeouts {
+pub(crate) fn timeouts() -> Timeouts {
     Timeouts {
         ready: Duration::from_secs(2),
         member: Duration::from_secs(2),
@@ -104,6 +109,7 @@ async fn reconcile(
         store,
         timeouts: timeouts(),
         progress: &Quiet,
+        backup: None,
     };
     engine
         .reconcile(d, configs)
@@ -192,6 +198,7 @@ async fn a_crash_between_the_lifecycle_steps_resumes_without_waiting_out_a_gate(
             store: &store,
             timeouts: timeouts(),
             progress: &Quiet,
+            backup: None,
         };
         assert!(
             engine.reconcile(&d, &configs).await.is_err(),
@@ -509,6 +516,7 @@ async fn the_reboot_gate_proves_the_reboot_by_the_boot_id_across_a_crash() {
         store: &store,
         timeouts: timeouts(),
         progress: &Quiet,
+        backup: None,
     };
     assert!(
         engine.reconcile(&d, &configs).await.is_err(),
@@ -635,6 +643,7 @@ async fn a_crash_between_the_1_14_apply_and_its_reboot_still_reboots_the_node() 
         store: &store,
         timeouts: timeouts(),
         progress: &Quiet,
+        backup: None,
     };
     assert!(
         engine.reconcile(&d, &configs).await.is_err(),
@@ -668,6 +677,7 @@ fn engine<'a>(
         store,
         timeouts: timeouts(),
         progress: &Quiet,
+        backup: None,
     }
 }
 

@@ -48,6 +48,22 @@ impl Node {
 
     /// Bootstrap: a new one-member etcd cluster (see the module docs for the preconditions).
     pub(crate) async fn bootstrap(&self) -> Result<(), Status> {
+        self.bootstrap_allowed().await?;
+        let _g = self.etcd_ops.lock().await;
+        if self.etcd_url().is_some() || etcd::has_data(&etcd::data_dir(&self.dir)) {
+            return Err(Status::already_exists("etcd data directory is not empty"));
+        }
+        let addr = self.current_address();
+        let name = self.hostname();
+        let initial = format!("{name}={}", etcd::peer_url(addr));
+        if !self.start_etcd(&name, addr, &initial, "new") {
+            return Err(Status::internal("cannot start etcd"));
+        }
+        etcd::wait_ready(&etcd::client_url(addr), Duration::from_secs(15)).await
+    }
+
+    /// Bootstrap's preconditions, up to the time sync (shared with the recovery bootstrap).
+    pub(crate) async fn bootstrap_allowed(&self) -> Result<(), Status> {
         let not_yet = || Status::failed_precondition("bootstrap is not available yet");
         if self.config().is_none() || !self.cri_up() {
             return Err(not_yet());
@@ -71,17 +87,7 @@ impl Node {
             return Err(Status::failed_precondition("time is not in sync yet"));
         }
         tokio::time::sleep(synced_in).await;
-        let _g = self.etcd_ops.lock().await;
-        if self.etcd_url().is_some() || etcd::has_data(&etcd::data_dir(&self.dir)) {
-            return Err(Status::already_exists("etcd data directory is not empty"));
-        }
-        let addr = self.current_address();
-        let name = self.hostname();
-        let initial = format!("{name}={}", etcd::peer_url(addr));
-        if !self.start_etcd(&name, addr, &initial, "new") {
-            return Err(Status::internal("cannot start etcd"));
-        }
-        etcd::wait_ready(&etcd::client_url(addr), Duration::from_secs(15)).await
+        Ok(())
     }
 
     /// The local member's client URL, after the control-plane check for `api`.

@@ -29,6 +29,7 @@ mod lab;
 mod node;
 mod ops;
 pub mod peers;
+mod recover;
 mod reset;
 mod server;
 mod services;

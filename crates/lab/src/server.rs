@@ -200,7 +200,8 @@ impl MachineService for NodeApi {
 
     async fn bootstrap(&self, req: Request<pb::BootstrapRequest>) -> Reply<pb::BootstrapResponse> {
         let (md, peer, r) = parts!(req);
-        let detail = json!({"recover_etcd": r.recover_etcd});
+        let detail =
+            json!({"recover_etcd": r.recover_etcd, "skip_hash_check": r.recover_skip_hash_check});
         let (t, p, ()) = self
             .run(
                 "/machine.MachineService/Bootstrap",
@@ -210,11 +211,10 @@ impl MachineService for NodeApi {
                 ADMIN,
                 |n| async move {
                     if r.recover_etcd {
-                        return Err(Status::unimplemented(
-                            "etcd recovery is not simulated by the lab",
-                        ));
+                        n.recover_bootstrap(r.recover_skip_hash_check).await
+                    } else {
+                        n.bootstrap().await
                     }
-                    n.bootstrap().await
                 },
             )
             .await?;
@@ -335,6 +335,41 @@ impl MachineService for NodeApi {
             messages: vec![pb::EtcdForfeitLeadership {
                 metadata: meta(&t, p),
                 member,
+            }],
+        }))
+    }
+
+    async fn etcd_recover(
+        &self,
+        req: Request<tonic::Streaming<Data>>,
+    ) -> Reply<pb::EtcdRecoverResponse> {
+        let (md, peer, mut stream) = parts!(req);
+        // The upload is read first (a broken stream fails the call, nothing is kept).
+        let mut bytes = Vec::new();
+        let read = async {
+            while let Some(d) = stream.message().await? {
+                bytes.extend_from_slice(&d.bytes);
+            }
+            Ok::<(), Status>(())
+        }
+        .await;
+        let size = bytes.len();
+        let (t, p, ()) = self
+            .run(
+                "/machine.MachineService/EtcdRecover",
+                &md,
+                peer.as_ref(),
+                json!({"bytes": size}),
+                ADMIN,
+                |n| async move {
+                    read?;
+                    n.etcd_recover(&bytes)
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::EtcdRecoverResponse {
+            messages: vec![pb::EtcdRecover {
+                metadata: meta(&t, p),
             }],
         }))
     }

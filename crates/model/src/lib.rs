@@ -6,6 +6,7 @@
 #![allow(clippy::useless_vec)]
 
 mod addresses;
+pub mod backup;
 pub mod checks;
 mod patch;
 pub mod render;

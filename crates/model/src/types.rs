@@ -2,7 +2,8 @@
 //! these types (`schemas/`), so their doc comments are what editors show.
 //!
 //! ```text
-//! <repo>/cluster.yaml      ClusterFile   name, endpoint, versions, secrets, patches, policies
+//! <repo>/cluster.yaml      ClusterFile   name, endpoint, versions, secrets, patches, policies,
+//!                                        backup
 //! <repo>/nodes/*.yaml      NodeFile      one node per file
 //! <repo>/network.yaml      NetworkFile   Cilium LB IP pools and L2 announcement policies
 //! <repo>/patches/*.yaml    Talos config patches (strategic merge or RFC 6902)
@@ -47,6 +48,9 @@ pub struct ClusterFile {
     /// Talos' dry-run apply on each resync tells.
     #[serde(default)]
     pub drift: Drift,
+    /// etcd snapshots: when, where, how many, and before which risky steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::BackupSpec>,
 }
 
 /// Where the secrets bundle is and whether it may be in clear. Reads as the path (`Deref` to

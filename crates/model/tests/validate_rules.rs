@@ -320,3 +320,192 @@ fn all_problems_are_reported_at_once() {
     ]);
     assert!(found.len() >= 4, "{found:#?}");
 }
+
+// --- backup: (issue 16). The block is appended at line 26 of cluster.yaml.
+const BACKUP: &str = "backup:
+  schedule: \"0 3 * * *\"
+  timeZone: Europe/Paris
+  retention:
+    count: 7
+    maxAge: 168h
+  beforeRisky: required
+  target:
+    s3:
+      endpoint: http://127.140.0.1:9000
+      bucket: etcd-backups
+      prefix: homelab
+      pathStyle: true
+";
+
+fn with_backup(old: &str, new: &str) -> String {
+    assert!(BACKUP.contains(old), "BACKUP does not contain {old:?}");
+    BACKUP.replacen(old, new, 1)
+}
+
+#[test]
+fn backup_block_is_valid() {
+    assert_eq!(
+        problems(&[("cluster.yaml", "", BACKUP)]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn backup_local_target_is_valid() {
+    let b = with_backup(
+        "    s3:\n      endpoint: http://127.140.0.1:9000\n      bucket: etcd-backups\n      prefix: homelab\n      pathStyle: true\n",
+        "    local:\n      path: /var/lib/vixen/backups\n",
+    );
+    assert_eq!(problems(&[("cluster.yaml", "", &b)]), Vec::<String>::new());
+}
+
+#[track_caller]
+fn expect_backup(old: &str, new: &str, location: &str, words: &str) {
+    let b = with_backup(old, new);
+    expect(&[("cluster.yaml", "", &b)], location, words);
+}
+
+#[test]
+fn backup_bad_schedule() {
+    expect_backup(
+        "0 3 * * *",
+        "0 25 * * *",
+        "cluster.yaml:27:13",
+        "not a cron",
+    );
+    expect_backup("0 3 * * *", "every day", "cluster.yaml:27:13", "5-field");
+}
+
+#[test]
+fn backup_bad_time_zone() {
+    expect_backup(
+        "Europe/Paris",
+        "Mars/Olympus",
+        "cluster.yaml:28:13",
+        "not an IANA time zone",
+    );
+}
+
+#[test]
+fn backup_zero_count_and_bad_age() {
+    expect_backup(
+        "count: 7",
+        "count: 0",
+        "cluster.yaml:30:12",
+        "retention count is 0",
+    );
+    expect_backup(
+        "168h",
+        "a week",
+        "cluster.yaml:31:13",
+        "not a positive duration",
+    );
+}
+
+#[test]
+fn backup_bad_before_risky() {
+    expect_backup(
+        "beforeRisky: required",
+        "beforeRisky: sometimes",
+        "cluster.yaml:32:16",
+        "unknown variant",
+    );
+}
+
+#[test]
+fn backup_bad_endpoint_and_bucket() {
+    expect_backup(
+        "http://127.140.0.1:9000",
+        "ftp://127.140.0.1",
+        "cluster.yaml:35:17",
+        "not an http(s) URL",
+    );
+    expect_backup(
+        "http://127.140.0.1:9000",
+        "https://key:secret@s3.example.net",
+        "cluster.yaml:35:17",
+        "not an http(s) URL",
+    );
+    expect_backup(
+        "bucket: etcd-backups",
+        "bucket: Etcd_Backups",
+        "cluster.yaml:36:15",
+        "not a bucket name",
+    );
+    expect_backup(
+        "prefix: homelab",
+        "prefix: ../other",
+        "cluster.yaml:37:15",
+        "not a clean key prefix",
+    );
+}
+
+#[test]
+fn backup_both_and_no_targets() {
+    expect_backup(
+        "  target:\n",
+        "  target:\n    local:\n      path: /srv/b\n",
+        "cluster.yaml:35:7",
+        "both `s3` and `local`",
+    );
+    let b = BACKUP.split("  target:").next().unwrap().to_string() + "  target: {}\n";
+    expect(
+        &[("cluster.yaml", "", &b)],
+        "cluster.yaml:33:11",
+        "neither `s3` nor `local`",
+    );
+}
+
+#[test]
+fn backup_relative_local_path() {
+    expect_backup(
+        "    s3:\n      endpoint: http://127.140.0.1:9000\n      bucket: etcd-backups\n      prefix: homelab\n      pathStyle: true\n",
+        "    local:\n      path: backups\n",
+        "cluster.yaml:35:13",
+        "not an absolute path",
+    );
+}
+
+/// The credentials file is read through the sandbox like every other repo path: a path that
+/// climbs out is refused at its line, and nothing outside is read.
+#[test]
+fn backup_credentials_file_is_sandboxed() {
+    expect_backup(
+        "      pathStyle: true\n",
+        "      pathStyle: true\n      credentials:\n        sopsFile: ../../etc/passwd\n",
+        "cluster.yaml:40:19",
+        "climbs out",
+    );
+    expect_backup(
+        "      pathStyle: true\n",
+        "      pathStyle: true\n      credentials:\n        sopsFile: /etc/passwd\n",
+        "cluster.yaml:40:19",
+        "absolute path",
+    );
+    // A plaintext credentials file is refused at the file itself.
+    let b = with_backup(
+        "      pathStyle: true\n",
+        "      pathStyle: true\n      credentials:\n        sopsFile: patches/common.yaml\n",
+    );
+    expect(
+        &[("cluster.yaml", "", &b)],
+        "patches/common.yaml:1:1",
+        "not SOPS-encrypted",
+    );
+    expect_backup(
+        "      pathStyle: true\n",
+        "      pathStyle: true\n      credentials:\n        sopsFile: patches/common.yaml\n        secret: s3\n",
+        "cluster.yaml:40:9",
+        "exactly one of",
+    );
+}
+
+#[test]
+fn backup_bad_recipient() {
+    expect_backup(
+        "  beforeRisky: required\n",
+        "  beforeRisky: required\n  recipients: [age1notakey]\n",
+        "cluster.yaml:33:16",
+        "not an age recipient",
+    );
+}

@@ -4,8 +4,10 @@
 
 pub mod action;
 pub mod planner;
+pub mod risky;
 pub mod state;
 
 pub use action::*;
 pub use planner::{changed_sections, needs_reboot, plan, plan_decommission};
+pub use risky::risky;
 pub use state::*;

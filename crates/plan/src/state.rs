@@ -372,6 +372,17 @@ pub enum Refusal {
     /// The change would leave etcd without quorum.
     #[error("etcd: {0}")]
     Quorum(String),
+    /// The plan is risky, `backup.beforeRisky` is `required`, and the fresh etcd snapshot
+    /// failed: nothing was changed, the next reconcile tries again.
+    #[error(
+        "no fresh etcd snapshot before {risk}: {error}; nothing was changed (backup.beforeRisky: required)"
+    )]
+    SnapshotFailed {
+        /// What the plan would have risked.
+        risk: String,
+        /// Why the snapshot failed.
+        error: String,
+    },
     /// A node refused its rendered config in the dry run made before the plan's first call
     /// (Talos is the validator of last resort): nothing was changed.
     #[error("{node} refuses its rendered config (dry run, nothing was changed): {message}")]

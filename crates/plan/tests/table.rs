@@ -1428,3 +1428,81 @@ fn a_config_change_on_a_drifted_node_is_planned_once_from_the_record() {
     let plan = w.plan().unwrap();
     assert_eq!(summary(&plan), s(&[("worker-1", "apply:NoReboot")]));
 }
+
+/// Which plans get a fresh etcd snapshot first (`backup.beforeRisky`), and which do not: one
+/// row per situation, the reason naming what is at risk.
+#[test]
+fn risky_plans_are_the_removals_minor_upgrades_and_promotions() {
+    let why = |w: &World| risky(&w.plan().unwrap(), &w.desired, &w.observed, &w.inventory);
+
+    // Steady state, a worker added, a worker removed, a live config change: nothing risky.
+    let w = world(3, 1);
+    assert_eq!(why(&w), None);
+    let mut w = world(3, 1);
+    w.new_node("worker-9", Role::Worker, 19);
+    assert_eq!(why(&w), None);
+    let mut w = world(3, 2);
+    w.drop_from_git("worker-2");
+    assert_eq!(why(&w), None);
+    // A Talos patch upgrade: not a minor.
+    let mut w = world(3, 1);
+    w.desired.talos_version = "v1.11.7".parse().unwrap();
+    w.desired.installer_image = "ghcr.io/siderolabs/installer:v1.11.7".into();
+    assert_eq!(why(&w), None);
+
+    // A control plane leaves: before its leave.
+    let mut w = world(3, 1);
+    w.drop_from_git("cp-3");
+    w.new_node("cp-9", Role::Controlplane, 9);
+    w.drop_from_git("cp-2");
+    let r = why(&w).unwrap();
+    assert!(r.contains("control-plane removal of cp-"), "{r}");
+    // An unreachable one removed through a peer.
+    let mut w = world(3, 1);
+    w.drop_from_git("cp-3");
+    w.drop_from_git("cp-2");
+    w.observed("cp-3").state = NodeState::Unreachable;
+    assert!(why(&w).unwrap().contains("control-plane removal"));
+
+    // A Talos minor upgrade.
+    let mut w = world(3, 1);
+    w.desired.talos_version = "v1.12.2".parse().unwrap();
+    w.desired.installer_image = "ghcr.io/siderolabs/installer:v1.12.2".into();
+    assert_eq!(
+        why(&w).unwrap(),
+        "the Talos minor upgrade of cp-2 (v1.11.6 -> v1.12.2)"
+    );
+
+    // A Kubernetes minor upgrade (its configs change live).
+    let mut w = world(3, 1);
+    w.inventory.kubernetes_version = Some("1.33.4".into());
+    for n in &mut w.desired.nodes {
+        n.config = digest(&format!("{}-k8s", n.name), &[("cluster", "c2")]);
+    }
+    assert_eq!(
+        why(&w).unwrap(),
+        "the Kubernetes minor upgrade (1.33.4 -> 1.34.1)"
+    );
+
+    // A worker promoted to control plane (cp-3 leaves at the same time: the removal is named
+    // first), and a plain scale-up.
+    let mut w = world(3, 2);
+    w.node("worker-2").role = Role::Controlplane;
+    w.drop_from_git("cp-3");
+    assert!(why(&w).unwrap().contains("removal of cp-3"));
+    let mut w = world(1, 2);
+    w.node("worker-2").role = Role::Controlplane;
+    w.new_node("cp-2", Role::Controlplane, 2);
+    w.drop_from_git("cp-2");
+    assert_eq!(
+        why(&w).unwrap(),
+        "the promotion of worker-2 from worker to control plane"
+    );
+    let mut w = world(1, 0);
+    w.new_node("cp-2", Role::Controlplane, 2);
+    w.new_node("cp-3", Role::Controlplane, 3);
+    assert_eq!(
+        why(&w).unwrap(),
+        "the promotion of cp-2 to an etcd voting member"
+    );
+}

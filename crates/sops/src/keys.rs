@@ -134,6 +134,21 @@ impl Keyring {
         stream.read_to_end(&mut out).ok()?;
         Some(out)
     }
+
+    /// Decrypts a whole binary (or armored) age file with these identities, as `age -d` does;
+    /// `None` when no identity opens it or it is damaged.
+    pub fn decrypt_age(&self, cipher: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        let reader = ArmoredReader::new(cipher);
+        let decryptor = age::Decryptor::new(reader).ok()?;
+        let identities = self
+            .identities
+            .iter()
+            .map(|i| i.as_ref() as &dyn age::Identity);
+        let mut stream = decryptor.decrypt(identities).ok()?;
+        let mut out = Zeroizing::new(Vec::new());
+        stream.read_to_end(&mut out).ok()?;
+        Some(out)
+    }
 }
 
 impl std::str::FromStr for Keyring {

@@ -192,6 +192,20 @@ pub fn check(input: &[u8], format: Format) -> Result<()> {
     walk::check_tree(&mut doc.branches, &meta)
 }
 
+/// The age recipients (public keys) a SOPS file is encrypted to, in file order, without a key.
+///
+/// # Errors
+/// [`Error::Parse`], [`Error::NotSopsFile`] or [`Error::InvalidMetadata`].
+pub fn recipients(input: &[u8], format: Format) -> Result<Vec<String>> {
+    let doc = formats::load(input, format)?;
+    Ok(metadata::Metadata::from_value(&doc.metadata)?.recipients())
+}
+
+/// True for a well-formed age X25519 recipient (`age1...`).
+pub fn is_age_recipient(s: &str) -> bool {
+    s.parse::<age::x25519::Recipient>().is_ok()
+}
+
 /// True if the input parses in `format` and carries sops metadata with a MAC.
 pub fn is_sops_file(input: &[u8], format: Format) -> bool {
     match formats::load(input, format) {

@@ -471,6 +471,7 @@ impl Client {
             is_learner: s.is_learner,
             errors: s.errors,
             storage_version: s.storage_version,
+            protocol_version: s.protocol_version,
         })
     }
 

@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod node;
+mod recover;
 pub mod steps;
 pub mod tls;
 

@@ -154,6 +154,8 @@ pub struct EtcdMemberStatus {
     pub errors: Vec<String>,
     /// The member's storage (data) version, e.g. `3.6.0` (empty from etcd before 3.6).
     pub storage_version: String,
+    /// The etcd server version, e.g. `3.5.21`.
+    pub protocol_version: String,
 }
 
 /// One service of the node (`ServiceList`).

@@ -1,0 +1,428 @@
+//! etcd snapshots (issue 16) on the lab (real etcd, the Talos wire API), through the `vixen`
+//! binary, with a real S3-compatible peer (moto's server mode, started on 127.140.x.x) and a
+//! local folder. Effects are read from calls.jsonl, etcd itself, the bucket (plain HTTP, not
+//! vixen's listing), `age -d` and `etcdctl snapshot status`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::lab::*;
+use common::{KillOnDrop, example};
+
+/// moto's S3 server on `ip`, stopped when dropped.
+struct S3Peer {
+    _child: KillOnDrop,
+    endpoint: String,
+}
+
+impl S3Peer {
+    fn start(ip: &str, bucket: &str) -> S3Peer {
+        let port = std::net::TcpListener::bind((ip, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", ip, "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server (tests/deps.sh installs moto[server] from PyPI)");
+        let peer = S3Peer {
+            _child: KillOnDrop(child),
+            endpoint: format!("http://{ip}:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while peer.curl(&["-X", "PUT", &format!("/{bucket}")]).0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not start at {ip}:{port}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        peer
+    }
+
+    /// `curl` against the peer: (status, body).
+    fn curl(&self, args: &[&str]) -> (u16, Vec<u8>) {
+        let path = args.last().unwrap();
+        let mut cmd = Command::new("curl");
+        // Signed as the agent signs (moto keeps uploaded objects private).
+        cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+            .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
+            .args(["--user", "vixen-lab:lab-secret-not-real"])
+            .args(&args[..args.len() - 1])
+            .arg(format!("{}{path}", self.endpoint));
+        let out = cmd.output().unwrap();
+        let text = out.stdout;
+        let cut = text.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+        let code = String::from_utf8_lossy(&text[cut..])
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        (code, text[..cut].to_vec())
+    }
+
+    /// Object keys under `prefix`, as the bucket lists them.
+    fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let (code, body) = self.curl(&[&format!("/{bucket}?list-type=2&prefix={prefix}")]);
+        assert_eq!(code, 200);
+        let xml = String::from_utf8_lossy(&body).into_owned();
+        xml.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A SOPS file with S3 credentials in the repo, encrypted to the demo key with real sops.
+fn write_s3_credentials(repo: &Path) {
+    let plain = repo.join("secrets/s3.yaml");
+    std::fs::write(
+        &plain,
+        "accessKeyId: vixen-lab\nsecretAccessKey: lab-secret-not-real\n",
+    )
+    .unwrap();
+    let out = Command::new("sops")
+        .env("SOPS_DISABLE_VERSION_CHECK", "1")
+        .args([
+            "--encrypt",
+            "--age",
+            "age1px928ssmd9lk2w2hu5was6hxhx47npmhta4v0dd3whzj0xu4tc8sglqzkl",
+            plain.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sops: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(repo.join("secrets/s3.sops.yaml"), out.stdout).unwrap();
+    std::fs::remove_file(plain).unwrap();
+}
+
+fn s3_backup(endpoint: &str) -> String {
+    format!(
+        "backup:\n  retention:\n    count: 5\n  beforeRisky: required\n  target:\n    s3:\n      \
+         endpoint: {endpoint}\n      bucket: etcd-backups\n      prefix: clusters\n      \
+         pathStyle: true\n      credentials:\n        sopsFile: secrets/s3.sops.yaml\n"
+    )
+}
+
+/// Decrypts `cipher` with the demo key (`age -d`) and asks etcd's own tool about it; returns
+/// the key count `etcdctl snapshot status` reports.
+fn decrypt_and_status(cipher: &[u8], dir: &Path) -> u64 {
+    let enc = dir.join("snap.db.age");
+    let db = dir.join("snap.db");
+    let _ = std::fs::remove_file(&db);
+    std::fs::write(&enc, cipher).unwrap();
+    let out = Command::new("age")
+        .args(["-d", "-i"])
+        .arg(example().join("demo.agekey"))
+        .arg("-o")
+        .arg(&db)
+        .arg(&enc)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "age -d: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "status", "-w", "json"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "etcdctl snapshot status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["totalKey"].as_u64().unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Fault: the S3 peer is stopped when a control plane leaves Git (`beforeRisky: required`).
+/// The plan stops before any etcd change: calls.jsonl shows no EtcdLeaveCluster, no
+/// EtcdRemoveMemberByID, nothing mutating, and etcd still has its 3 members. With the peer
+/// back, the snapshot is taken before the leave, lands in the bucket age-encrypted, decrypts
+/// with `age -d` and is a snapshot `etcdctl snapshot status` reads.
+#[test]
+fn a_control_plane_removal_needs_a_fresh_snapshot_first() {
+    let lab = Lab::full_cluster(140);
+    write_s3_credentials(&lab.repo);
+    let down = S3Peer::start(&lab.ip("50.1"), "etcd-backups");
+    lab.edit("cluster.yaml", "", &s3_backup(&down.endpoint));
+    drop(down);
+    // 3 -> 1 (an even count of control planes is refused by validation).
+    std::fs::remove_file(lab.repo.join("nodes/cp-2.yaml")).unwrap();
+    std::fs::remove_file(lab.repo.join("nodes/cp-3.yaml")).unwrap();
+
+    let mark = lab.mark();
+    let out = lab.run(&["agent", "--once"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "must not converge: {t}");
+    assert!(
+        t.contains("no fresh etcd snapshot before the control-plane removal of cp-"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("lab-secret-not-real"),
+        "no secret in the output: {t}"
+    );
+    let since: Vec<Call> = lab.calls().into_iter().skip(mark).collect();
+    assert!(
+        since
+            .iter()
+            .all(|c| !matches!(c.short(), "EtcdLeaveCluster" | "EtcdRemoveMemberByID")),
+        "no etcd change: {since:#?}"
+    );
+    assert!(
+        lab.mutating_since(mark).is_empty(),
+        "{:#?}",
+        lab.mutating_since(mark)
+    );
+    assert!(
+        since.iter().any(|c| c.short() == "EtcdSnapshot"),
+        "a snapshot was taken"
+    );
+    assert_eq!(
+        lab.etcd_members(&lab.ip("10.1")),
+        members(&["cp-1", "cp-2", "cp-3"])
+    );
+
+    // The store is back (on another address): the removal goes through, snapshot first.
+    let up = S3Peer::start(&lab.ip("50.2"), "etcd-backups");
+    let file = lab.repo.join("cluster.yaml");
+    let cluster = std::fs::read_to_string(&file).unwrap();
+    let fixed = cluster
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("endpoint: http://") {
+                format!("      endpoint: {}", up.endpoint)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    std::fs::write(&file, fixed).unwrap();
+    let mark = lab.mark();
+    lab.converge();
+    let since: Vec<Call> = lab.calls().into_iter().skip(mark).collect();
+    let snap = since.iter().position(|c| c.short() == "EtcdSnapshot");
+    let leave = since.iter().position(|c| c.short() == "EtcdLeaveCluster");
+    assert!(
+        matches!((snap, leave), (Some(s), Some(l)) if s < l),
+        "snapshot before the leave: {since:#?}"
+    );
+    assert_eq!(lab.etcd_members(&lab.ip("10.1")), members(&["cp-1"]));
+    let keys = up.keys("etcd-backups", "clusters/homelab/");
+    let data: Vec<&String> = keys.iter().filter(|k| k.ends_with(".db.age")).collect();
+    assert_eq!(data.len(), 1, "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.ends_with(".json")),
+        "metadata beside it: {keys:?}"
+    );
+    let (code, cipher) = up.curl(&[&format!("/etcd-backups/{}", data[0])]);
+    assert_eq!(code, 200);
+    assert!(
+        cipher.starts_with(b"age-encryption.org/v1"),
+        "age-encrypted"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(decrypt_and_status(&cipher, tmp.path()) > 0);
+    let (_, meta) = up.curl(&[&format!(
+        "/etcd-backups/{}",
+        data[0].replace(".db.age", ".json")
+    )]);
+    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    assert_eq!(meta["cluster"], "homelab");
+    assert!(meta["reason"].as_str().unwrap().contains("removal of cp-"));
+    assert!(!meta["etcdVersion"].as_str().unwrap().is_empty(), "{meta}");
+}
+
+/// `vixen etcd snapshot` three times into a local folder with `retention.count: 2`: two are
+/// kept (the oldest is pruned), `vixen etcd snapshots` lists them, and each is an encrypted
+/// etcd snapshot holding a key written before it.
+#[test]
+fn manual_snapshots_land_in_a_folder_and_retention_prunes_the_oldest() {
+    let lab = Lab::full_cluster(141);
+    let folder = lab.lab.join("backups");
+    lab.edit(
+        "cluster.yaml",
+        "",
+        &format!(
+            "backup:\n  retention:\n    count: 2\n  target:\n    local:\n      path: {}\n",
+            folder.display()
+        ),
+    );
+    let put = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &format!("http://{}:2379", lab.ip("10.1"))])
+        .args(["put", "/vixen-test/before-snapshot", "kept"])
+        .output()
+        .unwrap();
+    assert!(put.status.success());
+    let mut stored = Vec::new();
+    for _ in 0..3 {
+        let out = lab.run(&["etcd", "snapshot", "--reason", "test"]);
+        assert!(out.status.success(), "{}", text(&out));
+        stored.push(text(&out));
+    }
+    let files: Vec<std::path::PathBuf> = walk(&folder)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".db.age"))
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let first = stored[0].trim().trim_start_matches("stored ").to_string();
+    assert!(
+        files.iter().all(|f| !f.to_string_lossy().ends_with(&first)),
+        "the oldest ({first}) is pruned: {files:?}"
+    );
+    let out = lab.run(&["etcd", "snapshots"]);
+    let listing = text(&out);
+    assert!(out.status.success(), "{listing}");
+    assert_eq!(
+        listing.lines().filter(|l| l.contains(".db.age")).count(),
+        2,
+        "{listing}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    for f in &files {
+        assert!(decrypt_and_status(&std::fs::read(f).unwrap(), tmp.path()) > 0);
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn etcdctl(ip: &str, args: &[&str]) -> std::process::Output {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &format!("http://{ip}:2379"),
+            "--command-timeout=5s",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn get(ip: &str, key: &str) -> Option<String> {
+    let out = etcdctl(ip, &["get", "--print-value-only", key]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!v.is_empty()).then_some(v)
+}
+
+/// The disaster: keys written through etcdctl, a snapshot taken, then every node reset to
+/// maintenance mode (`vixen decommission`: etcd wiped on every control plane). `vixen etcd
+/// restore --from latest` brings cp-1 up from maintenance, uploads the snapshot (EtcdRecover),
+/// recovers it (Bootstrap{recover_etcd}: real etcd restores it into a new data directory), and
+/// the other control planes join: the keys read back through etcdctl on every member, and a
+/// key written after the snapshot is not there. Before the disaster, with etcd healthy, the
+/// same restore is refused and changes nothing.
+#[test]
+fn disaster_restore_brings_back_the_keys_of_the_snapshot() {
+    let lab = Lab::full_cluster(142);
+    let folder = lab.lab.join("backups");
+    lab.edit(
+        "cluster.yaml",
+        "",
+        &format!(
+            "backup:\n  beforeRisky: off\n  target:\n    local:\n      path: {}\n",
+            folder.display()
+        ),
+    );
+    let cp1 = lab.ip("10.1");
+    for (k, v) in [("/vixen-test/a", "1"), ("/vixen-test/b", "two")] {
+        assert!(etcdctl(&cp1, &["put", k, v]).status.success());
+    }
+    let out = lab.run(&["etcd", "snapshot", "--reason", "before the disaster"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A healthy etcd answers: refused, nothing sent that changes a node.
+    let mark = lab.mark();
+    let out = lab.run(&["etcd", "restore", "--from", "latest", "--timeout", "60"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("etcd still answers on cp-1"), "{t}");
+    let since: Vec<Call> = lab.calls().into_iter().skip(mark).collect();
+    assert!(
+        since
+            .iter()
+            .all(|c| !c.mutating() && c.short() != "EtcdRecover"),
+        "{since:#?}"
+    );
+    assert_eq!(get(&cp1, "/vixen-test/a").as_deref(), Some("1"));
+
+    assert!(
+        etcdctl(&cp1, &["put", "/vixen-test/after", "x"])
+            .status
+            .success()
+    );
+    let out = lab.run(&["decommission", "--confirm", "homelab", "--timeout", "60"]);
+    assert!(out.status.success(), "decommission: {}", text(&out));
+    for n in ["cp-1", "cp-2", "cp-3"] {
+        assert_eq!(lab.node_status(n)["mode"], "maintenance", "{n}");
+    }
+    assert!(
+        !etcdctl(&cp1, &["get", "/vixen-test/a"]).status.success(),
+        "no etcd answers any more"
+    );
+
+    let mark = lab.mark();
+    let out = lab.run(&["etcd", "restore", "--from", "latest", "--timeout", "60"]);
+    let t = text(&out);
+    assert!(out.status.success(), "restore: {t}");
+    let since: Vec<Call> = lab.calls().into_iter().skip(mark).collect();
+    let recover = since.iter().position(|c| c.short() == "EtcdRecover");
+    let boot = since
+        .iter()
+        .position(|c| c.short() == "Bootstrap" && c.detail["recover_etcd"] == true);
+    assert!(
+        matches!((recover, boot), (Some(r), Some(b)) if r < b),
+        "EtcdRecover, then Bootstrap{{recover_etcd}}: {since:#?}"
+    );
+    assert_eq!(since[recover.unwrap()].node, "cp-1");
+    for ip in [lab.ip("10.1"), lab.ip("10.2"), lab.ip("10.3")] {
+        assert_eq!(get(&ip, "/vixen-test/a").as_deref(), Some("1"), "{ip}");
+        assert_eq!(get(&ip, "/vixen-test/b").as_deref(), Some("two"), "{ip}");
+        assert_eq!(get(&ip, "/vixen-test/after"), None, "{ip}");
+    }
+    assert_eq!(
+        lab.etcd_members(&lab.ip("10.1")),
+        members(&["cp-1", "cp-2", "cp-3"])
+    );
+}
