@@ -80,6 +80,8 @@ struct Watch {
     worst_cps_down: usize,
     violations: Vec<String>,
     writes: u64,
+    /// When the probe's writes started failing (None while they succeed).
+    failing_since: Option<Instant>,
     /// The step running now, and the one of the worst outage.
     step: usize,
     outage_step: usize,
@@ -291,6 +293,11 @@ fn watchers(
                     w.worst_outage = gap;
                     w.outage_step = w.step;
                 }
+                w.failing_since = if ok {
+                    None
+                } else {
+                    w.failing_since.or(Some(attempt))
+                };
                 w.writes += u64::from(ok);
                 drop(w);
                 std::thread::sleep(Duration::from_millis(50));
@@ -636,7 +643,18 @@ fn chaos_watchers_see_a_lost_quorum() {
     watch.lock().unwrap().held = Some("cp-1".into());
     lab.fault("cp-1", "down");
     lab.fault("cp-2", "down");
-    std::thread::sleep(Duration::from_secs(4));
+    // Held until the probe has seen writes fail for longer than the limit (under load a fixed
+    // sleep measured less: the probe's own attempts are slow then).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while watch
+        .lock()
+        .unwrap()
+        .failing_since
+        .is_none_or(|t| t.elapsed() < MAX_OUTAGE + Duration::from_secs(1))
+    {
+        assert!(Instant::now() < deadline, "the probe never saw the outage");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let differs = matches_git(&lab, &git);
     lab.fault("cp-2", "up");
     lab.fault("cp-1", "up");
