@@ -161,7 +161,9 @@ async fn single_control_plane_v1_11_full_lifecycle() {
         .unwrap();
     assert_eq!(out.mode, Some(ApplyMode::NoReboot));
     assert!(
-        out.mode_details.contains("cluster.clusterName"),
+        // Talos' dry-run diff of the two documents (v1alpha1_server.go ApplyConfiguration).
+        out.mode_details.contains("-  clusterName: lab\n")
+            && out.mode_details.contains("+  clusterName: lab2\n"),
         "{}",
         out.mode_details
     );
