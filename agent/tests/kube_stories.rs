@@ -464,3 +464,101 @@ fn story_16_bootstrap_installs_vixen_once_the_api_answers_and_never_prints_the_a
         "a second bootstrap touched a node"
     );
 }
+
+/// Issue 14: a Kubernetes upgrade (1.34.1 -> 1.34.2) waits, control plane by control plane,
+/// for the static pods Talos runs from the config (kube-apiserver, kube-controller-manager,
+/// kube-scheduler) to be Ready on the new version, as `talosctl upgrade-k8s` waits for each.
+/// Fault: cp-2's kube-apiserver never becomes Ready. The rollout stops at cp-2 and says why;
+/// cp-3 and the workers are not touched, so two API servers of three keep serving. Read from
+/// the API server (the mirror pods) and calls.jsonl.
+#[test]
+#[ignore = "written with the static-pod gate, not yet run on the lab (session ran out): run with --ignored"]
+fn story_18_kubernetes_upgrade_waits_for_each_control_planes_static_pods() {
+    let Some(lab) = kube_lab(181, "story_18") else {
+        return;
+    };
+    lab.bootstrap();
+    lab.converge();
+    let rt = runtime();
+    let client = client(&lab, &rt, 5);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    let statics = |pods: &Api<Pod>| {
+        rt.block_on(pods.list(&ListParams::default().labels("tier=control-plane")))
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|p| {
+                let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
+                let image = p.spec.unwrap().containers[0].image.clone().unwrap();
+                let ready = p
+                    .status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                (p.metadata.name.unwrap(), node, image, ready)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut before = Vec::new();
+    eventually(30, "9 static pods Ready", || {
+        before = statics(&pods);
+        before.len() == 9 && before.iter().all(|p| p.3)
+    });
+    assert!(
+        before.iter().all(|p| p.2.ends_with(":v1.34.1")),
+        "{before:?}"
+    );
+    lab.fault("cp-2", "apiserver-not-ready");
+
+    lab.edit("cluster.yaml", "version: 1.34.1", "version: 1.34.2");
+    let mark = lab.mark();
+    let agent = spawn_agent(&lab, 10);
+    let out = agent.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cp-2") && stderr.contains("kube-apiserver"),
+        "{stderr}"
+    );
+    let applied: Vec<String> = lab
+        .mutating_since(mark)
+        .iter()
+        .filter(|c| c.short() == "ApplyConfiguration")
+        .map(|c| c.node.clone())
+        .collect();
+    assert_eq!(
+        applied,
+        ["cp-1", "cp-2"],
+        "control planes first, one at a time"
+    );
+    let now = statics(&pods);
+    let image = |name: &str| now.iter().find(|p| p.0 == name).unwrap().2.clone();
+    assert!(
+        image("kube-apiserver-cp-1").ends_with(":v1.34.2"),
+        "{now:?}"
+    );
+    assert!(
+        image("kube-apiserver-cp-2").ends_with(":v1.34.2"),
+        "{now:?}"
+    );
+    assert!(
+        image("kube-apiserver-cp-3").ends_with(":v1.34.1"),
+        "cp-3 untouched: {now:?}"
+    );
+
+    // cp-2's API server recovers: the rollout goes on with cp-3 and the workers.
+    lab.fault("cp-2", "apiserver-ready");
+    let mark2 = lab.mark();
+    lab.converge();
+    let applied: Vec<String> = lab
+        .mutating_since(mark2)
+        .iter()
+        .filter(|c| c.short() == "ApplyConfiguration")
+        .map(|c| c.node.clone())
+        .collect();
+    assert_eq!(applied, ["cp-3", "worker-1", "worker-2"]);
+    let after = statics(&pods);
+    assert!(
+        after.iter().all(|p| p.2.ends_with(":v1.34.2") && p.3),
+        "{after:?}"
+    );
+}

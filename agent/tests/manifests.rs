@@ -332,6 +332,12 @@ const CALLS: &[(&str, &str, &str, &str)] = &[
         "create",
         "vixen_k8s::nodes (drain: Eviction API)",
     ),
+    (
+        "",
+        "secrets",
+        "get",
+        "daemon::backup (S3 credentials of backup.target.s3.credentials.secret)",
+    ),
 ];
 
 fn grants(role: &Value) -> BTreeSet<(String, String, String)> {
@@ -364,8 +370,22 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
         .map(|(g, r, v, _)| ((*g).into(), (*r).into(), (*v).into()))
         .collect();
     assert_eq!(granted, called, "RBAC and the code's calls differ");
-    // Secrets are mounted, never read through the API.
-    assert!(!granted.iter().any(|(_, r, _)| r == "secrets"));
+    // Secrets are mounted, never read through the API, except one by name: the S3 key of
+    // `backup.target.s3.credentials.secret` (the repo names it, so the Role limits it).
+    let secrets: Vec<_> = granted.iter().filter(|(_, r, _)| r == "secrets").collect();
+    assert_eq!(secrets, [&("".into(), "secrets".into(), "get".into())]);
+    let role = find(&all, "Role", "vixen");
+    let rule = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"] == serde_json::json!(["secrets"]))
+        .unwrap();
+    assert_eq!(
+        rule["resourceNames"],
+        serde_json::json!(["vixen-backup"]),
+        "{rule}"
+    );
     // Namespaced objects only in vixen's namespace.
     let cluster_wide: BTreeSet<String> = grants(find(&all, "ClusterRole", "vixen"))
         .into_iter()

@@ -40,6 +40,16 @@ pub struct Target {
     /// control plane, as `talosctl kubeconfig` gets it; `off` for none).
     #[arg(long, value_name = "FILE|off")]
     pub kubeconfig: Option<PathBuf>,
+    /// A folder a `backup.target.local` path may be in (repeatable). The repo is untrusted:
+    /// vixen writes snapshots only inside folders its operator allows (and the lab folder with
+    /// `--lab`).
+    #[arg(
+        long = "backup-dir",
+        value_name = "DIR",
+        env = "VIXEN_BACKUP_DIRS",
+        value_delimiter = ','
+    )]
+    pub backup_dirs: Vec<PathBuf>,
 }
 
 impl Target {
@@ -79,7 +89,13 @@ impl Target {
                 error: anyhow::anyhow!("{e}"),
             }
         })?;
+        let backup = self.resolve_backup(&p.repo).map_err(|e| PrepareError {
+            stage: "backup",
+            summary: format!("cluster.yaml: {e}"),
+            error: e,
+        })?;
         Ok(Prepared {
+            backup,
             desired: p.desired,
             configs: p.configs,
             conn: Connector::new(p.credentials),
@@ -113,10 +129,26 @@ impl Target {
     /// # Errors
     /// When credentials or recipients cannot be had (the message holds no secret).
     pub fn backup_of(&self, repo: &vixen_model::Repo) -> anyhow::Result<Option<BackupPort>> {
+        Ok(self.resolve_backup(repo)?.map(BackupPort::new))
+    }
+
+    /// The repo's `backup:` resolved with the age key and the folders this run allows.
+    ///
+    /// # Errors
+    /// See [`Self::backup_of`].
+    pub fn resolve_backup(
+        &self,
+        repo: &vixen_model::Repo,
+    ) -> anyhow::Result<Option<vixen_backup::Resolved>> {
         let keys = vixen_engine::prepare::keyring(self.age_key.as_deref()).ok();
-        Ok(vixen_backup::resolve(repo, keys.as_ref(), None)
-            .map_err(|e| anyhow::anyhow!("backup: {e}"))?
-            .map(BackupPort::new))
+        let mut allowed = vixen_backup::Allowed {
+            local_roots: self.backup_dirs.clone(),
+        };
+        if let Some(lab) = &self.lab {
+            allowed.local_roots.push(lab.clone());
+        }
+        vixen_backup::resolve(repo, keys.as_ref(), &allowed)
+            .map_err(|e| anyhow::anyhow!("backup: {e}"))
     }
 
     fn kube_access(&self) -> KubeAccess {

@@ -9,67 +9,67 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 use vixen_forge::{CommitState, CommitStatus, RetryPolicy, StatusClient, StatusQueue};
 use vixen_k8s::{
-    CiliumApi, EventRecorder, EventType, Journal, LeaderElector, LeaseConfig, NetworkObjects,
-    NodeStatus, Phase, PushSignal, StatusApi, VixenClusterSpec, VixenClusterStatus,
+    CiliumApi, EventRecorder, EventType, Journal, LeaderElector, LeaseConfig, NodeStatus, Phase,
+    PushSignal, StatusApi, VixenClusterSpec, VixenClusterStatus,
 };
 
-use super::drift::DriftReport;
 use super::http::{self, Shared};
-use super::kube_store::AgentStore;
 use super::kube_store::KubeStore;
 use super::relay::{self, PUSH_CONFIGMAP, Relay};
 use super::secrets::{SecretWatch, watch_files};
-use super::steps::{self, Note, StepReporter};
+use super::steps::{self, Note};
 use super::verdict;
-use super::{Backoff, Config, KubeOptions, Prepare, Prepared, read_forge_secret};
-use vixen_engine::{Engine, FileStore, KubeAccess, KubeLink, Outcome};
+use super::{Backoff, Config, KubeOptions, Prepare, read_forge_secret};
+use vixen_engine::FileStore;
 
 /// The Kubernetes clients, once a cluster name is known.
-struct Kube {
-    client: kube::Client,
-    opts: KubeOptions,
-    store: KubeStore,
-    cilium: CiliumApi,
+pub(super) struct Kube {
+    pub(super) client: kube::Client,
+    pub(super) opts: KubeOptions,
+    pub(super) store: KubeStore,
+    pub(super) cilium: CiliumApi,
     /// Status object and Events of the cluster named in the repo.
-    named: Option<Named>,
-    status: VixenClusterStatus,
+    pub(super) named: Option<Named>,
+    pub(super) status: VixenClusterStatus,
 }
 
 /// What is about the cluster named in the repo.
-struct Named {
-    cluster: String,
-    api: StatusApi,
-    events: Arc<EventRecorder>,
+pub(super) struct Named {
+    pub(super) cluster: String,
+    pub(super) api: StatusApi,
+    pub(super) events: Arc<EventRecorder>,
     /// Step Events, posted in order by their own task.
-    steps: tokio::sync::mpsc::Sender<Note>,
+    pub(super) steps: tokio::sync::mpsc::Sender<Note>,
 }
 
 /// The running agent.
 pub struct Agent {
-    cfg: Config,
-    prepare: Prepare,
-    shutdown: watch::Receiver<bool>,
-    shared: Arc<Shared>,
-    leading: watch::Receiver<bool>,
+    pub(super) cfg: Config,
+    pub(super) prepare: Prepare,
+    pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) leading: watch::Receiver<bool>,
     /// Commit statuses, posted from a bounded queue that never holds up a reconcile.
-    statuses: Option<StatusQueue>,
-    kube: Option<Kube>,
-    secrets: SecretWatch,
-    file_store: FileStore,
+    pub(super) statuses: Option<StatusQueue>,
+    pub(super) kube: Option<Kube>,
+    pub(super) secrets: SecretWatch,
+    pub(super) file_store: FileStore,
     /// The revision the cluster last fully matched, and when.
-    applied: Option<(String, Instant)>,
+    pub(super) applied: Option<(String, Instant)>,
     /// The last revision rejected, and when.
-    rejected: Option<(String, Instant)>,
-    backoff: Backoff,
+    pub(super) rejected: Option<(String, Instant)>,
+    pub(super) backoff: Backoff,
     /// The cluster name (from `cluster.yaml`), once known.
-    cluster: Option<String>,
+    pub(super) cluster: Option<String>,
+    /// Scheduled etcd snapshots.
+    pub(super) backups: super::backup::Backups,
     /// Without election this replica always leads; the sender keeps the channel open.
-    _always: Option<watch::Sender<bool>>,
+    pub(super) _always: Option<watch::Sender<bool>>,
 }
 
 /// How a cycle ended, for the backoff.
 #[derive(Debug, PartialEq, Eq)]
-enum Ended {
+pub(super) enum Ended {
     /// Nothing to do, or the cluster matches the commit.
     Ok,
     /// Something transient (network, a node, a step): retry with backoff.
@@ -79,12 +79,12 @@ enum Ended {
     Rejected,
 }
 
-fn short(rev: &str) -> &str {
+pub(super) fn short(rev: &str) -> &str {
     if rev.len() == 40 { &rev[..12] } else { rev }
 }
 
 /// The first line of an error chain, cut (commit descriptions are short).
-fn first_line(e: &dyn std::fmt::Display) -> String {
+pub(super) fn first_line(e: &dyn std::fmt::Display) -> String {
     let s = e.to_string();
     s.lines()
         .find(|l| !l.trim().is_empty())
@@ -199,6 +199,7 @@ impl Agent {
             rejected: None,
             backoff,
             cluster,
+            backups: Default::default(),
             _always: always,
         })
     }
@@ -241,6 +242,13 @@ impl Agent {
                 self.shared.metrics.leader.set(0);
                 self.cfg.interval
             };
+            if *self.leading.borrow() {
+                self.scheduled_snapshot().await;
+            }
+            // Wake for the next scheduled snapshot, however long the poll interval.
+            let delay = self.backups.until_next().map_or(delay, |until| {
+                delay.min(until + std::time::Duration::from_millis(50))
+            });
             self.shared.ready.store(true, Ordering::Relaxed);
             let mut shutdown = self.shutdown.clone();
             let mut leading = self.leading.clone();
@@ -281,7 +289,7 @@ impl Agent {
         self.rejected = None;
     }
 
-    async fn post(&self, sha: Option<&str>, state: CommitState, description: String) {
+    pub(super) async fn post(&self, sha: Option<&str>, state: CommitState, description: String) {
         let (Some(client), Some(sha)) = (&self.statuses, sha) else {
             return;
         };
@@ -307,7 +315,7 @@ impl Agent {
     }
 
     /// Updates the status object and publishes an Event (Kubernetes only; failures are logged).
-    async fn report(
+    pub(super) async fn report(
         &mut self,
         phase: Phase,
         reason: &str,
@@ -506,6 +514,7 @@ impl Agent {
             }
         };
         self.name_cluster(&prepared.cluster).await;
+        self.backups.follow(&prepared, &fetched.revision);
         self.report(
             Phase::Reconciling,
             "Progressing",
@@ -523,175 +532,6 @@ impl Agent {
             Ended::Failed => {}
         }
         ended
-    }
-
-    async fn reconcile(
-        &mut self,
-        p: &Prepared,
-        revision: &str,
-        sha: Option<&str>,
-        started: Instant,
-    ) -> Ended {
-        let store = match &self.kube {
-            Some(k) => AgentStore::Kube(&k.store),
-            None => AgentStore::File(&self.file_store),
-        };
-        // In the cluster, drains and readiness gates go through the agent's own client.
-        let access = match &self.kube {
-            Some(k) => KubeAccess::Client(k.client.clone()),
-            None => p.kube.clone(),
-        };
-        let kube = KubeLink::new(access, p.conn.clone());
-        let progress = StepReporter::new(
-            &self.shared.metrics,
-            self.kube
-                .as_ref()
-                .and_then(|k| k.named.as_ref())
-                .map(|n| n.steps.clone()),
-        )
-        .with_pending(self.statuses.as_ref().zip(sha).map(|(queue, sha)| {
-            steps::PendingStatus {
-                queue,
-                sha: sha.to_owned(),
-                target_url: self.cfg.forge.as_ref().and_then(|f| f.target_url.clone()),
-            }
-        }));
-        let engine = Engine {
-            talos: &p.conn,
-            kube: &kube,
-            store: &store,
-            timeouts: self.cfg.timeouts.clone(),
-            progress: &progress,
-            backup: None,
-        };
-        // Every reconcile the agent runs (a new commit, a retry, a resync) first looks for
-        // drift with a dry run per node; an idle poll never gets here.
-        let report = engine.resync(&p.desired, &p.configs).await;
-        let drift = match &report {
-            Ok(r) => r.drift.clone(),
-            Err(_) => Vec::new(),
-        };
-        let observed = match &report {
-            Ok(r) => r.observed.clone(),
-            Err(_) => vixen_plan::Observed::default(),
-        };
-        let outcome = report.map(|r| r.outcome);
-        let v = verdict::verdict(&outcome, revision);
-        if let Some(category) = v.failure {
-            self.shared.metrics.fail(category);
-        }
-        let verdict::Verdict {
-            label,
-            phase,
-            commit_state: state,
-            reason,
-            mut message,
-            ..
-        } = v;
-        let mut state = state;
-        let mut phase = phase;
-        let mut rejected = matches!(outcome, Ok(Outcome::Refused(_)));
-        if matches!(
-            outcome,
-            Ok(Outcome::Converged { .. } | Outcome::Waiting { .. })
-        ) && let Some(k) = &self.kube
-        {
-            match k
-                .cilium
-                .apply(&NetworkObjects::from_network(
-                    &p.network,
-                    k.opts.pool_version,
-                ))
-                .await
-            {
-                Ok(r) => {
-                    message.push_str(&format!("; {}", r.summary()));
-                    if !r.conflicts.is_empty() {
-                        self.shared.metrics.fail("cilium_conflict");
-                        state = CommitState::Failure;
-                        phase = Phase::Failed;
-                        rejected = true;
-                    }
-                }
-                Err(e) => {
-                    self.shared.metrics.fail(e.category());
-                    message.push_str(&format!("; Cilium objects not applied: {}", first_line(&e)));
-                    state = CommitState::Error;
-                    phase = Phase::Error;
-                }
-            }
-        }
-        if let Ok(o) = &outcome {
-            let kube = self.kube.as_mut().and_then(|k| {
-                let Kube { status, named, .. } = k;
-                named.as_ref().map(|n| (status, n.events.as_ref()))
-            });
-            let report = DriftReport {
-                drift: &drift,
-                policy: p.desired.drift,
-                converged: o.converged(),
-            };
-            report
-                .publish(&self.shared.metrics, kube, &mut message)
-                .await;
-        }
-        self.shared
-            .metrics
-            .reconcile_duration
-            .get_or_create(&vec![("outcome", label.into())])
-            .observe(started.elapsed().as_secs_f64());
-        let nodes: Vec<NodeStatus> = p
-            .desired
-            .nodes
-            .iter()
-            .map(|d| {
-                let o = observed.node(&d.name);
-                let st = match o.map(|o| (o.state, o.healthy)) {
-                    Some((vixen_plan::NodeState::Configured, true)) => "ready",
-                    Some((vixen_plan::NodeState::Configured, false)) => "unhealthy",
-                    Some((vixen_plan::NodeState::Maintenance, _)) => "maintenance",
-                    _ => "unreachable",
-                };
-                NodeStatus {
-                    name: d.name.clone(),
-                    role: d.role.to_string(),
-                    version: o.and_then(|o| o.talos_version.as_ref().map(ToString::to_string)),
-                    state: st.into(),
-                }
-            })
-            .collect();
-        self.shared.metrics.set_nodes(
-            &nodes
-                .iter()
-                .map(|n| {
-                    (
-                        n.state.clone(),
-                        n.version.clone().unwrap_or_else(|| "unknown".into()),
-                    )
-                })
-                .collect::<Vec<_>>(),
-        );
-        let etcd = observed.etcd.as_ref().map(|e| e.members.len() as u32);
-        self.shared
-            .metrics
-            .etcd_members
-            .set(i64::from(etcd.unwrap_or(0)));
-        if phase == Phase::Ready {
-            self.shared.metrics.applied(revision);
-            tracing::info!(%revision, %message, "cluster matches Git");
-        } else {
-            tracing::warn!(%revision, %message, outcome = label, "reconcile did not converge");
-        }
-        self.post(sha, state, message.clone()).await;
-        self.report(phase, reason, &message, Some(revision), Some((nodes, etcd)))
-            .await;
-        if phase == Phase::Ready {
-            Ended::Ok
-        } else if rejected {
-            Ended::Rejected
-        } else {
-            Ended::Failed
-        }
     }
 }
 

@@ -46,6 +46,14 @@ pub struct Metrics {
     pub drifted_nodes: Gauge,
     /// Drift found, by node and what was done (`corrected` or `reported`).
     pub drift: Family<Labels, Counter>,
+    /// etcd snapshots by trigger (`scheduled`, `before_risky`) and result (`stored`, `failed`).
+    pub backups: Family<Labels, Counter>,
+    /// When the last snapshot was stored (Unix seconds).
+    pub backup_last_success: Gauge<f64, AtomicU64>,
+    /// Size of the last stored snapshot (bytes, before encryption).
+    pub backup_last_size: Gauge,
+    /// How long the last stored snapshot took: check, encrypt, upload, prune (seconds).
+    pub backup_last_duration: Gauge<f64, AtomicU64>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -71,6 +79,10 @@ impl Default for Metrics {
             webhook_relays: Family::default(),
             drifted_nodes: Gauge::default(),
             drift: Family::default(),
+            backups: Family::default(),
+            backup_last_success: Gauge::default(),
+            backup_last_size: Gauge::default(),
+            backup_last_duration: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -130,6 +142,26 @@ impl Default for Metrics {
             "drift_detections",
             "Drift found by the dry run of a resync, by node and action (corrected, reported)",
             m.drift.clone(),
+        );
+        r.register(
+            "etcd_snapshots",
+            "etcd snapshots by trigger (scheduled, before_risky) and result (stored, failed)",
+            m.backups.clone(),
+        );
+        r.register(
+            "etcd_snapshot_last_success_timestamp_seconds",
+            "When the last etcd snapshot was stored",
+            m.backup_last_success.clone(),
+        );
+        r.register(
+            "etcd_snapshot_last_size_bytes",
+            "Size of the last stored etcd snapshot, before encryption",
+            m.backup_last_size.clone(),
+        );
+        r.register(
+            "etcd_snapshot_last_duration_seconds",
+            "How long the last stored etcd snapshot took (check, encrypt, upload, prune)",
+            m.backup_last_duration.clone(),
         );
         r.register(
             "webhook_relays",

@@ -20,11 +20,13 @@
 //! Dangerous work runs only while this replica leads: the reconcile is dropped the moment the
 //! Lease is lost, and the journal refuses writes from a replica that does not lead.
 
+pub mod backup;
 pub mod cycle;
 pub mod drift;
 pub mod http;
 pub mod kube_store;
 pub mod metrics;
+pub mod reconcile;
 pub mod relay;
 pub mod secrets;
 pub mod source;
@@ -56,12 +58,14 @@ pub struct Prepared {
     pub network: vixen_model::NetworkFile,
     /// Cluster name.
     pub cluster: String,
+    /// `backup:`, resolved (the credentials of a `secret:` reference still to be read).
+    pub backup: Option<vixen_backup::Resolved>,
 }
 
 /// Why a checkout cannot be applied.
 #[derive(Debug)]
 pub struct PrepareError {
-    /// `validate`, `decrypt`, `render` or `credentials` (a fixed category).
+    /// `validate`, `decrypt`, `render`, `credentials` or `backup` (a fixed category).
     pub stage: &'static str,
     /// What is wrong (never a secret value).
     pub error: anyhow::Error,

@@ -160,6 +160,8 @@ pub struct StepReporter<'a> {
     metrics: &'a Metrics,
     events: Option<mpsc::Sender<Note>>,
     pending: Option<PendingStatus<'a>>,
+    /// Steps in the running plan.
+    total: std::sync::atomic::AtomicUsize,
 }
 
 impl<'a> StepReporter<'a> {
@@ -169,6 +171,7 @@ impl<'a> StepReporter<'a> {
             metrics,
             events,
             pending: None,
+            total: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -181,6 +184,11 @@ impl<'a> StepReporter<'a> {
 }
 
 impl Progress for StepReporter<'_> {
+    fn plan(&self, total: usize) {
+        self.total
+            .store(total, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn step(&self, index: usize, step: &Step, event: StepEvent<'_>) {
         self.metrics
             .steps
@@ -192,7 +200,11 @@ impl Progress for StepReporter<'_> {
         if let (Some(p), StepEvent::Started) = (&self.pending, &event) {
             let status = CommitStatus {
                 state: CommitState::Pending,
-                description: super::verdict::running(index, step),
+                description: super::verdict::running(
+                    index,
+                    self.total.load(std::sync::atomic::Ordering::Relaxed),
+                    step,
+                ),
                 target_url: p.target_url.clone(),
             };
             if let Err(e) = p.queue.post(&p.sha, status) {

@@ -155,8 +155,8 @@ pub fn prepare_verdict(e: &PrepareError, checkout: &Path) -> Verdict {
     }
 }
 
-/// The pending status while step `index` runs: `upgrading cp-2 (step 3)`.
-pub fn running(index: usize, step: &Step) -> String {
+/// The pending status while step `index` of `total` runs: `upgrading cp-2 (3/5)`.
+pub fn running(index: usize, total: usize, step: &Step) -> String {
     let verb = match step.action.kind() {
         ActionKind::ApplyConfig => "applying the config to",
         ActionKind::WaitReady => "waiting for",
@@ -179,7 +179,12 @@ pub fn running(index: usize, step: &Step) -> String {
         ActionKind::DeleteNode => "deleting the Kubernetes node",
         _ => "running a step on",
     };
-    format!("{verb} {} (step {})", step.node, index + 1)
+    format!(
+        "{verb} {} ({}/{})",
+        step.node,
+        index + 1,
+        total.max(index + 1)
+    )
 }
 
 #[cfg(test)]
@@ -340,6 +345,6 @@ mod tests {
     /// Pending statuses name the step that runs.
     #[test]
     fn a_running_step_reads_as_verb_node_and_number() {
-        assert_eq!(running(2, &upgrade("cp-2")), "upgrading cp-2 (step 3)");
+        assert_eq!(running(2, 5, &upgrade("cp-2")), "upgrading cp-2 (3/5)");
     }
 }

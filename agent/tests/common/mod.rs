@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 #[allow(dead_code)]
 pub mod lab;
+pub mod s3;
 
 /// A child process, killed and reaped when dropped (a failing test leaves nothing running).
 pub struct KillOnDrop(pub std::process::Child);

@@ -14,10 +14,14 @@ mod config;
 mod crypt;
 mod error;
 mod retention;
+pub mod schedule;
 mod snapshot;
 mod store;
 
-pub use config::{Resolved, Taken, TargetConfig, resolve, s3_credentials_from_yaml};
+pub use config::{
+    Allowed, Resolved, Taken, TargetConfig, resolve, s3_credentials_from_secret,
+    s3_credentials_from_yaml,
+};
 pub use crypt::{decrypt, encrypt, parse_recipients};
 pub use error::BackupError;
 pub use retention::to_prune;

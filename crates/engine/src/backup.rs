@@ -128,3 +128,25 @@ pub async fn before_risky(
         }
     }
 }
+
+impl<T: NodeApi, K: crate::ports::KubeGates, S: crate::ports::StateStore>
+    crate::Engine<'_, T, K, S>
+{
+    /// A snapshot now (scheduled, or `vixen etcd snapshot`): observes the cluster, picks a
+    /// healthy voting member (the leader last) and stores its snapshot through the engine's
+    /// sink. Read-only for the cluster: EtcdStatus and EtcdSnapshot are its only Talos calls
+    /// besides the observation.
+    ///
+    /// # Errors
+    /// Why no snapshot was stored (no sink, no healthy member, the sink's error).
+    pub async fn snapshot(&self, desired: &Desired, reason: &str) -> Result<String, String> {
+        let sink = self
+            .backup
+            .ok_or("cluster.yaml has no `backup:` block: nowhere to store a snapshot")?;
+        let state = self.store.load().await.map_err(|e| e.to_string())?;
+        let observed =
+            crate::observe::observe(self.talos, self.kube, &desired.nodes, &state.inventory).await;
+        let from = candidates(desired, &observed, &state.inventory);
+        take(self.talos, sink, &from, reason).await
+    }
+}

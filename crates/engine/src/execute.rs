@@ -83,6 +83,7 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
         // Nodes that Talos said it reboots: their next readiness gate must first see them go
         // down (until then they still look healthy on their old boot).
         let mut rebooting: BTreeSet<String> = BTreeSet::new();
+        self.progress.plan(run.plan.steps.len());
         for index in run.done..run.plan.steps.len() {
             let step = &run.plan.steps[index];
             let fail = |source: StepError| {
@@ -486,15 +487,37 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
                 .await?;
             }
             Action::WaitKubernetes { node_name, version } => {
-                let what = format!("Node {node_name} Ready with kubelet {version}");
                 let cps = cps();
+                // On a control plane, as `talosctl upgrade-k8s` does for each component
+                // (pkg/cluster/kubernetes/talos_managed.go, `checkPodStatus`): the static pods
+                // of kube-apiserver, kube-controller-manager and kube-scheduler Ready on the
+                // new image, before the next node's control plane goes.
+                let control_plane = self.is_control_plane(&step.node, inv);
+                let what = if control_plane {
+                    format!(
+                        "Node {node_name} Ready with kubelet {version} and its kube-apiserver, \
+                         kube-controller-manager and kube-scheduler Ready on {version}"
+                    )
+                } else {
+                    format!("Node {node_name} Ready with kubelet {version}")
+                };
                 wait(&self.timeouts, self.timeouts.ready, &what, || async {
-                    self.kube
+                    let node_ok = self
+                        .kube
                         .node(&cps, node_name)
                         .await
                         .ok()
                         .flatten()
-                        .is_some_and(|n| n.ready && n.kubelet_version == *version)
+                        .is_some_and(|n| n.ready && n.kubelet_version == *version);
+                    if !node_ok || !control_plane {
+                        return node_ok;
+                    }
+                    let pods = self
+                        .kube
+                        .static_pods(&cps, node_name)
+                        .await
+                        .unwrap_or_default();
+                    crate::gates::static_pods_on(&pods, version)
                 })
                 .await?;
             }

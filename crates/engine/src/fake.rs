@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use vixen_k8s::{DrainReport, NodeView};
+use vixen_k8s::{DrainReport, NodeView, StaticPod};
 use vixen_plan::{KubeNode, KubeView, Role};
 use vixen_talos::{
     ApplyMode, ApplyOutcome, EtcdMember, EtcdMemberStatus, ServiceStatus, VersionInfo,
@@ -97,6 +97,11 @@ pub struct World {
     pub refuse: Option<String>,
     /// Node objects by name, when Kubernetes answers.
     pub kube: Option<BTreeMap<String, NodeView>>,
+    /// The control-plane static pods by Node name, for nodes whose config names no Kubernetes
+    /// version (see [`kubernetes_of`]).
+    pub static_pods: BTreeMap<String, Vec<StaticPod>>,
+    /// Control planes whose new kube-apiserver never becomes Ready (a crash loop).
+    pub apiserver_stuck: BTreeSet<String>,
     next_member: u64,
 }
 
@@ -627,11 +632,21 @@ impl KubeGates for FakeCluster {
             w.kube.as_ref().map(|k| KubeView {
                 nodes: k
                     .values()
-                    .map(|n| KubeNode {
-                        name: n.name.clone(),
-                        ready: n.ready,
-                        cordoned_by_vixen: n.cordoned_by_vixen,
-                        kubelet_version: n.kubelet_version.clone(),
+                    .map(|n| {
+                        let host = w.nodes.iter().find(|h| h.name == n.name);
+                        KubeNode {
+                            name: n.name.clone(),
+                            ready: n.ready,
+                            cordoned_by_vixen: n.cordoned_by_vixen,
+                            kubelet_version: host
+                                .and_then(|h| h.config.as_deref())
+                                .and_then(kubernetes_of)
+                                .unwrap_or_else(|| n.kubelet_version.clone()),
+                            static_pods: fake_static_pods(w, &n.name)
+                                .iter()
+                                .map(crate::gates::pod_view)
+                                .collect(),
+                        }
                     })
                     .collect(),
             })
@@ -666,12 +681,23 @@ impl KubeGates for FakeCluster {
         self.with(|w| {
             let hostnode = w.nodes.iter().find(|n| n.name == node).cloned();
             let k = w.kube.as_mut().ok_or(KubeError::NoApi)?;
-            // The kubelet follows its node: NotReady while it is down, its OS image its version.
+            // The kubelet follows its node: NotReady while it is down, its OS image its version,
+            // its version the one its config names.
             if let (Some(n), Some(v)) = (hostnode, k.get_mut(node)) {
                 v.ready = n.mode == Mode::Configured && n.down_for == 0;
                 v.os_image = format!("Talos ({})", n.version);
+                if let Some(k8s) = n.config.as_deref().and_then(kubernetes_of) {
+                    v.kubelet_version = k8s;
+                }
             }
             Ok(k.get(node).cloned())
+        })
+    }
+
+    async fn static_pods(&self, _: &[String], node: &str) -> Result<Vec<StaticPod>, KubeError> {
+        self.with(|w| {
+            w.kube.as_ref().ok_or(KubeError::NoApi)?;
+            Ok(fake_static_pods(w, node))
         })
     }
 
@@ -726,4 +752,36 @@ impl StateStore for MemoryStore {
         *self.state.lock().expect("store lock") = state.clone();
         Ok(())
     }
+}
+
+/// The static pods the kubelet of `node` reports: from its config's Kubernetes version (Ready
+/// while the node runs, except a stuck kube-apiserver), else as the test set them.
+fn fake_static_pods(w: &World, node: &str) -> Vec<StaticPod> {
+    let Some(n) = w.nodes.iter().find(|n| n.name == node) else {
+        return Vec::new();
+    };
+    let Some(k8s) = n.config.as_deref().and_then(kubernetes_of) else {
+        return w.static_pods.get(node).cloned().unwrap_or_default();
+    };
+    if n.role != Role::Controlplane {
+        return Vec::new();
+    }
+    let up = n.mode == Mode::Configured && n.down_for == 0;
+    vixen_plan::CONTROL_PLANE_COMPONENTS
+        .iter()
+        .map(|c| StaticPod {
+            component: (*c).to_string(),
+            image: format!("registry.k8s.io/{c}:{k8s}"),
+            ready: up && !(*c == "kube-apiserver" && w.apiserver_stuck.contains(node)),
+        })
+        .collect()
+}
+
+/// The Kubernetes version a fake config names, on a line `kubernetes: vX.Y.Z` (the configs
+/// of the fakes are free text; the kubelet and static pods follow that line).
+pub fn kubernetes_of(config: &str) -> Option<String> {
+    config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("kubernetes: "))
+        .map(str::to_string)
 }

@@ -171,3 +171,22 @@ pub async fn ready_after_boot(
     }
     Ok(())
 }
+
+/// A static pod as the planner sees it (its image's tag).
+pub fn pod_view(p: &vixen_k8s::StaticPod) -> vixen_plan::StaticPodView {
+    vixen_plan::StaticPodView {
+        component: p.component.clone(),
+        tag: p
+            .image
+            .rsplit_once(':')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default(),
+        ready: p.ready,
+    }
+}
+
+/// Whether each control-plane component has a Ready static pod on image tag `version`.
+pub fn static_pods_on(pods: &[vixen_k8s::StaticPod], version: &str) -> bool {
+    let views: Vec<vixen_plan::StaticPodView> = pods.iter().map(pod_view).collect();
+    vixen_plan::static_pods_on(&views, version)
+}

@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vixen_k8s::{DrainReport, NodeView, Nodes};
+use vixen_k8s::{DrainReport, NodeView, Nodes, StaticPod};
 use vixen_plan::{KubeNode, KubeView};
 
 use crate::error::KubeError;
@@ -131,11 +131,19 @@ impl KubeLink {
 impl KubeGates for KubeLink {
     async fn view(&self, control_planes: &[String]) -> Option<KubeView> {
         let nodes = self.nodes(control_planes).await?;
+        // Static pods are a gate's input, not a must: a failed list leaves them out.
+        let mut pods = nodes.all_static_pods().await.unwrap_or_default();
         match nodes.list().await {
             Ok(list) => Some(KubeView {
                 nodes: list
                     .into_iter()
                     .map(|n| KubeNode {
+                        static_pods: pods
+                            .remove(&n.name)
+                            .unwrap_or_default()
+                            .iter()
+                            .map(crate::gates::pod_view)
+                            .collect(),
                         name: n.name,
                         ready: n.ready,
                         cordoned_by_vixen: n.cordoned_by_vixen,
@@ -170,6 +178,18 @@ impl KubeGates for KubeLink {
         node: &str,
     ) -> Result<Option<NodeView>, KubeError> {
         Ok(self.require(control_planes).await?.get(node).await?)
+    }
+
+    async fn static_pods(
+        &self,
+        control_planes: &[String],
+        node: &str,
+    ) -> Result<Vec<StaticPod>, KubeError> {
+        Ok(self
+            .require(control_planes)
+            .await?
+            .static_pods(node)
+            .await?)
     }
 
     async fn uncordon(&self, control_planes: &[String], node: &str) -> Result<(), KubeError> {

@@ -37,6 +37,8 @@ pub mod talos;
 mod tests;
 #[cfg(test)]
 mod tests_backup;
+#[cfg(test)]
+mod tests_k8s;
 
 use vixen_plan::{Desired, Observed, Plan, Refusal};
 

@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use vixen_k8s::{DrainReport, NodeView};
+use vixen_k8s::{DrainReport, NodeView, StaticPod};
 use vixen_plan::KubeView;
 use vixen_talos::{
     ApplyMode, ApplyOutcome, EtcdMember, EtcdMemberStatus, ServiceStatus, VersionInfo,
@@ -137,6 +137,12 @@ pub trait KubeGates: Send + Sync {
         control_planes: &[String],
         node: &str,
     ) -> impl Future<Output = Result<Option<NodeView>, KubeError>> + Send;
+    /// The control-plane static pods (mirror pods) bound to the Node `node`.
+    fn static_pods(
+        &self,
+        control_planes: &[String],
+        node: &str,
+    ) -> impl Future<Output = Result<Vec<StaticPod>, KubeError>> + Send;
     /// Undo vixen's own cordon of `node`.
     fn uncordon(
         &self,

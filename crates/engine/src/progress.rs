@@ -31,6 +31,12 @@ pub enum StepEvent<'a> {
 pub trait Progress: Send + Sync {
     /// Step `index` of the plan (`step`) reached `event`.
     fn step(&self, index: usize, step: &Step, event: StepEvent<'_>);
+
+    /// A plan of `total` steps starts (or resumes) running: step events that follow count
+    /// against it ("upgrading cp-2 (2/5)").
+    fn plan(&self, total: usize) {
+        let _ = total;
+    }
 }
 
 /// An observer that ignores everything (the CLI: its logs say it all).

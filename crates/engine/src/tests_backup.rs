@@ -4,7 +4,7 @@
 use vixen_model::backup::BeforeRisky;
 use vixen_plan::Refusal;
 
-use crate::fake::{FakeCluster, MemoryStore};
+use crate::fake::{FakeCluster, MemoryStore, Mode};
 use crate::fake_backup::FakeSink;
 use crate::ports::SnapshotSink;
 use crate::tests::{desired, store_of, timeouts};
@@ -124,4 +124,63 @@ async fn a_plan_that_risks_nothing_takes_no_snapshot() {
     let outcome = reconcile_with(&c, &store, &d, &configs, &sink).await;
     assert!(outcome.converged(), "{outcome:?}");
     assert!(sink.saved().is_empty());
+}
+
+fn engine_with<'a>(
+    c: &'a FakeCluster,
+    store: &'a MemoryStore,
+    sink: &'a dyn SnapshotSink,
+) -> Engine<'a, FakeCluster, FakeCluster, MemoryStore> {
+    Engine {
+        talos: c,
+        kube: c,
+        store,
+        timeouts: timeouts(),
+        progress: &Quiet,
+        backup: Some(sink),
+    }
+}
+
+/// A scheduled snapshot on a converged cluster: taken from a follower, with nothing but reads
+/// sent to the nodes.
+#[tokio::test]
+async fn a_scheduled_snapshot_reads_only() {
+    let c = FakeCluster::new(3, 1, "v1.12.2");
+    let (d, _) = desired(&c, "v1.12.2", "", "");
+    let store = store_of(&c, &d);
+    let sink = FakeSink::new(BeforeRisky::Required);
+    let key = engine_with(&c, &store, &sink)
+        .snapshot(&d, "scheduled")
+        .await
+        .unwrap();
+    assert!(!key.is_empty());
+    let saved = sink.saved();
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].1.reason, "scheduled");
+    assert_ne!(saved[0].1.member, "cp-1", "the leader is asked last");
+    // The fake records every call that is not a read: only the snapshot itself is there.
+    let calls: Vec<&str> = c.with(|w| w.calls.iter().map(|c| c.method).collect());
+    assert_eq!(calls, ["etcd_snapshot"]);
+}
+
+/// Fault: a follower is powered off. The snapshot comes from the other follower, never from a
+/// member that does not answer; with every control plane but the leader down, from the leader.
+#[tokio::test]
+async fn a_scheduled_snapshot_skips_a_member_that_is_down() {
+    let c = FakeCluster::new(3, 0, "v1.12.2");
+    let (d, _) = desired(&c, "v1.12.2", "", "");
+    let store = store_of(&c, &d);
+    let sink = FakeSink::new(BeforeRisky::Required);
+    c.with(|w| w.nodes[1].mode = Mode::Off);
+    engine_with(&c, &store, &sink)
+        .snapshot(&d, "scheduled")
+        .await
+        .unwrap();
+    assert_eq!(sink.saved()[0].1.member, "cp-3");
+    c.with(|w| w.nodes[2].mode = Mode::Off);
+    engine_with(&c, &store, &sink)
+        .snapshot(&d, "scheduled")
+        .await
+        .unwrap();
+    assert_eq!(sink.saved()[1].1.member, "cp-1");
 }

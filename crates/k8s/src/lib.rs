@@ -27,11 +27,11 @@ pub use cilium::{ApplyReport, CiliumApi, Conflict, NetworkObjects, PoolVersion};
 pub use events::{EventRecorder, EventType};
 pub use journal::Journal;
 pub use lease::{LeaderElector, LeaseConfig};
-pub use nodes::{CORDONED_BY_VIXEN, DrainReport, NodeView, Nodes};
+pub use nodes::{CORDONED_BY_VIXEN, DrainReport, NodeView, Nodes, StaticPod};
 pub use push::{Push, PushSignal};
 pub use status::{
-    Condition, NodeStatus, Phase, StatusApi, VixenCluster, VixenClusterSpec, VixenClusterStatus,
-    render_table,
+    BackupStatus, Condition, NodeStatus, Phase, StatusApi, VixenCluster, VixenClusterSpec,
+    VixenClusterStatus, render_table,
 };
 
 /// The field manager of every server-side apply vixen makes.

@@ -10,7 +10,7 @@
 //! vixen marks a cordon it made with an annotation, and only ever uncordons a node carrying it:
 //! a node an operator cordoned by hand stays cordoned.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -70,6 +70,22 @@ impl NodeView {
     }
 }
 
+/// One of the control-plane static pods Talos runs on a control plane (kube-apiserver,
+/// kube-controller-manager, kube-scheduler), as its mirror pod in `kube-system` shows it.
+/// Talos labels them `tier=control-plane` and `k8s-app=<component>`
+/// (internal/app/machined/pkg/controllers/k8s/control_plane_static_pod.go), and
+/// `talosctl upgrade-k8s` waits for each to be Ready on the new image
+/// (pkg/cluster/kubernetes/talos_managed.go, `checkPodStatus`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticPod {
+    /// `k8s-app` (`kube-apiserver`, ...).
+    pub component: String,
+    /// The first container's image.
+    pub image: String,
+    /// `Ready` condition is `True`.
+    pub ready: bool,
+}
+
 /// What a finished drain did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DrainReport {
@@ -106,6 +122,75 @@ impl Nodes {
             .await
             .map_err(|e| Error::kube("list", "nodes", e))?;
         Ok(list.items.iter().map(NodeView::of).collect())
+    }
+
+    /// The control-plane static pods bound to the Node `name` (none on a worker).
+    ///
+    /// # Errors
+    /// API errors (RBAC refusing `list pods`).
+    pub async fn static_pods(&self, name: &str) -> Result<Vec<StaticPod>> {
+        let mut by_node = self
+            .list_static_pods(Some(&format!("spec.nodeName={name}")))
+            .await?;
+        Ok(by_node.remove(name).unwrap_or_default())
+    }
+
+    /// Every control-plane static pod, by Node name.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn all_static_pods(&self) -> Result<BTreeMap<String, Vec<StaticPod>>> {
+        self.list_static_pods(None).await
+    }
+
+    async fn list_static_pods(
+        &self,
+        fields: Option<&str>,
+    ) -> Result<BTreeMap<String, Vec<StaticPod>>> {
+        let api: Api<Pod> = Api::namespaced(self.pods.clone(), "kube-system");
+        let mut lp = ListParams::default().labels("tier=control-plane");
+        if let Some(f) = fields {
+            lp = lp.fields(f);
+        }
+        let list = api
+            .list(&lp)
+            .await
+            .map_err(|e| Error::kube("list", "control-plane pods", e))?;
+        let mut out: BTreeMap<String, Vec<StaticPod>> = BTreeMap::new();
+        for p in &list.items {
+            let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+                continue;
+            };
+            let Some(component) = p
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("k8s-app"))
+                .cloned()
+            else {
+                continue;
+            };
+            let Some(image) = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.clone())
+            else {
+                continue;
+            };
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                .is_some_and(|c| c.status == "True");
+            out.entry(node).or_default().push(StaticPod {
+                component,
+                image,
+                ready,
+            });
+        }
+        Ok(out)
     }
 
     /// The Node called `name`, if it exists.

@@ -87,6 +87,36 @@ pub struct VixenClusterStatus {
     /// kstatus conditions.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// The last etcd snapshot vixen took (scheduled or before a risky step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupStatus>,
+}
+
+/// One etcd snapshot as the status shows it (no credential, no content).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// `Stored` or `Failed`.
+    pub result: String,
+    /// When it ended (RFC 3339).
+    pub time: String,
+    /// Why it was taken (`scheduled`, `before control-plane removal of cp-3`).
+    pub reason: String,
+    /// The stored object's key (what `vixen etcd restore --from` takes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The member it was taken from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// Size in bytes, before encryption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When a snapshot was last stored (RFC 3339), failed ones after it notwithstanding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_time: Option<String>,
 }
 
 /// One node as vixen sees it.
@@ -336,6 +366,18 @@ pub fn render_table(obj: &VixenCluster) -> String {
         st.etcd_members
             .map_or_else(|| "-".into(), |n| n.to_string())
     );
+    if let Some(b) = &st.last_backup {
+        let what = match (&b.key, &b.error) {
+            (Some(key), _) => key.clone(),
+            (None, Some(e)) => e.clone(),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "backup    {} {} ({}): {what}",
+            b.result, b.time, b.reason
+        );
+    }
     let _ = writeln!(out);
     let w = st
         .nodes

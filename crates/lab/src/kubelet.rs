@@ -5,6 +5,12 @@
 //! Writes go through server-side apply under one field manager, on the object (labels) and on its
 //! `status` subresource; the spec (`unschedulable`, taints) is left to whoever cordons.
 //!
+//! On a control plane it posts the mirror pods of the static pods Talos runs from the config
+//! (kube-apiserver, kube-controller-manager, kube-scheduler in `kube-system`, labelled
+//! `tier=control-plane` and `k8s-app=<component>`, each on `cluster.<component>.image`;
+//! internal/app/machined/pkg/controllers/k8s/control_plane_static_pod.go), Ready while the
+//! node runs, and replaced when the config changes their image.
+//!
 //! Pods bound to a node are a kubelet's too: a running node reports them Running and Ready, and
 //! finishes the deletion of a pod being deleted (an eviction sets its deletion timestamp; the
 //! kubelet stops its containers, then deletes it with grace 0). A node that is down leaves
@@ -34,7 +40,16 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 pub(crate) struct Kubelet {
     registered: HashSet<String>,
     posted: HashMap<String, Posted>,
+    /// Per control plane: the static pods' images and readiness last posted.
+    statics: HashMap<String, Vec<(String, bool)>>,
 }
+
+/// The control-plane static pods: `k8s-app` and the config path of their image.
+const STATIC_PODS: [(&str, &str); 3] = [
+    ("kube-apiserver", "cluster.apiServer.image"),
+    ("kube-controller-manager", "cluster.controllerManager.image"),
+    ("kube-scheduler", "cluster.scheduler.image"),
+];
 
 struct Posted {
     ready: bool,
@@ -113,7 +128,45 @@ impl Kubelet {
                 Err(e) => tracing::debug!(node = %name, error = %e, "node status"),
             }
         }
+        self.static_pods(lab, client).await;
         self.pods(lab, client).await;
+    }
+
+    /// Posts the mirror pods of each registered control plane whose images or readiness
+    /// changed.
+    async fn static_pods(&mut self, lab: &LabInner, client: &kube::Client) {
+        let api: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+        for n in &lab.nodes {
+            let Some(cfg) = n.config() else { continue };
+            let name = n.hostname();
+            if cfg.role != Role::Controlplane || !self.registered.contains(&name) {
+                continue;
+            }
+            let mut apiserver_down = false;
+            n.faults(|f| apiserver_down = f.apiserver_not_ready);
+            let running = n.mode() == Mode::Configured;
+            let want: Vec<(String, bool)> = STATIC_PODS
+                .iter()
+                .map(|(app, path)| {
+                    let image = cfg.get(path).unwrap_or_default().to_string();
+                    let ready = running && !(apiserver_down && *app == "kube-apiserver");
+                    (image, ready)
+                })
+                .collect();
+            if self.statics.get(&name) == Some(&want) {
+                continue;
+            }
+            let mut ok = true;
+            for ((app, _), (image, ready)) in STATIC_PODS.iter().zip(&want) {
+                if let Err(e) = post_static_pod(&api, n, app, image, *ready).await {
+                    tracing::debug!(node = %name, pod = app, error = %e, "static pod");
+                    ok = false;
+                }
+            }
+            if ok {
+                self.statics.insert(name, want);
+            }
+        }
     }
 
     /// The pods of running nodes: report new ones Running, finish deletions.
@@ -137,6 +190,15 @@ impl Kubelet {
                 continue;
             };
             if !running.contains(&node) {
+                continue;
+            }
+            // Mirror pods are posted by `static_pods`.
+            if pod
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
+            {
                 continue;
             }
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
@@ -283,4 +345,86 @@ async fn post_status(
     let pp = PatchParams::apply(MANAGER).force();
     api.patch_status(&name, &pp, &Patch::Apply(&node)).await?;
     Ok(())
+}
+
+/// Creates or updates the mirror pod `<app>-<hostname>` and its status.
+async fn post_static_pod(
+    api: &Api<Pod>,
+    n: &node::Node,
+    app: &str,
+    image: &str,
+    ready: bool,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    let host = n.hostname();
+    let name = format!("{app}-{host}");
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some("kube-system".into()),
+            labels: Some(BTreeMap::from([
+                ("tier".to_string(), "control-plane".to_string()),
+                ("k8s-app".to_string(), app.to_string()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                "kubernetes.io/config.mirror".to_string(),
+                format!("{:x}", fnv(image)),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(host),
+            containers: vec![Container {
+                name: app.to_string(),
+                image: Some(image.to_string()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    };
+    let pp = PatchParams::apply(MANAGER).force();
+    // A static pod's image is immutable in the API: the kubelet replaces the mirror pod.
+    if let Ok(old) = api.get(&name).await {
+        let old_image = old
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.clone());
+        if old_image.as_deref() != Some(image) {
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            };
+            api.delete(&name, &dp).await?;
+        }
+    }
+    api.patch(&name, &pp, &Patch::Apply(&pod)).await?;
+    let status = Pod {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..ObjectMeta::default()
+        },
+        status: Some(PodStatus {
+            phase: Some("Running".into()),
+            host_ip: Some(n.current_address().to_string()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                last_transition_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                ..PodCondition::default()
+            }]),
+            ..PodStatus::default()
+        }),
+        ..Pod::default()
+    };
+    api.patch_status(&name, &pp, &Patch::Apply(&status)).await?;
+    Ok(())
+}
+
+/// A small stable hash (the mirror annotation holds the static pod's hash).
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

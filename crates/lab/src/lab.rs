@@ -49,13 +49,19 @@ pub enum Fault {
     TalosApiAccessPending,
     /// Its Talos applies them now.
     TalosApiAccessReady,
+    /// Its kube-apiserver static pod runs but is never Ready (`--kube`; a crash loop, a bad
+    /// flag), while Talos and the kubelet are fine.
+    ApiServerNotReady,
+    /// Its kube-apiserver is Ready again.
+    ApiServerReady,
 }
 
 impl std::str::FromStr for Fault {
     type Err = String;
     /// `down`, `up`, `slow-reboot MS`, `fail-next-upgrade`, `addr-down ADDR`,
     /// `kubelet-not-ready`, `kubelet-ready`, `etcd-down`, `boot-media-removed`,
-    /// `talos-api-access-pending`, `talos-api-access-ready`.
+    /// `talos-api-access-pending`, `talos-api-access-ready`, `apiserver-not-ready`,
+    /// `apiserver-ready`.
     fn from_str(s: &str) -> Result<Self, String> {
         let mut words = s.split_whitespace();
         match (words.next(), words.next()) {
@@ -68,6 +74,8 @@ impl std::str::FromStr for Fault {
             (Some("boot-media-removed"), None) => Ok(Fault::BootMediaRemoved),
             (Some("talos-api-access-pending"), None) => Ok(Fault::TalosApiAccessPending),
             (Some("talos-api-access-ready"), None) => Ok(Fault::TalosApiAccessReady),
+            (Some("apiserver-not-ready"), None) => Ok(Fault::ApiServerNotReady),
+            (Some("apiserver-ready"), None) => Ok(Fault::ApiServerReady),
             (Some("slow-reboot"), Some(ms)) => ms
                 .parse()
                 .map(Fault::SlowReboot)
@@ -249,6 +257,8 @@ impl Lab {
             Fault::BootMediaRemoved => node.faults(|f| f.boot_media_removed = true),
             Fault::TalosApiAccessPending => node.faults(|f| f.talos_api_access_pending = true),
             Fault::TalosApiAccessReady => node.faults(|f| f.talos_api_access_pending = false),
+            Fault::ApiServerNotReady => node.faults(|f| f.apiserver_not_ready = true),
+            Fault::ApiServerReady => node.faults(|f| f.apiserver_not_ready = false),
             Fault::EtcdDown => {
                 node.st().etcd_left = true;
                 node.stop_etcd().await;

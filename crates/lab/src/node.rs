@@ -57,6 +57,8 @@ pub(crate) struct Faults {
     pub boot_media_removed: bool,
     /// Talos has not applied its Kubernetes manifests yet: no `talos.dev` CRD from this node.
     pub talos_api_access_pending: bool,
+    /// Its kube-apiserver static pod is never Ready.
+    pub apiserver_not_ready: bool,
 }
 
 /// Mutable state; never held across an await.

@@ -31,6 +31,8 @@ pub(crate) struct Target<'a> {
     pub node: &'a NodeFile,
     /// Talos minor of the cluster (for the kinds it knows).
     pub talos_minor: u64,
+    /// Kubernetes minor of the cluster (for the flags it still has).
+    pub kubernetes_minor: u64,
 }
 
 fn diag(file: &Path, pos: Pos, message: String, fix: &str) -> Diagnostic {
@@ -242,6 +244,14 @@ fn after_change(
             pos(&path),
             message,
             "write the field in the shape Talos' v1alpha1 config has (see `vixen render`)",
+        ));
+    }
+    if let Some((path, message)) = crate::k8s_removed::removed_problem(t.main, t.kubernetes_minor) {
+        return Err(diag(
+            file,
+            pos(&path),
+            message,
+            "remove it from the patch (see the Kubernetes changelog of that version for what replaces it)",
         ));
     }
     if t.main.pointer("/machine/type") != Some(&json!(t.node.role.machine_type())) {

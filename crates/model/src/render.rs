@@ -489,6 +489,14 @@ pub(crate) fn render_inner(
         .version
         .parse::<crate::version::Version>()
         .map_or(13, |v| v.minor);
+    let kubernetes_minor = repo
+        .cluster
+        .value
+        .kubernetes
+        .version
+        .trim_start_matches('v')
+        .parse::<crate::version::Version>()
+        .map_or(34, |v| v.minor);
     for (rel, referenced_in, at) in patch_files(repo, node) {
         let src = if referenced_in == node.path {
             node.pos(&at)
@@ -504,6 +512,7 @@ pub(crate) fn render_inner(
             extra: &mut extra,
             node: &node.value,
             talos_minor,
+            kubernetes_minor,
         };
         if is_sops_patch(&rel) {
             let plain = decrypted.and_then(|d| d.get(&rel));

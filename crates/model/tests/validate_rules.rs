@@ -79,6 +79,28 @@ macro_rules! rule {
     };
 }
 
+// Issue 14: Kubernetes 1.34 removed the kubelet's `--cloud-config` and the feature gate
+// `LegacySidecarContainers`; a kubelet or API server started with them does not start.
+rule!(
+    kubelet_flag_removed_in_the_target_kubernetes,
+    [(
+        "patches/common.yaml",
+        "",
+        "  kubelet:\n    extraArgs:\n      cloud-config: /etc/cloud.conf\n"
+    )],
+    "patches/common.yaml:9:21",
+    "kubelet flag `--cloud-config` was removed in Kubernetes 1.34"
+);
+rule!(
+    feature_gate_removed_in_the_target_kubernetes,
+    [(
+        "patches/controlplane.yaml",
+        "audit-log-maxage: \"30\"",
+        "audit-log-maxage: \"30\"\n      feature-gates: LegacySidecarContainers=true"
+    )],
+    "patches/controlplane.yaml:7:22",
+    "feature gate `LegacySidecarContainers` was removed in Kubernetes 1.34"
+);
 rule!(
     even_control_plane_count,
     [("nodes/cp-3.yaml", "", "-")],

@@ -428,18 +428,10 @@ pub fn plan(
             m.desired.name.as_str(),
         )
     });
-    for m in &changes {
-        // The version the node runs when its change is applied: an upgrade comes first.
-        let talos = if upgraded.contains(m.desired.name.as_str()) {
-            Some(desired.talos_version)
-        } else {
-            m.observed.and_then(|o| o.talos_version)
-        };
-        change_config(&mut plan, m, desired, members.len(), kube, talos);
-        kubelet_gate(&mut plan, m, desired, kube);
-    }
     // "Converged" means the Nodes report the Kubernetes version: a node whose config is applied
-    // but whose kubelet still reports another one is waited for (a gate, no call to Talos).
+    // but whose kubelet (or, on a control plane, whose static pods) still report another one is
+    // waited for (a gate, no call to Talos), before any other node's change: a retry after a
+    // gate that timed out waits there again instead of going on to the next node.
     for m in &matches {
         let name = m.desired.name.as_str();
         if m.state() == NodeState::Configured
@@ -449,6 +441,16 @@ pub fn plan(
         {
             kubelet_gate(&mut plan, m, desired, kube);
         }
+    }
+    for m in &changes {
+        // The version the node runs when its change is applied: an upgrade comes first.
+        let talos = if upgraded.contains(m.desired.name.as_str()) {
+            Some(desired.talos_version)
+        } else {
+            m.observed.and_then(|o| o.talos_version)
+        };
+        change_config(&mut plan, m, desired, members.len(), kube, talos);
+        kubelet_gate(&mut plan, m, desired, kube);
     }
     Ok(plan)
 }
@@ -461,19 +463,32 @@ fn kubelet_gate(plan: &mut Plan, m: &Match<'_>, desired: &Desired, kube: Option<
     let Some(node) = kube.and_then(|k| k.node(&m.desired.hostname)) else {
         return;
     };
-    if node.kubelet_version.is_empty() || node.kubelet_version == want {
+    let kubelet_off = !node.kubelet_version.is_empty() && node.kubelet_version != want;
+    // Listed static pods that are not all Ready on Git's version (none listed: no gate).
+    let pods_off = m.desired.role == Role::Controlplane
+        && !node.static_pods.is_empty()
+        && !crate::state::static_pods_on(&node.static_pods, &want);
+    if !kubelet_off && !pods_off {
         return;
     }
+    let reason = if kubelet_off {
+        format!(
+            "Kubernetes {} -> {want}: the kubelet must report it before the next node",
+            node.kubelet_version
+        )
+    } else {
+        format!(
+            "Kubernetes {want}: kube-apiserver, kube-controller-manager and kube-scheduler \
+             must be Ready on it before the next node"
+        )
+    };
     plan.steps.push(step(
         &m.desired.name,
         Action::WaitKubernetes {
             node_name: m.desired.hostname.clone(),
             version: want.clone(),
         },
-        format!(
-            "Kubernetes {} -> {want}: the kubelet must report it before the next node",
-            node.kubelet_version
-        ),
+        reason,
         NONE,
     ));
 }

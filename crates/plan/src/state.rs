@@ -230,6 +230,35 @@ pub struct KubeNode {
     pub cordoned_by_vixen: bool,
     /// `status.nodeInfo.kubeletVersion` (`v1.34.1`).
     pub kubelet_version: String,
+    /// On a control plane: its static pods (kube-apiserver, kube-controller-manager,
+    /// kube-scheduler) as their mirror pods show them; empty when none is listed.
+    pub static_pods: Vec<StaticPodView>,
+}
+
+/// A control-plane static pod on a Node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticPodView {
+    /// `k8s-app` (`kube-apiserver`, ...).
+    pub component: String,
+    /// Its image's tag (`v1.34.1`).
+    pub tag: String,
+    /// `Ready` condition is `True`.
+    pub ready: bool,
+}
+
+/// The components `talosctl upgrade-k8s` rolls on each control plane.
+pub const CONTROL_PLANE_COMPONENTS: [&str; 3] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+/// Whether each control-plane component has a Ready static pod on tag `version`.
+pub fn static_pods_on(pods: &[StaticPodView], version: &str) -> bool {
+    CONTROL_PLANE_COMPONENTS.iter().all(|c| {
+        pods.iter()
+            .any(|p| p.component == *c && p.ready && p.tag == version)
+    })
 }
 
 impl Observed {

@@ -787,6 +787,7 @@ impl World {
                 ready: true,
                 cordoned_by_vixen: false,
                 kubelet_version: "v1.34.1".into(),
+                static_pods: Vec::new(),
             })
             .collect();
         self.observed.kubernetes = Some(KubeView { nodes });
@@ -1170,6 +1171,65 @@ fn a_kubelet_on_the_old_version_keeps_the_cluster_unconverged() {
     // An unknown kubelet version (a Node without node info) is not a reason to wait.
     w.kube_node("worker-1").kubelet_version = String::new();
     assert!(w.plan().unwrap().steps.is_empty());
+}
+
+/// The static pods of a control plane on Git's version.
+fn static_pods(tag: &str, apiserver_ready: bool) -> Vec<StaticPodView> {
+    CONTROL_PLANE_COMPONENTS
+        .iter()
+        .map(|c| StaticPodView {
+            component: (*c).to_string(),
+            tag: tag.into(),
+            ready: apiserver_ready || *c != "kube-apiserver",
+        })
+        .collect()
+}
+
+/// Issue 14, a retry after a gate timed out. Fault: cp-2 got the new Kubernetes config, its
+/// kubelet reports the new version, but its kube-apiserver is not Ready; cp-3 still has the
+/// old config. The next plan waits for cp-2's static pods first, and only then changes cp-3
+/// (before the fix the gate of an already applied node came after every other change, so a
+/// retry went on to the next control plane).
+#[test]
+fn a_retry_waits_for_the_control_plane_whose_api_server_is_not_ready_before_the_next() {
+    let mut w = world(3, 0).with_kubernetes();
+    w.desired.kubernetes_version = "1.34.3".parse().unwrap();
+    for n in &mut w.desired.nodes {
+        n.config = digest(&format!("{}-k8s", n.name), &[("cluster", "c2")]);
+    }
+    // cp-1 and cp-2 are done (their records hold the new config), cp-3 is not.
+    for name in ["cp-1", "cp-2"] {
+        let cfg = w.node(name).config.clone();
+        w.inventory
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap()
+            .config = cfg;
+        let k = w.kube_node(name);
+        k.kubelet_version = "v1.34.3".into();
+        k.static_pods = static_pods("v1.34.3", name != "cp-2");
+    }
+    w.kube_node("cp-3").static_pods = static_pods("v1.34.1", true);
+    let plan = w.plan().unwrap();
+    assert_eq!(
+        summary(&plan),
+        s(&[
+            ("cp-2", "kubelet:v1.34.3"),
+            ("cp-3", "apply:NoReboot"),
+            ("cp-3", "kubelet:v1.34.3"),
+        ])
+    );
+    // cp-2's API server Ready: no gate for it, cp-3 goes.
+    w.kube_node("cp-2").static_pods = static_pods("v1.34.3", true);
+    let plan = w.plan().unwrap();
+    assert_eq!(
+        summary(&plan),
+        s(&[("cp-3", "apply:NoReboot"), ("cp-3", "kubelet:v1.34.3")])
+    );
+    // No static pod listed (a cluster whose mirror pods are not visible): no gate from them.
+    w.kube_node("cp-2").static_pods = Vec::new();
+    assert_eq!(w.plan().unwrap().steps.len(), 2);
 }
 
 // --- Talos 1.14: ApplyConfiguration never reboots (REBOOT is Unimplemented, AUTO means

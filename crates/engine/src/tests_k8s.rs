@@ -1,0 +1,99 @@
+//! Kubernetes upgrades on the fakes: each node's kubelet, and on a control plane its static
+//! pods, must report the new version before the next node gets its config.
+
+use std::collections::BTreeMap;
+
+use vixen_k8s::NodeView;
+
+use crate::fake::FakeCluster;
+use crate::tests::{desired, store_of, timeouts};
+use crate::{Configs, Engine, Outcome, Quiet};
+
+const OLD: &str = "kubernetes: v1.34.1\n";
+const NEW: &str = "kubernetes: v1.35.0\n";
+
+/// 3 control planes and a worker on Kubernetes 1.34.1, with a Kubernetes API.
+fn on_134() -> FakeCluster {
+    let c = FakeCluster::new(3, 1, "v1.12.2");
+    c.with(|w| {
+        let mut views = BTreeMap::new();
+        for n in &mut w.nodes {
+            n.config = Some(OLD.into());
+            n.booted_config = Some(OLD.into());
+            views.insert(
+                n.name.clone(),
+                NodeView {
+                    name: n.name.clone(),
+                    ready: true,
+                    unschedulable: false,
+                    cordoned_by_vixen: false,
+                    os_image: String::new(),
+                    kubelet_version: "v1.34.1".into(),
+                },
+            );
+        }
+        w.kube = Some(views);
+    });
+    c
+}
+
+async fn reconcile(
+    c: &FakeCluster,
+    store: &crate::fake::MemoryStore,
+    d: &vixen_plan::Desired,
+    configs: &Configs,
+) -> Outcome {
+    Engine {
+        talos: c,
+        kube: c,
+        store,
+        timeouts: timeouts(),
+        progress: &Quiet,
+        backup: None,
+    }
+    .reconcile(d, configs)
+    .await
+    .unwrap()
+    .outcome
+}
+
+fn applied(c: &FakeCluster) -> Vec<String> {
+    c.with(|w| {
+        w.calls
+            .iter()
+            .filter(|c| c.method == "apply")
+            .map(|c| c.address.clone())
+            .collect()
+    })
+}
+
+/// Issue 14. Fault: cp-2's new kube-apiserver never becomes Ready (a crash loop after the
+/// upgrade). The rollout stops at cp-2 and says why; cp-3 and the worker keep 1.34.1, so two
+/// API servers of three still serve. Once cp-2's API server is Ready the rollout goes on.
+/// Fails when the static-pod gate is removed (cp-3 then gets the new config at once).
+#[tokio::test]
+async fn kubernetes_upgrade_waits_for_each_control_planes_static_pods() {
+    let c = on_134();
+    let (old, _) = desired(&c, "v1.12.2", OLD, "cluster");
+    let store = store_of(&c, &old);
+    let (mut d, configs) = desired(&c, "v1.12.2", NEW, "cluster");
+    d.kubernetes_version = "1.35.0".parse().unwrap();
+    c.with(|w| w.apiserver_stuck.insert("cp-2".into()));
+
+    let outcome = reconcile(&c, &store, &d, &configs).await;
+    assert!(!outcome.converged(), "{outcome:?}");
+    assert_eq!(applied(&c), ["10.0.0.1", "10.0.0.2"], "{outcome:?}");
+    let why = format!("{outcome:?}");
+    assert!(why.contains("kube-apiserver"), "{why}");
+
+    c.with(|w| w.apiserver_stuck.clear());
+    let outcome = reconcile(&c, &store, &d, &configs).await;
+    assert!(outcome.converged(), "{outcome:?}");
+    let all = applied(&c);
+    for at in ["10.0.0.3", "10.0.0.4"] {
+        assert!(all.contains(&at.to_string()), "{all:?}");
+    }
+    c.with(|w| {
+        assert!(w.nodes.iter().all(|n| n.config.as_deref() == Some(NEW)));
+    });
+}
