@@ -238,15 +238,19 @@ pub fn status_of(outcome: &SnapshotOutcome, previous: Option<&BackupStatus>) -> 
 }
 
 impl Agent {
+    /// The Event recorder of the cluster named in the repo, once known.
+    fn events(&self) -> Option<Arc<EventRecorder>> {
+        self.kube
+            .as_ref()
+            .and_then(|k| k.named.as_ref())
+            .map(|n| n.events.clone())
+    }
+
     /// The snapshot port of a reconcile of `p` (None without `backup:`).
     pub(super) async fn backup_port(&self, p: &Prepared, revision: &str) -> Option<BackupPort> {
         let resolved = p.backup.as_ref()?;
         let kube = self.kube.as_ref().map(|k| (&k.client, &k.opts));
-        let events = self
-            .kube
-            .as_ref()
-            .and_then(|k| k.named.as_ref())
-            .map(|n| n.events.clone());
+        let events = self.events();
         Some(port(resolved, revision, kube, &self.shared, events).await)
     }
 
@@ -285,11 +289,7 @@ impl Agent {
         let conn = armed.conn.clone();
         let kube_link = KubeLink::new(kube_access, conn.clone());
         let kube = self.kube.as_ref().map(|k| (&k.client, &k.opts));
-        let events = self
-            .kube
-            .as_ref()
-            .and_then(|k| k.named.as_ref())
-            .map(|n| n.events.clone());
+        let events = self.events();
         let port = port(&resolved, &revision, kube, &self.shared, events).await;
         let store = match &self.kube {
             Some(k) => AgentStore::Kube(&k.store),

@@ -118,6 +118,22 @@ async fn reconcile(
         .unwrap_or_else(|e| panic!("store: {e}"))
 }
 
+/// The engine on the fakes, with `backup` as its snapshot sink.
+pub(crate) fn engine_with<'a>(
+    c: &'a FakeCluster,
+    store: &'a MemoryStore,
+    backup: Option<&'a dyn crate::ports::SnapshotSink>,
+) -> Engine<'a, FakeCluster, FakeCluster, MemoryStore> {
+    Engine {
+        talos: c,
+        kube: c,
+        store,
+        timeouts: timeouts(),
+        progress: &Quiet,
+        backup,
+    }
+}
+
 fn waiting_reason(o: &Outcome) -> String {
     match o {
         Outcome::Waiting { waiting, .. } => waiting.join("; "),

@@ -7,8 +7,8 @@ use vixen_plan::Refusal;
 use crate::fake::{FakeCluster, MemoryStore, Mode};
 use crate::fake_backup::FakeSink;
 use crate::ports::SnapshotSink;
-use crate::tests::{desired, store_of, timeouts};
-use crate::{Configs, Engine, Outcome, Quiet};
+use crate::tests::{desired, engine_with, store_of};
+use crate::{Configs, Outcome};
 
 async fn reconcile_with(
     c: &FakeCluster,
@@ -17,18 +17,11 @@ async fn reconcile_with(
     configs: &Configs,
     sink: &dyn SnapshotSink,
 ) -> Outcome {
-    Engine {
-        talos: c,
-        kube: c,
-        store,
-        timeouts: timeouts(),
-        progress: &Quiet,
-        backup: Some(sink),
-    }
-    .reconcile(d, configs)
-    .await
-    .unwrap()
-    .outcome
+    engine_with(c, store, Some(sink))
+        .reconcile(d, configs)
+        .await
+        .unwrap()
+        .outcome
 }
 
 /// 3 control planes in the inventory, cp-3 dropped from Git.
@@ -126,21 +119,6 @@ async fn a_plan_that_risks_nothing_takes_no_snapshot() {
     assert!(sink.saved().is_empty());
 }
 
-fn engine_with<'a>(
-    c: &'a FakeCluster,
-    store: &'a MemoryStore,
-    sink: &'a dyn SnapshotSink,
-) -> Engine<'a, FakeCluster, FakeCluster, MemoryStore> {
-    Engine {
-        talos: c,
-        kube: c,
-        store,
-        timeouts: timeouts(),
-        progress: &Quiet,
-        backup: Some(sink),
-    }
-}
-
 /// A scheduled snapshot on a converged cluster: taken from a follower, with nothing but reads
 /// sent to the nodes.
 #[tokio::test]
@@ -149,7 +127,7 @@ async fn a_scheduled_snapshot_reads_only() {
     let (d, _) = desired(&c, "v1.12.2", "", "");
     let store = store_of(&c, &d);
     let sink = FakeSink::new(BeforeRisky::Required);
-    let key = engine_with(&c, &store, &sink)
+    let key = engine_with(&c, &store, Some(&sink))
         .snapshot(&d, "scheduled")
         .await
         .unwrap();
@@ -172,13 +150,13 @@ async fn a_scheduled_snapshot_skips_a_member_that_is_down() {
     let store = store_of(&c, &d);
     let sink = FakeSink::new(BeforeRisky::Required);
     c.with(|w| w.nodes[1].mode = Mode::Off);
-    engine_with(&c, &store, &sink)
+    engine_with(&c, &store, Some(&sink))
         .snapshot(&d, "scheduled")
         .await
         .unwrap();
     assert_eq!(sink.saved()[0].1.member, "cp-3");
     c.with(|w| w.nodes[2].mode = Mode::Off);
-    engine_with(&c, &store, &sink)
+    engine_with(&c, &store, Some(&sink))
         .snapshot(&d, "scheduled")
         .await
         .unwrap();

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use vixen_k8s::NodeView;
 
 use crate::fake::FakeCluster;
-use crate::tests::{desired, store_of, timeouts};
-use crate::{Configs, Engine, Outcome, Quiet};
+use crate::tests::{desired, engine_with, store_of};
+use crate::{Configs, Outcome};
 
 const OLD: &str = "kubernetes: v1.34.1\n";
 const NEW: &str = "kubernetes: v1.35.0\n";
@@ -43,18 +43,11 @@ async fn reconcile(
     d: &vixen_plan::Desired,
     configs: &Configs,
 ) -> Outcome {
-    Engine {
-        talos: c,
-        kube: c,
-        store,
-        timeouts: timeouts(),
-        progress: &Quiet,
-        backup: None,
-    }
-    .reconcile(d, configs)
-    .await
-    .unwrap()
-    .outcome
+    engine_with(c, store, None)
+        .reconcile(d, configs)
+        .await
+        .unwrap()
+        .outcome
 }
 
 fn applied(c: &FakeCluster) -> Vec<String> {
