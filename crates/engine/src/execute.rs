@@ -2,7 +2,8 @@
 //! before every dangerous step whatever the plan says, journals each step before and after it
 //! runs, and stops at the first failure.
 //!
-//! Interlocks (checked against a fresh look at etcd, not the plan's assumptions):
+//! Interlocks (in `interlock`, checked against a fresh look at etcd, not the plan's
+//! assumptions):
 //! - a reset targets only a node that left Git or changes role, and only once it left etcd;
 //! - a step that disrupts a control plane or its member passes the health rule of
 //!   [`crate::health`] (every other member healthy, a majority kept), else it is not sent and
@@ -12,13 +13,13 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use vixen_plan::{Action, ApplyMode, Desired, Disruption, Inventory, InventoryNode, Role, Step};
+use vixen_plan::{Action, ApplyMode, Desired, Inventory, Role, Step};
 use vixen_talos::ApplyMode as WireMode;
 
 use crate::error::{ExecError, StepError};
 use crate::gates::{control_plane_addresses, wait};
-use crate::health::{etcd_health, workers_down};
-use crate::journal::{Run, State};
+use crate::health::etcd_health;
+use crate::journal::{Run, State, record};
 use crate::observe::{etcd_view, probe_configured, probe_maintenance};
 use crate::ports::{KubeGates, NodeApi, StateStore};
 use crate::prepare::Configs;
@@ -165,105 +166,7 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
         Ok(())
     }
 
-    async fn interlocks(&self, step: &Step, state: &State) -> Result<(), StepError> {
-        let in_git = self.desired.nodes.iter().find(|n| n.name == step.node);
-        let role_change = matches!((state.inventory.node(&step.node), in_git), (Some(i), Some(w)) if i.role != w.role);
-        if let Action::Reset { .. } = step.action
-            && in_git.is_some()
-            && !role_change
-            && !self.decommission
-        {
-            return Err(StepError::Interlock(format!(
-                "{} is in Git with the same role: it is never reset",
-                step.node
-            )));
-        }
-        let how = match step.action {
-            Action::CheckUpgradeSafe => Disruption::Node,
-            _ => step.action.class().disrupts,
-        };
-        if how == Disruption::None {
-            return Ok(());
-        }
-        if !self.is_control_plane(&step.node, &state.inventory) {
-            return match how {
-                Disruption::Node => self.workers_allow(step, state).await,
-                _ => Ok(()),
-            };
-        }
-        let cps = control_plane_addresses(self.desired, &state.inventory);
-        let hostnames = |name: &str| self.addresses_of_hostname(name, &state.inventory);
-        let health = etcd_health(self.talos, &cps, hostnames)
-            .await
-            .ok_or_else(|| {
-                StepError::Unsafe("no control plane answers with an etcd member list".into())
-            })?;
-        let hostname = self.hostname(&step.node, &state.inventory);
-        let addresses = self.addresses(&step.node, &state.inventory);
-        let target = match &step.action {
-            Action::RemoveMember { member_id, .. } => {
-                health.members.iter().find(|m| m.id == *member_id)
-            }
-            // By the member ID recorded when it joined, then by peer URL and hostname.
-            _ => state
-                .inventory
-                .node(&step.node)
-                .and_then(|n| n.member_id)
-                .and_then(|id| health.members.iter().find(|m| m.id == id))
-                .or_else(|| health.member_of(&hostname, &addresses)),
-        };
-        if let Action::Reset { .. } = step.action {
-            let last = health.members.len() == 1;
-            return match target {
-                Some(_) if self.decommission && last => Ok(()),
-                Some(_) => Err(StepError::Interlock(format!(
-                    "{} is still an etcd member: it must leave etcd before it is reset",
-                    step.node
-                ))),
-                None => Ok(()),
-            };
-        }
-        let what = format!("{} {}", verb(&step.action), step.node);
-        if self.decommission && how == Disruption::Member && health.members.len() == 1 {
-            return Ok(());
-        }
-        match health.refuse(target.map(|m| m.id), how, &what) {
-            Some(reason) => Err(StepError::Unsafe(reason)),
-            None => Ok(()),
-        }
-    }
-
-    /// The worker rule: a worker in Git is disrupted only while fewer than
-    /// `upgrade.workerConcurrency` other workers are down.
-    async fn workers_allow(&self, step: &Step, state: &State) -> Result<(), StepError> {
-        if !self.desired.nodes.iter().any(|n| n.name == step.node) {
-            return Ok(());
-        }
-        let cps = control_plane_addresses(self.desired, &state.inventory);
-        let down = workers_down(
-            self.talos,
-            self.kube,
-            self.desired,
-            &state.inventory,
-            &cps,
-            &step.node,
-        )
-        .await;
-        let limit = self.desired.worker_concurrency.max(1) as usize;
-        if down.len() < limit {
-            return Ok(());
-        }
-        Err(StepError::Unsafe(format!(
-            "{} {} down; {} {} now would take {} workers down at once (upgrade.workerConcurrency: {limit})",
-            down.join(", "),
-            if down.len() == 1 { "is" } else { "are" },
-            verb(&step.action),
-            step.node,
-            down.len() + 1
-        )))
-    }
-
-    fn is_control_plane(&self, node: &str, inv: &Inventory) -> bool {
+    pub(crate) fn is_control_plane(&self, node: &str, inv: &Inventory) -> bool {
         inv.node(node).map(|n| n.role).or_else(|| {
             self.desired
                 .nodes
@@ -273,7 +176,7 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
         }) == Some(Role::Controlplane)
     }
 
-    fn hostname(&self, node: &str, inv: &Inventory) -> String {
+    pub(crate) fn hostname(&self, node: &str, inv: &Inventory) -> String {
         inv.node(node)
             .map(|n| n.hostname.clone())
             .or_else(|| {
@@ -287,7 +190,7 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
     }
 
     /// Every address `node` may answer at: Git's, then where vixen last reached it.
-    fn addresses(&self, node: &str, inv: &Inventory) -> Vec<String> {
+    pub(crate) fn addresses(&self, node: &str, inv: &Inventory) -> Vec<String> {
         let mut out: Vec<String> = self
             .desired
             .nodes
@@ -299,7 +202,7 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
         out
     }
 
-    fn addresses_of_hostname(&self, hostname: &str, inv: &Inventory) -> Vec<String> {
+    pub(crate) fn addresses_of_hostname(&self, hostname: &str, inv: &Inventory) -> Vec<String> {
         let mut out: Vec<String> = self
             .desired
             .nodes
@@ -317,7 +220,7 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
     }
 
     /// The address of `node`: its desired management address, else where vixen last reached it.
-    fn address(&self, node: &str, inv: &Inventory) -> String {
+    pub(crate) fn address(&self, node: &str, inv: &Inventory) -> String {
         if let Some(d) = self.desired.nodes.iter().find(|n| n.name == node) {
             return d.address().to_string();
         }
@@ -612,17 +515,6 @@ fn reboots(action: &Action) -> bool {
     )
 }
 
-/// The verb of a disrupting action, for interlock messages.
-fn verb(action: &Action) -> &'static str {
-    match action {
-        Action::Upgrade { .. } => "upgrading",
-        Action::Reset { .. } => "resetting",
-        Action::LeaveEtcd => "removing the member of",
-        Action::RemoveMember { .. } => "removing the member of",
-        _ => "rebooting",
-    }
-}
-
 async fn journal(
     store: &impl StateStore,
     state: &mut State,
@@ -632,55 +524,4 @@ async fn journal(
         f(run);
     }
     Ok(store.save(state).await?)
-}
-
-/// Updates the inventory after a finished step.
-fn record(inventory: &mut Inventory, step: &Step, desired: &Desired) {
-    match &step.action {
-        Action::ApplyConfig {
-            maintenance,
-            reboot_after,
-            ..
-        } => {
-            if let Some(d) = desired.nodes.iter().find(|n| n.name == step.node) {
-                // The member ID stays with the machine across a rename and a re-address; a
-                // node installed from maintenance mode joins etcd as a new member.
-                let member_id = inventory
-                    .nodes
-                    .iter()
-                    .find(|i| i.maintenance_address == d.maintenance_address && i.role == d.role)
-                    .and_then(|i| i.member_id)
-                    .filter(|_| !*maintenance);
-                // A rename: the old entry of the same machine goes.
-                inventory
-                    .nodes
-                    .retain(|i| i.name == d.name || i.maintenance_address != d.maintenance_address);
-                let entry = InventoryNode {
-                    name: d.name.clone(),
-                    hostname: d.hostname.clone(),
-                    role: d.role,
-                    maintenance_address: d.maintenance_address.clone(),
-                    address: d.address().to_string(),
-                    config: d.config.clone(),
-                    member_id,
-                    // Applied live on Talos 1.14+: owed a reboot until vixen's Reboot step.
-                    reboot_pending: *reboot_after,
-                };
-                match inventory.nodes.iter_mut().find(|i| i.name == d.name) {
-                    Some(i) => *i = entry,
-                    None => inventory.nodes.push(entry),
-                }
-            }
-        }
-        // Only a node seen back in maintenance mode leaves the inventory: a node whose member
-        // was removed while it was unreachable is remembered, and reset when it returns.
-        Action::WaitMaintenance { .. } => inventory.nodes.retain(|i| i.name != step.node),
-        // The node boots the config it was given: no reboot is owed any more.
-        Action::Reboot | Action::Upgrade { .. } => {
-            if let Some(i) = inventory.nodes.iter_mut().find(|i| i.name == step.node) {
-                i.reboot_pending = false;
-            }
-        }
-        _ => {}
-    }
 }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vixen_plan::{Desired, Inventory, Plan};
+use vixen_plan::{Action, Desired, Inventory, InventoryNode, Plan, Step};
 
 use crate::error::StoreError;
 use crate::ports::StateStore;
@@ -89,5 +89,56 @@ impl StateStore for FileStore {
             std::fs::rename(&tmp, &self.path)
         };
         write().map_err(|e| StoreError::Write(format!("{}: {e}", self.path.display())))
+    }
+}
+
+/// Updates the inventory after a finished step.
+pub(crate) fn record(inventory: &mut Inventory, step: &Step, desired: &Desired) {
+    match &step.action {
+        Action::ApplyConfig {
+            maintenance,
+            reboot_after,
+            ..
+        } => {
+            if let Some(d) = desired.nodes.iter().find(|n| n.name == step.node) {
+                // The member ID stays with the machine across a rename and a re-address; a
+                // node installed from maintenance mode joins etcd as a new member.
+                let member_id = inventory
+                    .nodes
+                    .iter()
+                    .find(|i| i.maintenance_address == d.maintenance_address && i.role == d.role)
+                    .and_then(|i| i.member_id)
+                    .filter(|_| !*maintenance);
+                // A rename: the old entry of the same machine goes.
+                inventory
+                    .nodes
+                    .retain(|i| i.name == d.name || i.maintenance_address != d.maintenance_address);
+                let entry = InventoryNode {
+                    name: d.name.clone(),
+                    hostname: d.hostname.clone(),
+                    role: d.role,
+                    maintenance_address: d.maintenance_address.clone(),
+                    address: d.address().to_string(),
+                    config: d.config.clone(),
+                    member_id,
+                    // Applied live on Talos 1.14+: owed a reboot until vixen's Reboot step.
+                    reboot_pending: *reboot_after,
+                };
+                match inventory.nodes.iter_mut().find(|i| i.name == d.name) {
+                    Some(i) => *i = entry,
+                    None => inventory.nodes.push(entry),
+                }
+            }
+        }
+        // Only a node seen back in maintenance mode leaves the inventory: a node whose member
+        // was removed while it was unreachable is remembered, and reset when it returns.
+        Action::WaitMaintenance { .. } => inventory.nodes.retain(|i| i.name != step.node),
+        // The node boots the config it was given: no reboot is owed any more.
+        Action::Reboot | Action::Upgrade { .. } => {
+            if let Some(i) = inventory.nodes.iter_mut().find(|i| i.name == step.node) {
+                i.reboot_pending = false;
+            }
+        }
+        _ => {}
     }
 }

@@ -24,6 +24,7 @@ pub mod fake;
 pub mod fake_backup;
 pub mod gates;
 pub mod health;
+mod interlock;
 pub mod journal;
 pub mod kube;
 pub mod observe;
