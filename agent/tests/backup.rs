@@ -323,3 +323,110 @@ fn disaster_restore_brings_back_the_keys_of_the_snapshot() {
         members(&["cp-1", "cp-2", "cp-3"])
     );
 }
+
+/// The agent's `/metrics` (0 and empty while it does not answer yet).
+fn metrics(port: u16) -> String {
+    common::http(port, "GET", "/metrics", &[], b"").1
+}
+
+/// The value of the snapshot counter for `trigger` and `result`, 0 when absent.
+fn snapshots_counted(metrics: &str, trigger: &str, result: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("vixen_etcd_snapshots_total{"))
+        .filter(|l| {
+            l.contains(&format!("trigger=\"{trigger}\""))
+                && l.contains(&format!("result=\"{result}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn wait_until(what: &str, secs: u64, log: &Path, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {secs}s; agent log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// `backup.schedule: "* * * * *"` followed by the long-running agent (its poll interval far
+/// longer than a minute, so the schedule alone wakes it). Fault: the target folder cannot be
+/// created at the first scheduled time (a file stands where it should be): the failure is
+/// counted (`result="failed"`), nothing is stored, the agent goes on; with the path free, the
+/// next scheduled time stores an encrypted snapshot whose metadata says `scheduled`, and
+/// `etcdctl snapshot status` reads it. No mutating Talos call is made for it.
+#[test]
+fn a_scheduled_snapshot_is_retried_at_the_next_time_after_a_failure() {
+    let lab = Lab::full_cluster(185);
+    let folder = lab.lab.join("scheduled");
+    std::fs::write(&folder, "not a folder").unwrap();
+    lab.edit(
+        "cluster.yaml",
+        "",
+        &format!(
+            "backup:\n  schedule: \"* * * * *\"\n  timeZone: UTC\n  target:\n    local:\n      \
+             path: {}\n",
+            folder.display()
+        ),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = lab.lab.join("agent.log");
+    let mark = lab.mark();
+    let mut args: Vec<String> = ["agent", "--interval", "3600", "--resync", "3600"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
+    args.extend(lab.target());
+    let _agent = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_vixen"))
+            .args(&args)
+            .env("SOPS_AGE_KEY_FILE", common::example().join("demo.agekey"))
+            .env("VIXEN_LOG", "info")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("a failed scheduled snapshot", 100, &log, || {
+        snapshots_counted(&metrics(port), "scheduled", "failed") >= 1.0
+    });
+    assert_eq!(
+        snapshots_counted(&metrics(port), "scheduled", "stored"),
+        0.0
+    );
+    std::fs::remove_file(&folder).unwrap();
+    wait_until("a stored scheduled snapshot", 100, &log, || {
+        snapshots_counted(&metrics(port), "scheduled", "stored") >= 1.0
+    });
+    let files: Vec<std::path::PathBuf> = walk(&folder)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".db.age"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let meta =
+        std::fs::read_to_string(files[0].to_string_lossy().replace(".db.age", ".json")).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(meta["reason"], "scheduled", "{meta}");
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(decrypt_and_status(&std::fs::read(&files[0]).unwrap(), tmp.path()) > 0);
+    let since: Vec<Call> = lab.calls().into_iter().skip(mark).collect();
+    assert!(
+        since.iter().any(|c| c.short() == "EtcdSnapshot"),
+        "taken through Talos"
+    );
+    assert!(
+        lab.mutating_since(mark).is_empty(),
+        "{:#?}",
+        lab.mutating_since(mark)
+    );
+}

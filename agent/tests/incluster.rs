@@ -787,6 +787,89 @@ async fn two_replicas_one_leads_a_webhook_on_the_standby_reaches_it_and_the_stan
             assert!(!text.contains(leak), "{leak} in {text}");
         }
     }
+    // Scheduled backups to the S3 peer, credentials from the Secret `vixen-backup` (the one
+    // Secret the Role lets the agent read). Fault: the Secret does not exist at the first
+    // scheduled time: status.lastBackup and a SnapshotFailed Event name it and the fix. Once it
+    // exists, the next scheduled time stores an age-encrypted snapshot in the bucket, and
+    // status.lastBackup and a SnapshotStored Event say so.
+    std::fs::remove_file(remote.work.join("nodes/cp-4.yaml")).unwrap();
+    let s3 = common::s3::S3Peer::start(&format!("127.{K}.50.1"), "etcd-backups");
+    let cluster_yaml = remote.work.join("cluster.yaml");
+    let mut text = std::fs::read_to_string(&cluster_yaml).unwrap();
+    text.push_str(&format!(
+        "backup:\n  schedule: \"* * * * *\"\n  beforeRisky: off\n  target:\n    s3:\n      \
+         endpoint: {}\n      bucket: etcd-backups\n      prefix: clusters\n      \
+         pathStyle: true\n      credentials:\n        secret: vixen-backup\n",
+        s3.endpoint
+    ));
+    std::fs::write(&cluster_yaml, text).unwrap();
+    let third = remote.commit(&[], "scheduled etcd backups", None);
+    assert_eq!(b.github_push(&third, HOOK_SECRET), 202);
+    let failed = until("a failed scheduled snapshot", 100, why, || async {
+        status(&clusters)
+            .await
+            .and_then(|s| s.last_backup)
+            .filter(|b| b.result == "Failed")
+    })
+    .await;
+    let error = failed.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("vixen-backup") && error.contains("fix: "),
+        "{failed:?}"
+    );
+    let snapshot_notes = |reason: &'static str| {
+        let events = events.clone();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .filter_map(|e| e.note)
+                .collect::<Vec<String>>()
+        }
+    };
+    assert!(
+        snapshot_notes("SnapshotFailed")
+            .await
+            .iter()
+            .any(|n| n.contains("vixen-backup")),
+        "{:?}",
+        snapshot_notes("SnapshotFailed").await
+    );
+    assert!(s3.keys("etcd-backups", "clusters/").is_empty());
+    create(
+        &Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), NS),
+        json!({ "metadata": { "name": "vixen-backup" }, "stringData": {
+            "accessKeyId": common::s3::ACCESS_KEY, "secretAccessKey": common::s3::SECRET_KEY } }),
+    )
+    .await;
+    let stored = until("a stored scheduled snapshot", 100, why, || async {
+        status(&clusters)
+            .await
+            .and_then(|s| s.last_backup)
+            .filter(|b| b.result == "Stored")
+    })
+    .await;
+    assert_eq!(stored.reason, "scheduled", "{stored:?}");
+    let keys = s3.keys("etcd-backups", "clusters/homelab/");
+    let data: Vec<&String> = keys.iter().filter(|k| k.ends_with(".db.age")).collect();
+    assert_eq!(data.len(), 1, "{keys:?}");
+    assert_eq!(stored.key.as_deref(), Some(data[0].as_str()), "{keys:?}");
+    let (code, cipher) = s3.curl(&[&format!("/etcd-backups/{}", data[0])]);
+    assert_eq!(code, 200);
+    assert!(common::s3::decrypt_and_status(&cipher, dir) > 0);
+    assert!(
+        snapshot_notes("SnapshotStored")
+            .await
+            .iter()
+            .any(|n| n.contains(data[0].as_str())),
+        "{:?}",
+        snapshot_notes("SnapshotStored").await
+    );
+
     // Both leaders reported their steps; no Event, log or status carries a secret.
     let evs = step_events(&events).await;
     assert!(
@@ -811,7 +894,17 @@ async fn two_replicas_one_leads_a_webhook_on_the_standby_reaches_it_and_the_stan
         a.logs(),
         b.logs(),
     ];
-    for secret in [HOOK_SECRET, GIT_PASSWORD, token.as_str(), age_key] {
+    let all_events =
+        serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items).unwrap();
+    let last = serde_json::to_string(&status(&clusters).await).unwrap();
+    let texts = [texts.as_slice(), &[all_events, last]].concat();
+    for secret in [
+        HOOK_SECRET,
+        GIT_PASSWORD,
+        token.as_str(),
+        age_key,
+        common::s3::SECRET_KEY,
+    ] {
         assert!(texts.iter().all(|t| !t.contains(secret)), "a secret leaked");
     }
 }

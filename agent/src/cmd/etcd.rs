@@ -116,22 +116,12 @@ fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
 
 fn snapshot(a: SnapshotArgs) -> anyhow::Result<ExitCode> {
     let w = a.target.prepare()?;
-    let port = w
-        .backup
-        .clone()
-        .context("cluster.yaml has no `backup:` block: nowhere to store a snapshot")?;
     let rt = runtime()?;
-    let observed = rt
-        .block_on(
-            w.engine(vixen_engine::Timeouts::default())
-                .plan_only(&w.desired, &w.configs),
-        )?
-        .observed;
-    let from =
-        vixen_engine::backup::candidates(&w.desired, &observed, &vixen_plan::Inventory::default());
-    match rt.block_on(vixen_engine::backup::take(
-        &w.talos, &port, &from, &a.reason,
-    )) {
+    // The members it may be taken from, as the agent picks them (the inventory included).
+    match rt.block_on(
+        w.engine(vixen_engine::Timeouts::default())
+            .snapshot(&w.desired, &a.reason),
+    ) {
         Ok(key) => {
             println!("stored {key}");
             Ok(ExitCode::SUCCESS)
