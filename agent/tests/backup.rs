@@ -392,8 +392,8 @@ fn a_scheduled_snapshot_is_retried_at_the_next_time_after_a_failure() {
             .args(&args)
             .env("SOPS_AGE_KEY_FILE", common::example().join("demo.agekey"))
             .env("VIXEN_LOG", "info")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::process::Stdio::inherit())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );

@@ -472,7 +472,6 @@ fn story_16_bootstrap_installs_vixen_once_the_api_answers_and_never_prints_the_a
 /// cp-3 and the workers are not touched, so two API servers of three keep serving. Read from
 /// the API server (the mirror pods) and calls.jsonl.
 #[test]
-#[ignore = "written with the static-pod gate, not yet run on the lab (session ran out): run with --ignored"]
 fn story_18_kubernetes_upgrade_waits_for_each_control_planes_static_pods() {
     let Some(lab) = kube_lab(181, "story_18") else {
         return;

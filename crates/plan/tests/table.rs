@@ -1195,7 +1195,12 @@ fn a_retry_waits_for_the_control_plane_whose_api_server_is_not_ready_before_the_
     let mut w = world(3, 0).with_kubernetes();
     w.desired.kubernetes_version = "1.34.3".parse().unwrap();
     for n in &mut w.desired.nodes {
-        n.config = digest(&format!("{}-k8s", n.name), &[("cluster", "c2")]);
+        // Only the cluster section changes (live): the other sections stay as they are.
+        let sections: Vec<(&str, &str)> = base_sections()
+            .into_iter()
+            .map(|(k, v)| if k == "cluster" { (k, "c2") } else { (k, v) })
+            .collect();
+        n.config = digest(&format!("{}-k8s", n.name), &sections);
     }
     // cp-1 and cp-2 are done (their records hold the new config), cp-3 is not.
     for name in ["cp-1", "cp-2"] {
