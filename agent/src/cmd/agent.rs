@@ -94,7 +94,13 @@ impl Target {
             summary: format!("cluster.yaml: {e}"),
             error: e,
         })?;
+        let cni = vixen_model::cni::all_objects(&p.repo).map_err(|d| PrepareError {
+            stage: "validate",
+            summary: d.to_string(),
+            error: anyhow::anyhow!("{d}"),
+        })?;
         Ok(Prepared {
+            cni,
             backup,
             desired: p.desired,
             configs: p.configs,

@@ -21,6 +21,7 @@
 //! Lease is lost, and the journal refuses writes from a replica that does not lead.
 
 pub mod backup;
+mod cni;
 pub mod cycle;
 pub mod drift;
 pub mod http;
@@ -56,6 +57,8 @@ pub struct Prepared {
     pub kube: KubeAccess,
     /// `network.yaml`.
     pub network: vixen_model::NetworkFile,
+    /// The objects of `cni.manifests` (empty for Talos' Flannel).
+    pub cni: Vec<serde_json::Value>,
     /// Cluster name.
     pub cluster: String,
     /// `backup:`, resolved (the credentials of a `secret:` reference still to be read).

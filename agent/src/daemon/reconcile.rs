@@ -1,5 +1,6 @@
-//! One reconcile of a prepared commit: the engine on the agent's ports (journal, Kubernetes,
-//! snapshots), then Cilium's objects, drift, metrics, the commit status and the status object.
+//! One reconcile of a prepared commit: the CNI's manifests, the engine on the agent's ports
+//! (journal, Kubernetes, snapshots), then Cilium's objects, drift, metrics, the commit status
+//! and the status object.
 
 use std::time::Instant;
 
@@ -8,6 +9,7 @@ use vixen_forge::CommitState;
 use vixen_k8s::{NetworkObjects, NodeStatus, Phase};
 
 use super::Prepared;
+use super::cni::CniNote;
 use super::cycle::{Agent, Ended, Kube, first_line};
 use super::drift::DriftReport;
 use super::kube_store::AgentStore;
@@ -32,6 +34,8 @@ impl Agent {
             None => p.kube.clone(),
         };
         let kube = KubeLink::new(access, p.conn.clone());
+        // The CNI first; the engine's interlock holds disruptions while it rolls out.
+        let cni = self.apply_cni(p, &kube).await;
         let backup = self.backup_port(p, revision).await;
         let progress = StepReporter::new(
             &self.shared.metrics,
@@ -84,6 +88,19 @@ impl Agent {
         let mut state = state;
         let mut phase = phase;
         let mut rejected = matches!(outcome, Ok(Outcome::Refused(_)));
+        match cni {
+            Some(CniNote::Applied(summary)) => message.push_str(&format!("; {summary}")),
+            Some(CniNote::Failed {
+                category,
+                message: why,
+            }) => {
+                self.shared.metrics.fail(category);
+                message.push_str(&format!("; {why}"));
+                state = CommitState::Error;
+                phase = Phase::Error;
+            }
+            None => {}
+        }
         if matches!(
             outcome,
             Ok(Outcome::Converged { .. } | Outcome::Waiting { .. })

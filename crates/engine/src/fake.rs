@@ -102,6 +102,8 @@ pub struct World {
     pub static_pods: BTreeMap<String, Vec<StaticPod>>,
     /// Control planes whose new kube-apiserver never becomes Ready (a crash loop).
     pub apiserver_stuck: BTreeSet<String>,
+    /// DaemonSets (`namespace/name`) still rolling out, with why.
+    pub rollouts: BTreeMap<String, String>,
     next_member: u64,
 }
 
@@ -712,6 +714,17 @@ impl KubeGates for FakeCluster {
                 n.cordoned_by_vixen = false;
             }
             Ok(())
+        })
+    }
+
+    async fn daemonset_rollout(
+        &self,
+        _: &[String],
+        daemonset: &str,
+    ) -> Result<Option<String>, KubeError> {
+        self.with(|w| {
+            w.kube.as_ref().ok_or(KubeError::NoApi)?;
+            Ok(w.rollouts.get(daemonset).cloned())
         })
     }
 

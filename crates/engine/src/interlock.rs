@@ -5,7 +5,7 @@
 
 use vixen_plan::{Action, Disruption, Step};
 
-use crate::error::StepError;
+use crate::error::{KubeError, StepError};
 use crate::execute::Executor;
 use crate::gates::control_plane_addresses;
 use crate::health::{etcd_health, workers_down};
@@ -33,6 +33,7 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
         if how == Disruption::None {
             return Ok(());
         }
+        self.network_allows(step, state).await?;
         if !self.is_control_plane(&step.node, &state.inventory) {
             return match how {
                 Disruption::Node => self.workers_allow(step, state).await,
@@ -78,6 +79,29 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
         match health.refuse(target.map(|m| m.id), how, &what) {
             Some(reason) => Err(StepError::Unsafe(reason)),
             None => Ok(()),
+        }
+    }
+
+    /// The CNI rule: while the CNI's DaemonSet rolls out (vixen just applied new manifests), no
+    /// node is disrupted; a node taken down then could lose its networking for good. Without an
+    /// answering API the rule cannot be checked and the other gates decide, as for drains.
+    async fn network_allows(&self, step: &Step, state: &State) -> Result<(), StepError> {
+        let Some(ds) = &self.desired.network_rollout else {
+            return Ok(());
+        };
+        let cps = control_plane_addresses(self.desired, &state.inventory);
+        match self.kube.daemonset_rollout(&cps, ds).await {
+            Ok(None) | Err(KubeError::NoApi) => Ok(()),
+            Ok(Some(why)) => Err(StepError::Unsafe(format!(
+                "the CNI is rolling out (DaemonSet {ds}: {why}); {} {} waits until it has",
+                verb(&step.action),
+                step.node
+            ))),
+            Err(e) => Err(StepError::Unsafe(format!(
+                "the CNI's rollout cannot be read (DaemonSet {ds}: {e}); {} {} waits",
+                verb(&step.action),
+                step.node
+            ))),
         }
     }
 

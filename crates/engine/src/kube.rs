@@ -196,6 +196,23 @@ impl KubeGates for KubeLink {
         Ok(self.require(control_planes).await?.uncordon(node).await?)
     }
 
+    async fn daemonset_rollout(
+        &self,
+        control_planes: &[String],
+        daemonset: &str,
+    ) -> Result<Option<String>, KubeError> {
+        let client = self.client(control_planes).await.ok_or(KubeError::NoApi)?;
+        let (namespace, name) = daemonset
+            .split_once('/')
+            .unwrap_or(("kube-system", daemonset));
+        Ok(
+            match vixen_k8s::manifests::rollout(&client, namespace, name).await? {
+                vixen_k8s::Rollout::InProgress(why) => Some(why),
+                vixen_k8s::Rollout::Done | vixen_k8s::Rollout::Missing => None,
+            },
+        )
+    }
+
     async fn delete_node(&self, control_planes: &[String], node: &str) -> Result<(), KubeError> {
         Ok(self.require(control_planes).await?.delete(node).await?)
     }

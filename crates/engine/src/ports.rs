@@ -149,6 +149,13 @@ pub trait KubeGates: Send + Sync {
         control_planes: &[String],
         node: &str,
     ) -> impl Future<Output = Result<(), KubeError>> + Send;
+    /// How far the DaemonSet `namespace/name` has rolled out: `None` once every scheduled pod
+    /// runs its current template and is available (or when it does not exist), else why not.
+    fn daemonset_rollout(
+        &self,
+        control_planes: &[String],
+        daemonset: &str,
+    ) -> impl Future<Output = Result<Option<String>, KubeError>> + Send;
     /// Delete the Node object `node`.
     fn delete_node(
         &self,

@@ -57,6 +57,10 @@ pub fn desired(repo: &Repo, inputs: &RenderInputs) -> Result<(Desired, Configs),
             vixen_model::Drift::Correct => vixen_plan::DriftPolicy::Correct,
             vixen_model::Drift::Report => vixen_plan::DriftPolicy::Report,
         },
+        network_rollout: vixen_model::cni::agent_daemonset(
+            repo,
+            &vixen_model::cni::all_objects(repo).map_err(|d| d.to_string())?,
+        ),
     };
     Ok((desired, configs))
 }

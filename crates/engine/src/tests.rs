@@ -54,6 +54,7 @@ pub(crate) fn desired(
         reset_on_removal: true,
         worker_concurrency: 1,
         drift: vixen_plan::DriftPolicy::Correct,
+        network_rollout: None,
     };
     (desired, configs)
 }

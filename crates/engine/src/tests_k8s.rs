@@ -90,3 +90,45 @@ async fn kubernetes_upgrade_waits_for_each_control_planes_static_pods() {
         assert!(w.nodes.iter().all(|n| n.config.as_deref() == Some(NEW)));
     });
 }
+
+/// Issue 17. Fault: the CNI's DaemonSet is still rolling out (vixen just applied new Cilium
+/// manifests). A change that reboots every node waits: no node is touched, and the reason names
+/// the DaemonSet. A live change goes on meanwhile. Once the rollout is done the reboots follow.
+/// Fails when the CNI gate is removed.
+#[tokio::test]
+async fn no_node_is_disrupted_while_the_cni_rolls_out() {
+    let c = on_134();
+    let (old, _) = desired(&c, "v1.12.2", "", "machine.env");
+    let store = store_of(&c, &old);
+    let (mut d, configs) = desired(&c, "v1.12.2", "env TZ", "machine.env");
+    d.network_rollout = Some("kube-system/cilium".into());
+    c.with(|w| {
+        w.rollouts
+            .insert("kube-system/cilium".into(), "1 of 4 pods updated".into())
+    });
+    let outcome = reconcile(&c, &store, &d, &configs).await;
+    let why = format!("{outcome:?}");
+    assert!(!outcome.converged(), "{why}");
+    assert!(
+        why.contains("the CNI is rolling out (DaemonSet kube-system/cilium: 1 of 4 pods updated)"),
+        "{why}"
+    );
+    assert!(applied(&c).is_empty(), "no node touched: {why}");
+
+    // A change Talos applies live disrupts nothing: it is not held.
+    let l = on_134();
+    let (before, _) = desired(&l, "v1.12.2", "", "machine.nodeLabels");
+    let (mut live, live_configs) = desired(&l, "v1.12.2", "label", "machine.nodeLabels");
+    live.network_rollout = d.network_rollout.clone();
+    l.with(|w| {
+        w.rollouts
+            .insert("kube-system/cilium".into(), "1 of 4 pods updated".into())
+    });
+    let outcome = reconcile(&l, &store_of(&l, &before), &live, &live_configs).await;
+    assert!(outcome.converged(), "{outcome:?}");
+    assert_eq!(applied(&l).len(), 4);
+
+    c.with(|w| w.rollouts.clear());
+    let outcome = reconcile(&c, &store, &d, &configs).await;
+    assert!(outcome.converged(), "{outcome:?}");
+}

@@ -7,6 +7,7 @@
 //!   control planes of the first bootstrapped cluster ──► --etcd-servers (restart when it changes)
 //!   kube-apiserver ◄── certs minted from cluster.ca (serving + lab client), SA key from the config
 //!   API answers ──► kubelet::sync (Node objects, Ready condition)
+//!               ──► manifests::sync (cluster.inlineManifests, created once, as Talos does)
 //! ```
 //!
 //! It listens on the cluster endpoint (`cluster.controlPlane.endpoint`) when that is a lab address
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::MachineConfig;
 use crate::lab::LabInner;
 use crate::node::Mode;
-use crate::{Role, etcd, is_lab_address, kubelet, talos_sa};
+use crate::{Role, etcd, is_lab_address, kubelet, manifests, talos_sa};
 
 /// How to run kube-apiserver in the lab.
 #[derive(Debug, Clone)]
@@ -113,6 +114,7 @@ impl Kube {
 pub(crate) async fn supervise(lab: Weak<LabInner>) {
     let mut nodes = kubelet::Kubelet::default();
     let mut talos_access = talos_sa::TalosAccess::default();
+    let mut bootstrap = manifests::BootstrapManifests::default();
     let mut pending: Option<(Vec<String>, tokio::time::Instant)> = None;
     loop {
         let Some(inner) = lab.upgrade() else { return };
@@ -134,6 +136,7 @@ pub(crate) async fn supervise(lab: Weak<LabInner>) {
                 *running = None;
                 nodes = kubelet::Kubelet::default();
                 talos_access = talos_sa::TalosAccess::default();
+                bootstrap = manifests::BootstrapManifests::default();
             }
             match (running.as_ref(), &desired) {
                 (Some(r), Some((cluster, urls, _))) => &r.cluster != cluster || &r.etcd != urls,
@@ -154,6 +157,7 @@ pub(crate) async fn supervise(lab: Weak<LabInner>) {
                         let _ = old.child.wait().await;
                         nodes = kubelet::Kubelet::default();
                         talos_access = talos_sa::TalosAccess::default();
+                        bootstrap = manifests::BootstrapManifests::default();
                     }
                     if let Some((cluster, urls, cfg)) = desired {
                         match start(kube, &cfg, cluster, urls) {
@@ -172,6 +176,7 @@ pub(crate) async fn supervise(lab: Weak<LabInner>) {
         if let Some(endpoint) = wait_ready(kube).await {
             nodes.sync(&inner, &endpoint.client).await;
             talos_access.sync(&inner, &endpoint.client).await;
+            bootstrap.sync(&inner, &endpoint.client).await;
         }
     }
 }

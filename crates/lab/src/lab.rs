@@ -45,7 +45,8 @@ pub enum Fault {
     /// down (nothing to boot).
     BootMediaRemoved,
     /// Its Talos has not applied its Kubernetes manifests yet (`--kube`): the `talos.dev`
-    /// ServiceAccount API is not served from this control plane.
+    /// ServiceAccount API is not served from this control plane, and its inline manifests are
+    /// not applied from it.
     TalosApiAccessPending,
     /// Its Talos applies them now.
     TalosApiAccessReady,

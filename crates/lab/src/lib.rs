@@ -26,6 +26,7 @@ mod journal;
 mod kubeconfig;
 mod kubelet;
 mod lab;
+mod manifests;
 mod node;
 mod ops;
 pub mod peers;

@@ -295,6 +295,27 @@ pub(crate) fn network_rules(repo: &Repo, d: &mut Diagnostics) {
             }
         }
     }
+    // A pool inside the pod or service network would hand out addresses the CNI or kube-proxy
+    // routes elsewhere.
+    let cn = &repo.cluster.value.cluster_network;
+    for (field, list) in [
+        ("podSubnets", &cn.pod_subnets),
+        ("serviceSubnets", &cn.service_subnets),
+    ] {
+        for subnet in list.iter().filter_map(|s| s.parse::<IpNet>().ok()) {
+            let r = block_range(subnet.network(), subnet.broadcast());
+            for (range, pool, pos) in &blocks {
+                if range.0 <= r.1 && r.0 <= range.1 {
+                    d.push(
+                        f,
+                        *pos,
+                        format!("pool `{pool}` overlaps the cluster's {field} {subnet} (cluster.yaml)"),
+                        "take load-balancer addresses from the node network, outside the pod and service subnets",
+                    );
+                }
+            }
+        }
+    }
     for n in &repo.nodes {
         let mut ips: Vec<(String, Vec<Seg>)> = node_addresses(n)
             .into_iter()

@@ -8,6 +8,7 @@
 mod addresses;
 pub mod backup;
 pub mod checks;
+pub mod cni;
 pub mod k8s_removed;
 mod patch;
 pub mod render;

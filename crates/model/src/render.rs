@@ -481,6 +481,7 @@ pub(crate) fn render_inner(
     encrypted: Encrypted,
 ) -> Result<MachineConfig, Diagnostic> {
     let mut main = base(repo, &node.value, bundle);
+    crate::cni::render_into(repo, &node.value, &mut main)?;
     let mut extra = Vec::new();
     let talos_minor = repo
         .cluster

@@ -35,6 +35,9 @@ pub struct ClusterFile {
     /// Pod and service networks of the cluster.
     #[serde(default)]
     pub cluster_network: ClusterNetwork,
+    /// The CNI: Talos' default Flannel, or Cilium delivered by vixen from manifests in the repo.
+    #[serde(default, skip_serializing_if = "CniSpec::is_default")]
+    pub cni: CniSpec,
     /// Config patches applied to groups of nodes, in the order all -> role -> node.
     #[serde(default)]
     pub patches: GroupPatches,
@@ -202,6 +205,47 @@ impl Default for ClusterNetwork {
             dns_domain: default_dns_domain(),
         }
     }
+}
+
+/// The cluster's CNI (Talos `cluster.network.cni`). The CNI belongs to the infrastructure layer:
+/// nodes need networking before any app GitOps tool can run, so vixen owns it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CniSpec {
+    /// `flannel` (Talos' default, with kube-proxy), `cilium` (vixen delivers the manifests of
+    /// `manifests`), or `none` (the CNI is installed by other means).
+    #[serde(default)]
+    pub name: CniName,
+    /// Cilium replaces kube-proxy: Talos deploys no kube-proxy (`cluster.proxy.disabled`). The
+    /// manifests must have been rendered with `kubeProxyReplacement=true` as well.
+    #[serde(default)]
+    pub kube_proxy_replacement: bool,
+    /// Manifest files, relative to the repo, rendered offline and pinned in Git (`helm template
+    /// cilium cilium/cilium --namespace kube-system ...` or `cilium install --dry-run`). The
+    /// first control plane gets them as Talos inline manifests, so it comes up with networking;
+    /// afterwards vixen keeps them in step by server-side apply.
+    #[serde(default)]
+    pub manifests: Vec<String>,
+}
+
+impl CniSpec {
+    /// Talos' default Flannel with kube-proxy (nothing written in `cluster.yaml`).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Which CNI the cluster runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CniName {
+    /// Talos' built-in Flannel.
+    #[default]
+    Flannel,
+    /// Cilium, from the manifests in the repo.
+    Cilium,
+    /// No CNI from Talos or vixen.
+    None,
 }
 
 /// Patch files (paths relative to the repo) for groups of nodes.

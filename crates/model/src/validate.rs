@@ -28,6 +28,7 @@ pub fn validate(repo: &Repo) -> Diagnostics {
     crate::addresses::address_rules(repo, &mut d);
     crate::addresses::network_rules(repo, &mut d);
     crate::backup::backup_rules(repo, &mut d);
+    crate::cni::cni_rules(repo, &mut d);
     d.0.extend(crate::secrets::check_bundle_file(repo).0);
     patch_rules(repo, None, &mut d);
     d.sort();
@@ -45,6 +46,7 @@ pub fn validate_with_keys(repo: &Repo, keys: &vixen_sops::Keyring) -> Diagnostic
     crate::addresses::address_rules(repo, &mut d);
     crate::addresses::network_rules(repo, &mut d);
     crate::backup::backup_rules(repo, &mut d);
+    crate::cni::cni_rules(repo, &mut d);
     match crate::secrets::load_render_inputs(repo, keys) {
         Ok(inputs) => patch_rules(repo, Some(&inputs), &mut d),
         Err(e) => {

@@ -30,6 +30,7 @@ fn main() {
         reset_on_removal: true,
         worker_concurrency: 1,
         drift: DriftPolicy::Correct,
+        network_rollout: None,
     };
     let mut observed = Observed {
         nodes: Vec::new(),

@@ -64,6 +64,9 @@ pub struct Desired {
     pub worker_concurrency: u32,
     /// What to do with a node whose running config drifted from the one vixen applied.
     pub drift: DriftPolicy,
+    /// The CNI's agent DaemonSet (`namespace/name`) when vixen delivers the CNI: no node is
+    /// disrupted while it rolls out (nodes need networking to restore networking).
+    pub network_rollout: Option<String>,
 }
 
 /// What vixen does about drift: a configured node whose running config is no longer the one

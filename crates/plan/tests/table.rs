@@ -43,6 +43,7 @@ fn world(cps: usize, workers: usize) -> World {
         reset_on_removal: true,
         worker_concurrency: 1,
         drift: DriftPolicy::Correct,
+        network_rollout: None,
     };
     let mut observed = Observed {
         nodes: Vec::new(),

@@ -1,0 +1,301 @@
+//! The CNI's manifests from the repo, kept in step: server-side apply under field manager
+//! `vixen` with force (vixen owns the infrastructure layer; what Talos created at bootstrap is
+//! taken over, as `talosctl upgrade-k8s` does with its manifest sync), and pruning of what left
+//! Git.
+//!
+//! ```text
+//! objects (Git) ──SSA, force, labels managed-by=vixen, vixen.dev/set=<set>──► API server
+//! ConfigMap <ns>/vixen-set-<set> ── the previous inventory (apiVersion kind namespace name) ─┐
+//! delete(previous - now), only objects that still carry both labels ◄──────────────────────┘
+//! ```
+//!
+//! Order as Talos applies inline manifests (namespaces, then CRDs, then the rest); objects of
+//! a kind the API does not serve yet (a CRD just created) are retried on the next reconcile.
+//! The DaemonSet rollout of a set tells whether nodes may be disrupted ([`Rollout`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+};
+use kube::discovery::{self, Scope};
+use serde_json::{Value, json};
+
+use crate::{Error, FIELD_MANAGER, MANAGED_BY, Result, api_code};
+
+/// The label naming the set an object belongs to.
+pub const SET_LABEL: &str = "vixen.dev/set";
+
+/// What one apply did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SetReport {
+    /// `Kind namespace/name` applied.
+    pub applied: Vec<String>,
+    /// Deleted because they left Git.
+    pub pruned: Vec<String>,
+    /// Not applied yet: their kind is not served (yet).
+    pub deferred: Vec<String>,
+}
+
+impl SetReport {
+    /// One line for the commit status.
+    pub fn summary(&self, set: &str) -> String {
+        let mut s = format!("{set}: {} applied", self.applied.len());
+        if !self.pruned.is_empty() {
+            s.push_str(&format!(", {} pruned", self.pruned.len()));
+        }
+        if !self.deferred.is_empty() {
+            s.push_str(&format!(", {} waiting for their API", self.deferred.len()));
+        }
+        s
+    }
+}
+
+/// A DaemonSet's rollout, as `kubectl rollout status` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollout {
+    /// Every scheduled pod runs the current template and is available.
+    Done,
+    /// Not yet, and why (`2 of 3 updated`).
+    InProgress(String),
+    /// The DaemonSet does not exist.
+    Missing,
+}
+
+/// Applies named sets of manifests.
+pub struct ManifestSets {
+    client: kube::Client,
+    /// Namespace of the inventory ConfigMaps (vixen's own).
+    namespace: String,
+}
+
+fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// `apiVersion Kind namespace name`, space-separated (none of them can hold a space; the
+/// namespace is empty for a cluster-scoped object).
+fn key(obj: &Value) -> String {
+    format!(
+        "{} {} {} {}",
+        str_at(obj, "/apiVersion"),
+        str_at(obj, "/kind"),
+        str_at(obj, "/metadata/namespace"),
+        str_at(obj, "/metadata/name")
+    )
+}
+
+fn what(obj: &Value) -> String {
+    let ns = str_at(obj, "/metadata/namespace");
+    let name = str_at(obj, "/metadata/name");
+    if ns.is_empty() {
+        format!("{} {name}", str_at(obj, "/kind"))
+    } else {
+        format!("{} {ns}/{name}", str_at(obj, "/kind"))
+    }
+}
+
+fn rank(obj: &Value) -> u8 {
+    match (str_at(obj, "/kind"), str_at(obj, "/apiVersion")) {
+        ("Namespace", "v1") => 0,
+        ("CustomResourceDefinition", a) if a.starts_with("apiextensions.k8s.io/") => 1,
+        _ => 2,
+    }
+}
+
+impl ManifestSets {
+    /// Sets whose inventories live in `namespace`.
+    pub fn new(client: kube::Client, namespace: impl Into<String>) -> Self {
+        Self {
+            client,
+            namespace: namespace.into(),
+        }
+    }
+
+    async fn api_for(&self, obj: &Value) -> Result<Option<Api<DynamicObject>>> {
+        let api_version = str_at(obj, "/apiVersion");
+        let kind = str_at(obj, "/kind");
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (ar, caps): (ApiResource, _) = match discovery::pinned_kind(&self.client, &gvk).await {
+            Ok(found) => found,
+            Err(kube::Error::Discovery(_)) => return Ok(None),
+            Err(e) if api_code(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(Error::kube("discover", format!("{api_version}/{kind}"), e)),
+        };
+        Ok(Some(if caps.scope == Scope::Namespaced {
+            let ns = match str_at(obj, "/metadata/namespace") {
+                "" => "default",
+                ns => ns,
+            };
+            Api::namespaced_with(self.client.clone(), ns, &ar)
+        } else {
+            Api::all_with(self.client.clone(), &ar)
+        }))
+    }
+
+    fn inventory_name(set: &str) -> String {
+        format!("vixen-set-{set}")
+    }
+
+    /// The keys applied by the last apply of `set`.
+    async fn inventory(&self, set: &str) -> Result<BTreeSet<String>> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        let name = Self::inventory_name(set);
+        let cm = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| Error::kube("get", format!("configmap {}/{name}", self.namespace), e))?;
+        Ok(cm
+            .and_then(|c| c.data)
+            .and_then(|d| d.get("objects").cloned())
+            .map(|s| s.lines().map(str::to_owned).collect())
+            .unwrap_or_default())
+    }
+
+    async fn save_inventory(&self, set: &str, keys: &BTreeSet<String>) -> Result<()> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        let name = Self::inventory_name(set);
+        let body = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "labels": { MANAGED_BY.0: MANAGED_BY.1, SET_LABEL: set },
+            },
+            "data": { "objects": keys.iter().cloned().collect::<Vec<_>>().join("\n") },
+        });
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| Error::kube("apply", format!("configmap {}/{name}", self.namespace), e))?;
+        Ok(())
+    }
+
+    /// Applies `objects` as the set `set`, then deletes what the last apply of the set had and
+    /// this one has not. Nothing is pruned while an object of the set waits for its API (the
+    /// inventory then keeps both).
+    ///
+    /// # Errors
+    /// API errors.
+    ///
+    /// # Guarantees
+    /// Only objects that carry the labels managed-by vixen and `vixen.dev/set=<set>` are deleted.
+    pub async fn apply(&self, set: &str, objects: &[Value]) -> Result<SetReport> {
+        let mut report = SetReport::default();
+        let mut ordered: Vec<&Value> = objects.iter().collect();
+        ordered.sort_by_key(|o| rank(o));
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut now = BTreeSet::new();
+        for obj in ordered {
+            let mut obj = obj.clone();
+            let labels = &mut obj["metadata"]["labels"];
+            if !labels.is_object() {
+                *labels = json!({});
+            }
+            labels[MANAGED_BY.0] = json!(MANAGED_BY.1);
+            labels[SET_LABEL] = json!(set);
+            now.insert(key(&obj));
+            let Some(api) = self.api_for(&obj).await? else {
+                report.deferred.push(what(&obj));
+                continue;
+            };
+            let name = str_at(&obj, "/metadata/name").to_owned();
+            match api.patch(&name, &params, &Patch::Apply(&obj)).await {
+                Ok(_) => report.applied.push(what(&obj)),
+                Err(e) if api_code(&e) == Some(404) => report.deferred.push(what(&obj)),
+                Err(e) => return Err(Error::kube("apply", what(&obj), e)),
+            }
+        }
+        let before = self.inventory(set).await?;
+        if !report.deferred.is_empty() {
+            let both: BTreeSet<String> = before.union(&now).cloned().collect();
+            self.save_inventory(set, &both).await?;
+            return Ok(report);
+        }
+        for gone in before.difference(&now) {
+            let parts: Vec<&str> = gone.split(' ').collect();
+            let [api_version, kind, ns, name] = parts[..] else {
+                continue;
+            };
+            let probe = json!({
+                "apiVersion": api_version, "kind": kind,
+                "metadata": { "name": name, "namespace": ns },
+            });
+            let Some(api) = self.api_for(&probe).await? else {
+                continue;
+            };
+            let Some(live) = api
+                .get_metadata_opt(name)
+                .await
+                .map_err(|e| Error::kube("get", what(&probe), e))?
+            else {
+                continue;
+            };
+            let labels: BTreeMap<String, String> = live.metadata.labels.unwrap_or_default();
+            if labels.get(MANAGED_BY.0).map(String::as_str) != Some(MANAGED_BY.1)
+                || labels.get(SET_LABEL).map(String::as_str) != Some(set)
+            {
+                tracing::warn!(object = %what(&probe), "left Git but not labelled as vixen's; kept");
+                continue;
+            }
+            match api.delete(name, &DeleteParams::background()).await {
+                Ok(_) => report.pruned.push(what(&probe)),
+                Err(e) if api_code(&e) == Some(404) => {}
+                Err(e) => return Err(Error::kube("delete", what(&probe), e)),
+            }
+        }
+        self.save_inventory(set, &now).await?;
+        Ok(report)
+    }
+
+    /// The rollout of DaemonSet `namespace/name`.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn daemonset_rollout(&self, namespace: &str, name: &str) -> Result<Rollout> {
+        rollout(&self.client, namespace, name).await
+    }
+}
+
+/// The rollout of DaemonSet `namespace/name`.
+///
+/// # Errors
+/// API errors.
+pub async fn rollout(client: &kube::Client, namespace: &str, name: &str) -> Result<Rollout> {
+    let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    let Some(ds) = api
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube("get", format!("daemonset {namespace}/{name}"), e))?
+    else {
+        return Ok(Rollout::Missing);
+    };
+    Ok(daemonset_rollout(&ds))
+}
+
+/// Whether a DaemonSet has rolled out, the way `kubectl rollout status` decides.
+pub fn daemonset_rollout(ds: &DaemonSet) -> Rollout {
+    let generation = ds.metadata.generation.unwrap_or_default();
+    let Some(st) = &ds.status else {
+        return Rollout::InProgress("no status yet".into());
+    };
+    if st.observed_generation.unwrap_or_default() < generation {
+        return Rollout::InProgress("the controller has not seen the new template yet".into());
+    }
+    let want = st.desired_number_scheduled;
+    let updated = st.updated_number_scheduled.unwrap_or_default();
+    if updated < want {
+        return Rollout::InProgress(format!("{updated} of {want} pods updated"));
+    }
+    let available = st.number_available.unwrap_or_default();
+    if available < want {
+        return Rollout::InProgress(format!("{available} of {want} updated pods available"));
+    }
+    Rollout::Done
+}
