@@ -109,6 +109,70 @@ fn vixen_render_of_every_example_node_passes_talos_validation() {
     }
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Issue 17: with `cni: cilium` and kube-proxy replacement, every node's config (`cni: none`,
+/// kube-proxy disabled, the manifests inline on control planes) passes Talos' validator.
+#[test]
+fn vixen_render_with_cilium_as_the_cni_passes_talos_validation() {
+    let Some(bin) = validator("vixen_render_with_cilium_as_the_cni_passes_talos_validation") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    copy_dir(&root().join("examples/homelab"), &repo);
+    std::fs::create_dir_all(repo.join("platform")).unwrap();
+    std::fs::copy(
+        root().join("crates/model/tests/testdata/cilium.yaml"),
+        repo.join("platform/cilium.yaml"),
+    )
+    .unwrap();
+    let mut cluster = std::fs::read_to_string(repo.join("cluster.yaml")).unwrap();
+    cluster.push_str(
+        "cni:\n  name: cilium\n  kubeProxyReplacement: true\n  manifests: [platform/cilium.yaml]\n",
+    );
+    std::fs::write(repo.join("cluster.yaml"), cluster).unwrap();
+    let out_dir = tmp.path().join("out");
+    let out = Command::new(env!("CARGO_BIN_EXE_vixen"))
+        .arg("render")
+        .arg(&repo)
+        .args(["--all", "--out"])
+        .arg(&out_dir)
+        .env_remove("SOPS_AGE_KEY")
+        .env("SOPS_AGE_KEY_FILE", repo.join("demo.agekey"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "vixen render failed:\n{}", text(&out));
+    let mut inline = 0;
+    for e in std::fs::read_dir(&out_dir).unwrap() {
+        let file = e.unwrap().path();
+        let yaml = std::fs::read_to_string(&file).unwrap();
+        assert!(yaml.contains("name: none"), "{}", file.display());
+        if yaml.contains("inlineManifests:") {
+            assert!(yaml.contains("kind: DaemonSet") && yaml.contains("disabled: true"));
+            inline += 1;
+        }
+        let out = talos_validate(&bin, &file);
+        assert!(
+            out.status.success(),
+            "Talos rejects {}:\n{}",
+            file.display(),
+            text(&out)
+        );
+    }
+    assert_eq!(inline, 3, "the three control planes carry the manifests");
+}
+
 /// A golden config with one line changed, in a temporary file.
 fn broken(from: &str, to: &str) -> tempfile::NamedTempFile {
     let golden = root().join("crates/model/tests/golden/cp-1.yaml");

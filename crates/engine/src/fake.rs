@@ -102,8 +102,8 @@ pub struct World {
     pub static_pods: BTreeMap<String, Vec<StaticPod>>,
     /// Control planes whose new kube-apiserver never becomes Ready (a crash loop).
     pub apiserver_stuck: BTreeSet<String>,
-    /// DaemonSets (`namespace/name`) still rolling out, with why.
-    pub rollouts: BTreeMap<String, String>,
+    /// DaemonSets (`namespace/name`) and their rollouts.
+    pub daemonsets: BTreeMap<String, vixen_k8s::DaemonSetProgress>,
     next_member: u64,
 }
 
@@ -717,14 +717,14 @@ impl KubeGates for FakeCluster {
         })
     }
 
-    async fn daemonset_rollout(
+    async fn daemonset_progress(
         &self,
         _: &[String],
         daemonset: &str,
-    ) -> Result<Option<String>, KubeError> {
+    ) -> Result<Option<vixen_k8s::DaemonSetProgress>, KubeError> {
         self.with(|w| {
             w.kube.as_ref().ok_or(KubeError::NoApi)?;
-            Ok(w.rollouts.get(daemonset).cloned())
+            Ok(w.daemonsets.get(daemonset).copied())
         })
     }
 

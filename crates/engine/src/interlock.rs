@@ -90,15 +90,26 @@ impl<T: NodeApi, K: KubeGates, S: StateStore> Executor<'_, T, K, S> {
             return Ok(());
         };
         let cps = control_plane_addresses(self.desired, &state.inventory);
-        match self.kube.daemonset_rollout(&cps, ds).await {
-            Ok(None) | Err(KubeError::NoApi) => Ok(()),
-            Ok(Some(why)) => Err(StepError::Unsafe(format!(
+        let progress = match self.kube.daemonset_progress(&cps, ds).await {
+            Ok(Some(p)) => p,
+            Ok(None) | Err(KubeError::NoApi) => return Ok(()),
+            Err(e) => {
+                return Err(StepError::Unsafe(format!(
+                    "the CNI's rollout cannot be read (DaemonSet {ds}: {e}); {} {} waits",
+                    verb(&step.action),
+                    step.node
+                )));
+            }
+        };
+        let not_ready = self
+            .kube
+            .view(&cps)
+            .await
+            .map_or(0, |v| v.nodes.iter().filter(|n| !n.ready).count() as i32);
+        match progress.unfinished(not_ready) {
+            None => Ok(()),
+            Some(why) => Err(StepError::Unsafe(format!(
                 "the CNI is rolling out (DaemonSet {ds}: {why}); {} {} waits until it has",
-                verb(&step.action),
-                step.node
-            ))),
-            Err(e) => Err(StepError::Unsafe(format!(
-                "the CNI's rollout cannot be read (DaemonSet {ds}: {e}); {} {} waits",
                 verb(&step.action),
                 step.node
             ))),

@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vixen_k8s::{DrainReport, NodeView, Nodes, StaticPod};
+use vixen_k8s::{DaemonSetProgress, DrainReport, NodeView, Nodes, StaticPod};
 use vixen_plan::{KubeNode, KubeView};
 
 use crate::error::KubeError;
@@ -196,21 +196,16 @@ impl KubeGates for KubeLink {
         Ok(self.require(control_planes).await?.uncordon(node).await?)
     }
 
-    async fn daemonset_rollout(
+    async fn daemonset_progress(
         &self,
         control_planes: &[String],
         daemonset: &str,
-    ) -> Result<Option<String>, KubeError> {
+    ) -> Result<Option<DaemonSetProgress>, KubeError> {
         let client = self.client(control_planes).await.ok_or(KubeError::NoApi)?;
         let (namespace, name) = daemonset
             .split_once('/')
             .unwrap_or(("kube-system", daemonset));
-        Ok(
-            match vixen_k8s::manifests::rollout(&client, namespace, name).await? {
-                vixen_k8s::Rollout::InProgress(why) => Some(why),
-                vixen_k8s::Rollout::Done | vixen_k8s::Rollout::Missing => None,
-            },
-        )
+        Ok(vixen_k8s::manifests::progress(&client, namespace, name).await?)
     }
 
     async fn delete_node(&self, control_planes: &[String], node: &str) -> Result<(), KubeError> {

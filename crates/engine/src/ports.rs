@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use vixen_k8s::{DrainReport, NodeView, StaticPod};
+use vixen_k8s::{DaemonSetProgress, DrainReport, NodeView, StaticPod};
 use vixen_plan::KubeView;
 use vixen_talos::{
     ApplyMode, ApplyOutcome, EtcdMember, EtcdMemberStatus, ServiceStatus, VersionInfo,
@@ -149,13 +149,12 @@ pub trait KubeGates: Send + Sync {
         control_planes: &[String],
         node: &str,
     ) -> impl Future<Output = Result<(), KubeError>> + Send;
-    /// How far the DaemonSet `namespace/name` has rolled out: `None` once every scheduled pod
-    /// runs its current template and is available (or when it does not exist), else why not.
-    fn daemonset_rollout(
+    /// Where the rollout of DaemonSet `namespace/name` stands (`None`: it does not exist).
+    fn daemonset_progress(
         &self,
         control_planes: &[String],
         daemonset: &str,
-    ) -> impl Future<Output = Result<Option<String>, KubeError>> + Send;
+    ) -> impl Future<Output = Result<Option<DaemonSetProgress>, KubeError>> + Send;
     /// Delete the Node object `node`.
     fn delete_node(
         &self,

@@ -102,10 +102,7 @@ async fn no_node_is_disrupted_while_the_cni_rolls_out() {
     let store = store_of(&c, &old);
     let (mut d, configs) = desired(&c, "v1.12.2", "env TZ", "machine.env");
     d.network_rollout = Some("kube-system/cilium".into());
-    c.with(|w| {
-        w.rollouts
-            .insert("kube-system/cilium".into(), "1 of 4 pods updated".into())
-    });
+    c.with(|w| w.daemonsets.insert("kube-system/cilium".into(), rolling()));
     let outcome = reconcile(&c, &store, &d, &configs).await;
     let why = format!("{outcome:?}");
     assert!(!outcome.converged(), "{why}");
@@ -120,15 +117,34 @@ async fn no_node_is_disrupted_while_the_cni_rolls_out() {
     let (before, _) = desired(&l, "v1.12.2", "", "machine.nodeLabels");
     let (mut live, live_configs) = desired(&l, "v1.12.2", "label", "machine.nodeLabels");
     live.network_rollout = d.network_rollout.clone();
-    l.with(|w| {
-        w.rollouts
-            .insert("kube-system/cilium".into(), "1 of 4 pods updated".into())
-    });
+    l.with(|w| w.daemonsets.insert("kube-system/cilium".into(), rolling()));
     let outcome = reconcile(&l, &store_of(&l, &before), &live, &live_configs).await;
     assert!(outcome.converged(), "{outcome:?}");
     assert_eq!(applied(&l).len(), 4);
 
-    c.with(|w| w.rollouts.clear());
+    c.with(|w| {
+        w.daemonsets
+            .insert("kube-system/cilium".into(), rolled_out())
+    });
     let outcome = reconcile(&c, &store, &d, &configs).await;
     assert!(outcome.converged(), "{outcome:?}");
+}
+
+/// Cilium's DaemonSet with 1 of 4 pods on the new template.
+fn rolling() -> vixen_k8s::DaemonSetProgress {
+    vixen_k8s::DaemonSetProgress {
+        observed: true,
+        desired: 4,
+        updated: 1,
+        available: 3,
+    }
+}
+
+fn rolled_out() -> vixen_k8s::DaemonSetProgress {
+    vixen_k8s::DaemonSetProgress {
+        observed: true,
+        desired: 4,
+        updated: 4,
+        available: 4,
+    }
 }

@@ -28,7 +28,7 @@ pub use cilium::{ApplyReport, CiliumApi, Conflict, NetworkObjects, PoolVersion};
 pub use events::{EventRecorder, EventType};
 pub use journal::Journal;
 pub use lease::{LeaderElector, LeaseConfig};
-pub use manifests::{ManifestSets, Rollout, SetReport};
+pub use manifests::{DaemonSetProgress, ManifestSets, SetReport};
 pub use nodes::{CORDONED_BY_VIXEN, DrainReport, NodeView, Nodes, StaticPod};
 pub use push::{Push, PushSignal};
 pub use status::{

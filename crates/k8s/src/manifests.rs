@@ -11,7 +11,7 @@
 //!
 //! Order as Talos applies inline manifests (namespaces, then CRDs, then the rest); objects of
 //! a kind the API does not serve yet (a CRD just created) are retried on the next reconcile.
-//! The DaemonSet rollout of a set tells whether nodes may be disrupted ([`Rollout`]).
+//! The DaemonSet rollout of a set tells whether nodes may be disrupted ([`DaemonSetProgress`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -53,15 +53,38 @@ impl SetReport {
     }
 }
 
-/// A DaemonSet's rollout, as `kubectl rollout status` reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rollout {
-    /// Every scheduled pod runs the current template and is available.
-    Done,
-    /// Not yet, and why (`2 of 3 updated`).
-    InProgress(String),
-    /// The DaemonSet does not exist.
-    Missing,
+/// Where a DaemonSet's rollout stands (its status, as `kubectl rollout status` reads it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DaemonSetProgress {
+    /// The controller has seen the current template (`observedGeneration >= generation`).
+    pub observed: bool,
+    /// Nodes that should run a pod.
+    pub desired: i32,
+    /// Pods running the current template.
+    pub updated: i32,
+    /// Pods available.
+    pub available: i32,
+}
+
+impl DaemonSetProgress {
+    /// Why the rollout is not finished, or `None` when it is. Pods missing because their node
+    /// is not Ready (`nodes_not_ready`, e.g. one vixen is upgrading) are no rollout: the rule is
+    /// `kubectl rollout status`'s with that allowance, so `workerConcurrency` keeps its meaning.
+    pub fn unfinished(&self, nodes_not_ready: i32) -> Option<String> {
+        if !self.observed {
+            return Some("the controller has not seen the new template yet".into());
+        }
+        if self.updated < self.desired {
+            return Some(format!("{} of {} pods updated", self.updated, self.desired));
+        }
+        if self.available + nodes_not_ready < self.desired {
+            return Some(format!(
+                "{} of {} updated pods available",
+                self.available, self.desired
+            ));
+        }
+        None
+    }
 }
 
 /// Applies named sets of manifests.
@@ -254,48 +277,84 @@ impl ManifestSets {
         Ok(report)
     }
 
-    /// The rollout of DaemonSet `namespace/name`.
+    /// The rollout of DaemonSet `namespace/name` (`None`: it does not exist).
     ///
     /// # Errors
     /// API errors.
-    pub async fn daemonset_rollout(&self, namespace: &str, name: &str) -> Result<Rollout> {
-        rollout(&self.client, namespace, name).await
+    pub async fn daemonset_progress(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<DaemonSetProgress>> {
+        progress(&self.client, namespace, name).await
     }
 }
 
-/// The rollout of DaemonSet `namespace/name`.
+/// The rollout of DaemonSet `namespace/name` (`None`: it does not exist).
 ///
 /// # Errors
 /// API errors.
-pub async fn rollout(client: &kube::Client, namespace: &str, name: &str) -> Result<Rollout> {
+pub async fn progress(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<DaemonSetProgress>> {
     let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
-    let Some(ds) = api
+    let ds = api
         .get_opt(name)
         .await
-        .map_err(|e| Error::kube("get", format!("daemonset {namespace}/{name}"), e))?
-    else {
-        return Ok(Rollout::Missing);
-    };
-    Ok(daemonset_rollout(&ds))
+        .map_err(|e| Error::kube("get", format!("daemonset {namespace}/{name}"), e))?;
+    Ok(ds.as_ref().map(daemonset_progress))
 }
 
-/// Whether a DaemonSet has rolled out, the way `kubectl rollout status` decides.
-pub fn daemonset_rollout(ds: &DaemonSet) -> Rollout {
+/// A DaemonSet's rollout from its status (no status yet: nothing observed).
+pub fn daemonset_progress(ds: &DaemonSet) -> DaemonSetProgress {
     let generation = ds.metadata.generation.unwrap_or_default();
     let Some(st) = &ds.status else {
-        return Rollout::InProgress("no status yet".into());
+        return DaemonSetProgress::default();
     };
-    if st.observed_generation.unwrap_or_default() < generation {
-        return Rollout::InProgress("the controller has not seen the new template yet".into());
+    DaemonSetProgress {
+        observed: st.observed_generation.unwrap_or_default() >= generation,
+        desired: st.desired_number_scheduled,
+        updated: st.updated_number_scheduled.unwrap_or_default(),
+        available: st.number_available.unwrap_or_default(),
     }
-    let want = st.desired_number_scheduled;
-    let updated = st.updated_number_scheduled.unwrap_or_default();
-    if updated < want {
-        return Rollout::InProgress(format!("{updated} of {want} pods updated"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DaemonSetProgress;
+
+    fn p(observed: bool, desired: i32, updated: i32, available: i32) -> DaemonSetProgress {
+        DaemonSetProgress {
+            observed,
+            desired,
+            updated,
+            available,
+        }
     }
-    let available = st.number_available.unwrap_or_default();
-    if available < want {
-        return Rollout::InProgress(format!("{available} of {want} updated pods available"));
+
+    #[test]
+    fn a_rollout_is_finished_when_every_pod_on_a_ready_node_is_updated_and_available() {
+        let cases = [
+            (p(false, 3, 3, 3), 0, Some("not seen the new template")),
+            (p(true, 3, 1, 3), 0, Some("1 of 3 pods updated")),
+            (p(true, 3, 3, 2), 0, Some("2 of 3 updated pods available")),
+            // One node is down (vixen upgrades it): its pod is not a rollout.
+            (p(true, 3, 3, 2), 1, None),
+            (p(true, 3, 3, 1), 1, Some("1 of 3 updated pods available")),
+            (p(true, 3, 3, 3), 0, None),
+            (p(true, 0, 0, 0), 0, None),
+        ];
+        for (progress, not_ready, want) in cases {
+            let got = progress.unfinished(not_ready);
+            match want {
+                None => assert_eq!(got, None, "{progress:?} {not_ready}"),
+                Some(w) => assert!(
+                    got.as_deref().is_some_and(|g| g.contains(w)),
+                    "{progress:?} {not_ready}: {got:?}"
+                ),
+            }
+        }
     }
-    Rollout::Done
 }

@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-use vixen_k8s::{ManifestSets, Rollout};
+use vixen_k8s::ManifestSets;
 use vixen_lab::{Fault, Lab, LabOptions, Role};
 use vixen_talos::ApplyMode;
 
@@ -241,15 +241,19 @@ async fn talos_creates_the_inline_manifests_once_and_vixen_keeps_them_in_step() 
 
     // No controller-manager runs in the lab: the DaemonSet has no status, so it has not rolled
     // out, and a missing one is told apart.
-    assert!(matches!(
-        sets.daemonset_rollout("kube-system", "cilium")
+    let progress = sets
+        .daemonset_progress("kube-system", "cilium")
+        .await
+        .unwrap();
+    assert!(
+        progress.is_some_and(|p| p.unfinished(0).is_some()),
+        "{progress:?}"
+    );
+    assert_eq!(
+        sets.daemonset_progress("kube-system", "nope")
             .await
             .unwrap(),
-        Rollout::InProgress(_)
-    ));
-    assert_eq!(
-        sets.daemonset_rollout("kube-system", "nope").await.unwrap(),
-        Rollout::Missing
+        None
     );
     lab.shutdown().await;
 }
