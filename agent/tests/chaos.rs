@@ -380,14 +380,9 @@ fn members_of(items: &[&str]) -> Vec<(String, bool)> {
 /// The labs of this binary run one at a time (2 shared cores: timing is part of what is tested).
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// One run of seed `seed` on 127.`k`.x.x, the only lab of this binary meanwhile.
+/// One run of seed `seed` on 127.`k`.x.x.
 fn run(seed: u64, k: u8) -> RunReport {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    run_on(seed, k)
-}
-
-/// One run of seed `seed` on 127.`k`.x.x.
-fn run_on(seed: u64, k: u8) -> RunReport {
     eprintln!("chaos: seed {seed} (lab 127.{k}.x.x)");
     let mut rng = Rng(seed);
     let lab = Lab::full_cluster(k);
@@ -541,35 +536,6 @@ fn run_seeds(seeds: &[u64], first_k: u8) -> Vec<RunReport> {
         .collect()
 }
 
-/// `run_seeds` in `jobs` streams at once, stream `j` on 127.`first_k + 10 j`.x.x onwards (the
-/// labs spend most of their time waiting on reboots and gates, not on the CPU). Reports come
-/// back in seed order.
-fn run_seeds_parallel(seeds: &[u64], first_k: u8, jobs: usize) -> Vec<RunReport> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let streams: Vec<_> = (0..jobs)
-        .map(|j| {
-            let mine: Vec<(usize, u64)> = seeds
-                .iter()
-                .copied()
-                .enumerate()
-                .filter(|(i, _)| i % jobs == j)
-                .collect();
-            std::thread::spawn(move || {
-                mine.iter()
-                    .enumerate()
-                    .map(|(n, (i, s))| (*i, run_on(*s, first_k + (10 * j + n % 10) as u8)))
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut all: Vec<(usize, RunReport)> = streams
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
-    all.sort_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, r)| r).collect()
-}
-
 fn figures(reports: &[RunReport]) {
     let mut conv: Vec<Duration> = reports.iter().flat_map(|r| r.converge.clone()).collect();
     conv.sort();
@@ -657,17 +623,7 @@ fn chaos_seeds() {
         spec.split(',').map(|s| s.trim().parse().unwrap()).collect()
     };
     println!("chaos seeds: {seeds:?}");
-    // `VIXEN_CHAOS_JOBS=J`: J streams at once, on 127.102-111, 127.112-121, ...
-    let jobs: usize = std::env::var("VIXEN_CHAOS_JOBS")
-        .ok()
-        .and_then(|j| j.parse().ok())
-        .filter(|j| (1..=5).contains(j))
-        .unwrap_or(1);
-    let reports = if jobs == 1 {
-        run_seeds(&seeds, 102)
-    } else {
-        run_seeds_parallel(&seeds, 102, jobs)
-    };
+    let reports = run_seeds(&seeds, 102);
     figures(&reports);
     assert_clean(&reports);
 }
