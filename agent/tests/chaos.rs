@@ -606,6 +606,18 @@ fn chaos_fixed_seeds() {
     assert_clean(&reports);
 }
 
+/// Regressions found by `bench/chaos.sh 200` (2026-12-03): a reboot-needing patch on the
+/// control planes (seed 561105 with cp-2 powered off, seed 555963 with agent SIGKILLs) measured a
+/// 3.16 s etcd write outage, because the lab killed a rebooting member outright. Talos stops
+/// etcd with SIGTERM on a reboot, and a leader hands its leadership over first; the lab now does
+/// the same (crates/lab/src/etcd.rs, `stop_gracefully`). Fails when the lab kills the member again.
+#[test]
+fn chaos_regression_seeds() {
+    let reports = run_seeds(&[561105, 555963], 196);
+    figures(&reports);
+    assert_clean(&reports);
+}
+
 /// Seeds from `VIXEN_CHAOS_SEEDS` (`random:N` or `1,2,3`); run by bench/chaos.sh.
 #[test]
 #[ignore = "bench: run by bench/chaos.sh"]

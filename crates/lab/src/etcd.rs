@@ -94,6 +94,26 @@ impl EtcdProcess {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
 
+    /// Stops the process as Talos stops its etcd service on a reboot or an upgrade: SIGTERM,
+    /// then SIGKILL after a grace period (the service runner,
+    /// internal/app/machined/pkg/system/runner/containerd/containerd.go: SIGTERM, then SIGKILL
+    /// after GracefulShutdownTimeout; the Reboot sequence's StopAllServices,
+    /// internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_sequencer.go). On SIGTERM etcd stops
+    /// its server gracefully, and a leader hands its leadership to a peer first, so the cluster
+    /// keeps taking writes; a power cut ([`Self::stop`]) leaves an election to the others.
+    pub(crate) async fn stop_gracefully(mut self, grace: Duration) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let term = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            if term.is_ok() && tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
+                return;
+            }
+        }
+        self.stop().await;
+    }
+
     /// Kills without waiting (Drop paths).
     pub(crate) fn kill_now(&mut self) {
         let _ = self.child.start_kill();

@@ -24,6 +24,10 @@ use crate::journal::NodeStatus;
 use crate::lab::LabInner;
 use crate::{NodeSpec, Result, Role, server, tls};
 
+/// How long a rebooting node waits for its etcd to exit after SIGTERM before it kills it
+/// (Talos waits its services' GracefulShutdownTimeout; a lab member exits in milliseconds).
+const ETCD_GRACE: Duration = Duration::from_secs(5);
+
 /// What the node is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -374,11 +378,18 @@ impl Node {
         }
     }
 
-    /// Power off: the API and etcd stop at once.
+    /// Power off (`Mode::Down`): the API and etcd stop at once. A reboot (`Mode::Rebooting`)
+    /// stops etcd as Talos' Reboot sequence does: gracefully (see `EtcdProcess::stop_gracefully`).
     pub(crate) async fn go_down(&self, mode: Mode) {
         self.stop_server();
         self.st().mode = mode;
-        self.stop_etcd().await;
+        let proc = self.etcd.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(p) = proc {
+            match mode {
+                Mode::Rebooting => p.stop_gracefully(ETCD_GRACE).await,
+                _ => p.stop().await,
+            }
+        }
         self.publish();
     }
 
