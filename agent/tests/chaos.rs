@@ -291,9 +291,8 @@ fn watchers(
                             })
                         })
                         .collect();
-                    puts.into_iter()
-                        .map(|p| p.join().unwrap_or(false))
-                        .fold(false, |a, b| a || b)
+                    // The scope joins the threads `any` leaves behind.
+                    puts.into_iter().any(|p| p.join().unwrap_or(false))
                 });
                 n += 1;
                 let gap = attempt.saturating_duration_since(last_ok);
