@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::path;
-use crate::render::is_sops_patch;
+use crate::render::{diag, is_sops_patch};
 use crate::repo::{Diagnostic, Diagnostics, Repo};
 use crate::types::{CniName, NodeFile, Role};
 use crate::yaml::{self, Kind, Node, Pos};
@@ -78,15 +78,6 @@ pub fn manifest_name(file: &str) -> String {
         .trim_end_matches(".yml")
         .to_ascii_lowercase();
     format!("vixen-cni-{stem}")
-}
-
-fn diag(file: &Path, pos: Pos, message: String, fix: &str) -> Diagnostic {
-    Diagnostic {
-        file: file.to_path_buf(),
-        pos,
-        message,
-        fix: fix.to_string(),
-    }
 }
 
 /// Reads the files of `cni.manifests` through the repo's sandbox, in order.

@@ -16,7 +16,7 @@ use std::path::Path;
 use serde_json::{Map, Value, json};
 
 use crate::checks;
-use crate::render::merge;
+use crate::render::{diag, merge};
 use crate::repo::Diagnostic;
 use crate::types::NodeFile;
 use crate::yaml::{self, Node, Pos, Seg};
@@ -33,15 +33,6 @@ pub(crate) struct Target<'a> {
     pub talos_minor: u64,
     /// Kubernetes minor of the cluster (for the flags it still has).
     pub kubernetes_minor: u64,
-}
-
-fn diag(file: &Path, pos: Pos, message: String, fix: &str) -> Diagnostic {
-    Diagnostic {
-        file: file.to_path_buf(),
-        pos,
-        message,
-        fix: fix.to_string(),
-    }
 }
 
 /// Applies the patch `text` of `file`. `positions` are the documents of the file as written

@@ -407,7 +407,8 @@ pub fn patch_files(repo: &Repo, node: &Source<NodeFile>) -> Vec<(String, PathBuf
     out
 }
 
-fn diag(file: &Path, pos: Pos, message: String, fix: &str) -> Diagnostic {
+/// A [`Diagnostic`] at `file`:`pos` (shared by the model's renderers).
+pub(crate) fn diag(file: &Path, pos: Pos, message: String, fix: &str) -> Diagnostic {
     Diagnostic {
         file: file.to_path_buf(),
         pos,
