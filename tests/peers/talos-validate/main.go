@@ -6,6 +6,9 @@
 // A test peer of vixen: the product stays pure Rust.
 //
 //	talos-validate [--mode metal|cloud|container] [--strict] FILE...
+//	talos-validate gen ...    (see gen.go: configs as `talosctl gen config` makes them)
+//	talos-validate patch ...  (see gen.go: a config patched as `talosctl machineconfig patch`)
+//	talos-validate diff A B   (see gen.go: Talos' own config diff, as a dry-run apply shows it)
 package main
 
 import (
@@ -26,6 +29,12 @@ func (m mode) RequiresInstall() bool { return m == "metal" }
 func (m mode) InContainer() bool     { return m == "container" }
 
 func main() {
+	if len(os.Args) > 1 {
+		if sub, ok := subcommands[os.Args[1]]; ok {
+			os.Exit(sub(os.Args[2:]))
+		}
+	}
+
 	modeArg := flag.String("mode", "metal", "runtime mode: metal, cloud or container")
 	strict := flag.Bool("strict", false, "treat warnings as errors")
 	flag.Usage = func() {
