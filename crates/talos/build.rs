@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/machine/lifecycle.proto",
         "proto/machine/image.proto",
         "proto/storage/storage.proto",
+        "proto/cosi/state.proto",
+        "proto/resource/config.proto",
     ];
     for p in protos.iter().chain(&["proto/common/common.proto"]) {
         println!("cargo:rerun-if-changed={p}");

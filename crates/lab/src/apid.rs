@@ -24,7 +24,9 @@ use crate::versions::Talos;
 pub(crate) fn maintenance_refusal(method: &str, apid: bool) -> Option<Status> {
     let name = method.rsplit('/').next().unwrap_or(method);
     match (name, apid) {
-        ("ApplyConfiguration" | "Disks", _) | ("Version" | "ServiceList" | "Events", true) => None,
+        // COSI State.Get: both maintenance servers register the filtered state (state_api.rs).
+        ("ApplyConfiguration" | "Disks" | "Get", _)
+        | ("Version" | "ServiceList" | "Events", true) => None,
         ("EtcdMemberList" | "EtcdStatus", true) => Some(Status::failed_precondition(
             "etcd is not running in maintenance mode",
         )),

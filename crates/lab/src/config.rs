@@ -148,11 +148,16 @@ impl MachineConfig {
     /// A field of the v1alpha1 document by dotted path.
     /// Every document re-encoded, as Talos encodes its config container before it diffs it
     /// (`configdiff.DiffConfigs`: `EncodeBytes` without comments), so that formatting alone is
-    /// no change.
+    /// no change. Talos encodes from its Go structs (`pkg/machinery/config/container`
+    /// `encodeToBuf`, the v1alpha1 document first), so the order of keys in the submitted text
+    /// is no change either: the lab sorts every mapping's keys. Talos also drops empty fields
+    /// its structs mark `omitempty`; the lab keeps them (stricter: `nodeLabels: {}` and no
+    /// `nodeLabels` differ here).
     pub fn encoded(&self) -> String {
         let docs: Vec<String> = serde_yaml_ng::Deserializer::from_str(&self.raw)
             .filter_map(|d| serde_yaml_ng::Value::deserialize(d).ok())
             .filter(|v| !v.is_null())
+            .map(sorted)
             .filter_map(|v| serde_yaml_ng::to_string(&v).ok())
             .collect();
         docs.join("---\n")
@@ -173,6 +178,27 @@ impl MachineConfig {
             .or(self.get("cluster.controlPlane.endpoint"))
             .unwrap_or_default()
             .into()
+    }
+}
+
+/// `v` with the keys of every mapping in order.
+fn sorted(v: serde_yaml_ng::Value) -> serde_yaml_ng::Value {
+    use serde_yaml_ng::Value as Y;
+    match v {
+        Y::Mapping(m) => {
+            let mut entries: Vec<(Y, Y)> = m.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            entries.sort_by(|a, b| {
+                let key = |k: &Y| serde_yaml_ng::to_string(k).unwrap_or_default();
+                key(&a.0).cmp(&key(&b.0))
+            });
+            Y::Mapping(entries.into_iter().collect())
+        }
+        Y::Sequence(s) => Y::Sequence(s.into_iter().map(sorted).collect()),
+        Y::Tagged(t) => Y::Tagged(Box::new(serde_yaml_ng::value::TaggedValue {
+            tag: t.tag,
+            value: sorted(t.value),
+        })),
+        other => other,
     }
 }
 

@@ -34,6 +34,7 @@ mod recover;
 mod reset;
 mod server;
 mod services;
+mod state_api;
 mod storage_api;
 mod talos_sa;
 mod tls;

@@ -17,6 +17,7 @@ use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use vixen_talos::ApplyMode;
 use vixen_talos::api::common::{Data, Metadata};
+use vixen_talos::api::cosi::state_server::StateServer;
 use vixen_talos::api::machine as pb;
 use vixen_talos::api::machine::image_service_server::ImageServiceServer;
 use vixen_talos::api::machine::lifecycle_service_server::LifecycleServiceServer;
@@ -55,6 +56,7 @@ pub(crate) fn spawn(
     let router = Server::builder()
         .add_service(MachineServiceServer::new(api.clone()))
         .add_service(StorageServiceServer::new(api.clone()))
+        .add_service(StateServer::new(api.clone()))
         .add_optional_service(lifecycle.then(|| LifecycleServiceServer::new(api.clone())))
         .add_optional_service(images.then(|| ImageServiceServer::new(api)));
     tokio::spawn(async move {

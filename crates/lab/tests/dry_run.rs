@@ -44,6 +44,16 @@ async fn a_dry_run_answers_talos_summary_and_a_unified_diff_or_no_changes() {
         .unwrap();
     assert_eq!(out.mode_details, format!("{summary}No changes."));
 
+    // Keys in another order are no change either: Talos encodes from its structs
+    // (`container.go` encodeToBuf), not the submitted text.
+    let reordered = text.replacen("version: v1alpha1\n", "", 1) + "version: v1alpha1\n";
+    assert_ne!(reordered, text);
+    let out = a
+        .apply_configuration(reordered.as_bytes(), ApplyMode::Auto, true, None)
+        .await
+        .unwrap();
+    assert_eq!(out.mode_details, format!("{summary}No changes."));
+
     let renamed = text.replacen("hostname: cp1\n", "hostname: cp1-new\n", 1);
     let out = a
         .apply_configuration(renamed.as_bytes(), ApplyMode::Auto, true, None)

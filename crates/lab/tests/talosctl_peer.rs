@@ -761,3 +761,137 @@ async fn reset_wait_leaves_etcd_and_comes_back_in_maintenance() {
     assert_eq!(rec[0].detail["reboot"], true);
     lab.shutdown().await;
 }
+
+/// `talosctl get machineconfig`: Talos' own client reads the running config through COSI
+/// State.Get, byte for byte as it was applied (a comment too), and loads it with Talos' loader.
+/// vixen's client reads the same bytes. Refused as Talos refuses: the sensitive resource to a
+/// reader and in maintenance mode, one-to-many `nodes` routing for any COSI method.
+/// Fault covered: a lab that served the config to anyone, or rewrote it, would let `vixen
+/// import` pass here and fail on real nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_machineconfig_reads_the_config_as_applied_and_only_for_admins() {
+    use sha2::Digest as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let test = "get_machineconfig_reads_the_config_as_applied_and_only_for_admins";
+    let v = "v1.11.6";
+    let c = Cluster::generate();
+    let Some(p) = Peer::new(test, &c, dir.path()) else {
+        return;
+    };
+    let nodes = [
+        ("cp1", Role::Controlplane),
+        ("w1", Role::Worker),
+        ("w2", Role::Worker),
+    ];
+    let lab = start(&spec(198, &nodes, v), dir.path()).await;
+    let (cp, w1, w2) = (addr(198, 1), addr(198, 2), addr(198, 3));
+    let mut applied = c.config(Role::Controlplane, "cp1", &[&cp], v);
+    applied.extend_from_slice(b"# kept as submitted\n");
+    let file = lab.dir().join("cp1.yaml");
+    std::fs::write(&file, &applied).unwrap();
+    p.run(
+        &cp,
+        &[&cp],
+        &["apply", file.to_str().unwrap(), "--insecure"],
+    )
+    .await
+    .expect_ok("apply cp1");
+    install(&p, &c, &lab, Role::Worker, "w1", &w1, v).await;
+    until("cp1 configured", 60, || async {
+        p.on(&cp, &["version"]).await.ok
+    })
+    .await;
+
+    let hex = |b: &[u8]| format!("{:x}", sha2::Sha256::digest(b));
+    // `talosctl get` routes each node with the single-valued `node` key.
+    let out = tokio::process::Command::new(&p.bin)
+        .args([
+            "--talosconfig",
+            p.talosconfig.to_str().unwrap(),
+            "--endpoints",
+            &cp,
+            "--nodes",
+            &cp,
+            "--node-key",
+            "node",
+            "get-machineconfig",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{got} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(got["sha256"], hex(&applied), "{got}");
+    assert_eq!(got["type"], "controlplane");
+    assert_eq!(got["id"], "v1alpha1");
+
+    // Through cp1 to w1 (apid proxies to one node).
+    let w1_file = lab.dir().join("w1.yaml");
+    let w1_applied = std::fs::read(&w1_file).unwrap();
+    let out = tokio::process::Command::new(&p.bin)
+        .args([
+            "--talosconfig",
+            p.talosconfig.to_str().unwrap(),
+            "--endpoints",
+            &cp,
+            "--nodes",
+            &w1,
+            "--node-key",
+            "node",
+            "get-machineconfig",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["sha256"], hex(&w1_applied), "{got}");
+    assert_eq!(got["type"], "worker");
+
+    // One-to-many routing (`nodes`) is refused for COSI.
+    let r = p.on(&cp, &["get-machineconfig"]).await;
+    assert_eq!(r.code(), "InvalidArgument", "{} {}", r.json, r.stderr);
+
+    // vixen's client reads the same bytes; a reader and maintenance mode may not.
+    let admin = common::admin(&c, &cp);
+    assert_eq!(
+        admin.machine_config().await.unwrap().as_slice(),
+        &applied[..]
+    );
+    let via = common::admin(&c, &cp).with_node(w1.clone());
+    assert_eq!(
+        via.machine_config().await.unwrap().as_slice(),
+        &w1_applied[..]
+    );
+    let reader_cert = vixen_pki::mint(
+        &c.bundle.certs.os,
+        "certs.os",
+        "reader",
+        &vixen_pki::Usage::Client {
+            roles: &["os:reader"],
+        },
+        time::Duration::days(1),
+    )
+    .unwrap();
+    let reader = vixen_talos::Client::connect(
+        &cp,
+        &vixen_talos::Credentials::from_minted(&c.bundle.certs.os.crt, &reader_cert).unwrap(),
+    )
+    .unwrap()
+    .with_options(common::quick());
+    let denied = reader.machine_config().await.unwrap_err().to_string();
+    assert!(denied.contains("not authorized"), "{denied}");
+    let denied = common::maint(&w2)
+        .machine_config()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(denied.contains("not authorized"), "{denied}");
+    let gets = calls(&lab, "cp1", "/cosi.resource.State/Get");
+    assert!(gets.len() >= 3, "{gets:?}");
+    lab.shutdown().await;
+}

@@ -511,6 +511,48 @@ impl Client {
         .await
     }
 
+    /// The machine config the node runs, byte for byte as it was submitted, the way `talosctl
+    /// get machineconfig` reads it: COSI `State.Get` of `MachineConfigs.config.talos.dev`
+    /// `v1alpha1` in namespace `config`, whose protobuf spec carries the YAML
+    /// (`pkg/machinery/resources/config/machine_config.go`). The resource is sensitive: only
+    /// `os:admin` may read it (`internal/app/resources/access.go`). Holds secrets.
+    ///
+    /// # Errors
+    /// As every call; [`Error::Protocol`] when the reply has no spec.
+    pub async fn machine_config(&self) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        use prost::Message as _;
+
+        use crate::api::cosi::GetRequest;
+        use crate::api::cosi::state_client::StateClient;
+        use crate::api::resource_config::MachineConfigSpec;
+        const M: &str = "/cosi.resource.State/Get";
+        let msg = GetRequest {
+            namespace: "config".into(),
+            r#type: "MachineConfigs.config.talos.dev".into(),
+            id: "v1alpha1".into(),
+            options: None,
+        };
+        let reply = self
+            .call(M, msg, |ch, req| async move {
+                StateClient::new(ch).get(req).await.map(|r| r.into_inner())
+            })
+            .await?;
+        let protocol = |message: &str| Error::Protocol {
+            method: M,
+            message: message.into(),
+        };
+        let spec = reply
+            .resource
+            .and_then(|r| r.spec)
+            .ok_or_else(|| protocol("the resource has no spec"))?;
+        let proto_spec = zeroize::Zeroizing::new(spec.proto_spec);
+        let decoded = MachineConfigSpec::decode(proto_spec.as_slice())
+            .map_err(|_| protocol("the spec is not a MachineConfigSpec"))?;
+        let yaml = zeroize::Zeroizing::new(decoded.yaml_marshalled);
+        drop(zeroize::Zeroizing::new(spec.yaml_spec));
+        Ok(yaml)
+    }
+
     /// The node's services.
     ///
     /// # Errors

@@ -43,6 +43,14 @@ pub mod api {
     pub mod storage {
         tonic::include_proto!("storage");
     }
+    /// Package `cosi.resource` (the COSI resource API: State.Get).
+    pub mod cosi {
+        tonic::include_proto!("cosi.resource");
+    }
+    /// Package `resource.config` (the MachineConfig resource's spec).
+    pub mod resource_config {
+        tonic::include_proto!("resource.config");
+    }
 }
 
 /// The Talos API port, on every node.

@@ -75,7 +75,7 @@ func main() {
 
 	if fs.NArg() < 1 {
 		fail(usageError{"missing op: version, services, etcd-members, etcd-status, etcd-snapshot, " +
-			"etcd-leave, etcd-forfeit, etcd-remove-member, apply, bootstrap, upgrade, reboot, reset, kubeconfig"})
+			"etcd-leave, etcd-forfeit, etcd-remove-member, get-machineconfig, apply, bootstrap, upgrade, reboot, reset, kubeconfig"})
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
@@ -130,6 +130,8 @@ func run(ctx context.Context, g *globals, op string, args []string) (any, error)
 		})
 	case "bootstrap":
 		return unary(ctx, g, opBootstrap)
+	case "get-machineconfig":
+		return unary(ctx, g, opGetMachineConfig)
 	case "apply":
 		return opApply(ctx, g, args)
 	case "reboot":

@@ -16,9 +16,13 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/cosi-project/runtime/pkg/resource"
+	"github.com/cosi-project/runtime/pkg/safe"
 	"github.com/siderolabs/talos/pkg/machinery/api/machine"
 	"github.com/siderolabs/talos/pkg/machinery/client"
 	"github.com/siderolabs/talos/pkg/machinery/formatters"
+
+	"github.com/siderolabs/talos/pkg/machinery/resources/config"
 	etcdresource "github.com/siderolabs/talos/pkg/machinery/resources/etcd"
 )
 
@@ -236,4 +240,31 @@ func opApply(ctx context.Context, g *globals, args []string) (any, error) {
 	}
 
 	return pbJSON(resp), nil
+}
+
+// opGetMachineConfig reads the running machine config as `talosctl get machineconfig -o yaml`
+// does: COSI Get through the client's state (the resource's protobuf spec unmarshalled and the
+// config loaded by Talos' own loader), then the config's bytes. Prints their sha256, length and
+// the machine type the loader saw (never the config: it holds secrets).
+func opGetMachineConfig(ctx context.Context, c *client.Client) (any, error) {
+	mc, err := safe.StateGet[*config.MachineConfig](ctx, c.COSI,
+		resource.NewMetadata(config.NamespaceName, config.MachineConfigType, config.ActiveID, resource.VersionUndefined))
+	if err != nil {
+		return nil, err
+	}
+
+	b, err := mc.Provider().Bytes()
+	if err != nil {
+		return nil, err
+	}
+
+	sum := sha256.Sum256(b)
+
+	return map[string]any{
+		"id":      mc.Metadata().ID(),
+		"type":    mc.Config().Machine().Type().String(),
+		"sha256":  hex.EncodeToString(sum[:]),
+		"bytes":   len(b),
+		"version": mc.Metadata().Version().String(),
+	}, nil
 }
