@@ -86,6 +86,29 @@ impl Envelope {
     }
 }
 
+/// Encrypts `plain` into an `ENC[AES256_GCM,...,type:<kind>]` value with a fresh random
+/// 32-byte nonce, authenticating `aad` (sops' `Cipher.Encrypt`).
+pub(crate) fn seal(
+    key: &[u8; 32],
+    aad: &[u8],
+    plain: &[u8],
+    kind: &str,
+) -> Result<String, CipherError> {
+    let cipher = SopsGcm::new_from_slice(key).map_err(|_| CipherError::Auth)?;
+    let mut iv = [0u8; 32];
+    getrandom::fill(&mut iv).map_err(|_| CipherError::Auth)?;
+    let mut buf = Zeroizing::new(plain.to_vec());
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::<U32>::from_slice(&iv), aad, &mut buf)
+        .map_err(|_| CipherError::Auth)?;
+    Ok(format!(
+        "ENC[AES256_GCM,data:{},iv:{},tag:{},type:{kind}]",
+        STANDARD.encode(buf.as_slice()),
+        STANDARD.encode(iv),
+        STANDARD.encode(tag)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

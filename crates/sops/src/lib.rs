@@ -26,6 +26,7 @@
 //! no [`Error`] contains plaintext or key material.
 
 mod cipher;
+mod encrypt;
 mod error;
 mod formats;
 mod keys;
@@ -39,6 +40,7 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
+pub use encrypt::{Node, encrypt_yaml};
 pub use error::{Error, Result};
 pub use keys::Keyring;
 
