@@ -40,7 +40,12 @@ fn sops_decrypts_what_vixen_encrypts_and_checks_its_mac() {
         return;
     }
     let lab = Lab::new();
-    let enc = encrypt_yaml(&tree(), &[lab.recipient.clone()], "2026-12-03T14:00:00Z").unwrap();
+    let enc = encrypt_yaml(
+        &tree(),
+        std::slice::from_ref(&lab.recipient),
+        "2026-12-03T14:00:00Z",
+    )
+    .unwrap();
     assert!(!enc.contains("s3cr3t"), "{enc}");
     let by_sops = lab.sops_decrypt("bundle.sops.yaml", enc.as_bytes(), Format::Yaml);
     assert_eq!(String::from_utf8(by_sops).unwrap(), PLAIN);
