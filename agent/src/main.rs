@@ -39,6 +39,9 @@ enum Command {
     GenSecrets(cmd::gen_secrets::Args),
     /// Configure the first control plane from its maintenance address and bootstrap etcd.
     Bootstrap(cmd::bootstrap::Args),
+    /// Write a vixen repo from a running cluster's configs (read over the Talos API), checked
+    /// to render exactly what every node runs; no node is changed.
+    Import(Box<cmd::import::Args>),
     /// Reset every node of the cluster to maintenance mode (needs --confirm <cluster name>).
     Decommission(cmd::decommission::Args),
     /// Show what a reconcile would change, node by node (no change is made).
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
             "the lab is not built into this vixen (the container image leaves the simulator out); build with the default `lab` feature"
         )),
         Command::Bootstrap(args) => cmd::bootstrap::run(args),
+        Command::Import(args) => cmd::import::run(*args),
         Command::Decommission(args) => cmd::decommission::run(args),
         Command::Plan(args) => cmd::agent::plan(args),
         Command::Agent(args) => cmd::agent::run(*args),

@@ -7,6 +7,7 @@ pub mod decommission;
 pub mod decrypt;
 pub mod etcd;
 pub mod gen_secrets;
+pub mod import;
 pub mod install;
 pub mod kubeconfig;
 #[cfg(feature = "lab")]

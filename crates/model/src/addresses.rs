@@ -81,6 +81,13 @@ pub(crate) fn address_rules(repo: &Repo, d: &mut Diagnostics) {
         let mut own_ips = vec![v.maintenance_address.clone()];
         for (cidr, p) in &own {
             match cidr.parse::<IpNet>() {
+                // A static address may be the one the machine also has in maintenance mode
+                // (a DHCP reservation of the same address, or an imported node reached there).
+                Ok(net)
+                    if cidr.contains('/') && net.addr().to_string() == v.maintenance_address =>
+                {
+                    own_ips.push(net.addr().to_string());
+                }
                 Ok(net) if cidr.contains('/') => {
                     own_ips.push(net.addr().to_string());
                     claim(

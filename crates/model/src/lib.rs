@@ -9,6 +9,7 @@ mod addresses;
 pub mod backup;
 pub mod checks;
 pub mod cni;
+pub mod import;
 pub mod k8s_removed;
 mod patch;
 pub mod render;

@@ -214,7 +214,7 @@ fn link(
     }
 }
 
-fn interface(iface: &Interface) -> Value {
+pub(crate) fn interface(iface: &Interface) -> Value {
     let mut m = Map::new();
     m.insert("interface".into(), json!(iface.name));
     link(
@@ -331,7 +331,7 @@ fn base(repo: &Repo, node: &NodeFile, bundle: &SecretsBundle) -> Value {
     });
     let cluster = if cp {
         let api_host = endpoint_host(&c.endpoint);
-        json!({
+        let mut cluster = json!({
             "id": bundle.cluster.id,
             "secret": bundle.cluster.secret.expose(),
             "controlPlane": { "endpoint": c.endpoint },
@@ -351,7 +351,13 @@ fn base(repo: &Repo, node: &NodeFile, bundle: &SecretsBundle) -> Value {
             "scheduler": { "image": format!("registry.k8s.io/kube-scheduler:{k8s}") },
             "discovery": discovery,
             "etcd": { "ca": { "crt": certs.etcd.crt, "key": certs.etcd.key.expose() } },
-        })
+        });
+        // An older bundle also has the AES-CBC key, which Talos' generator
+        // puts next to the secretbox one (`generate/controlplane.go`, omitted when empty).
+        if let Some(aescbc) = &bundle.secrets.aescbcencryptionsecret {
+            cluster["aescbcEncryptionSecret"] = json!(aescbc.expose());
+        }
+        cluster
     } else {
         json!({
             "id": bundle.cluster.id,

@@ -34,7 +34,7 @@ type list []string
 func (l *list) String() string     { return strings.Join(*l, ",") }
 func (l *list) Set(v string) error { *l = append(*l, v); return nil }
 
-// gen writes controlplane.yaml and worker.yaml to --out, as `talosctl gen config NAME
+// gen writes controlplane.yaml, worker.yaml and talosconfig to --out, as `talosctl gen config NAME
 // ENDPOINT --kubernetes-version V --install-disk D --config-patch @F
 // --config-patch-control-plane @F --config-patch-worker @F` does (with the generator's
 // documentation comments, as talosctl writes them).
@@ -108,6 +108,21 @@ func gen(args []string) int {
 		if err := os.WriteFile(filepath.Join(*out, role.file), b, 0o600); err != nil {
 			return fail("%s", err)
 		}
+	}
+
+	// The talosconfig, as talosctl gen config writes it (an os:admin client certificate).
+	tc, err := in.Talosconfig()
+	if err != nil {
+		return fail("talosconfig: %s", err)
+	}
+
+	b, err := tc.Bytes()
+	if err != nil {
+		return fail("talosconfig: %s", err)
+	}
+
+	if err := os.WriteFile(filepath.Join(*out, "talosconfig"), b, 0o600); err != nil {
+		return fail("%s", err)
 	}
 
 	return 0
