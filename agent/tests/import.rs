@@ -100,6 +100,8 @@ fn generate(tv: &Path, dir: &Path, net: u8) {
         &p("worker.yaml"),
         "--out",
         gen_dir.to_str().unwrap(),
+        "--secrets-out",
+        gen_dir.join("secrets.yaml").to_str().unwrap(),
     ]));
     for (node, base) in [
         ("cp-1", "controlplane"),
@@ -524,6 +526,138 @@ fn a_secret_differing_from_the_bundle_is_refused_by_field_and_forced_only_encryp
     let rendered = dir.join("worker-1.rendered.yaml");
     std::fs::write(&rendered, run(&mut render)).unwrap();
     run(Command::new(&tv).arg("diff").arg(&worker).arg(&rendered));
+}
+
+/// `sops encrypt --age R` of `plain` into `path` (the real sops, as a talhelper user runs it).
+fn sops_encrypt(plain: &Path, path: &Path, recipient: &str) {
+    let out = run(Command::new("sops")
+        .env("SOPS_DISABLE_VERSION_CHECK", "1")
+        .args(["encrypt", "--age", recipient])
+        .arg(plain));
+    std::fs::write(path, out).unwrap();
+}
+
+/// A talhelper folder (talconfig.yaml with `${VAR}`s from talenv.sops.yaml, talsecret.sops.yaml
+/// as `talhelper gensecret` and sops make it) for a cluster whose configs came from the same
+/// bundle: the import names the nodes as the talconfig does, takes talsecret's bundle, and
+/// changes nothing; the agent then has nothing to do.
+#[test]
+fn import_from_talhelper_takes_its_names_and_bundle_and_changes_nothing() {
+    let test = "import_from_talhelper_takes_its_names_and_bundle_and_changes_nothing";
+    let Some(tv) = vixen_lab::peers::for_test("talos-validate", test) else {
+        return;
+    };
+    let Some(tc) = vixen_lab::peers::for_test("talos-client", test) else {
+        return;
+    };
+    if Command::new("sops").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "sops is missing");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    generate(&tv, dir, 7);
+    let (key, recipient) = age_key(dir);
+    let tal = dir.join("talhelper");
+    std::fs::create_dir_all(&tal).unwrap();
+    std::fs::write(
+        tal.join("talconfig.yaml"),
+        "clusterName: ${CLUSTER_NAME}\ntalosVersion: v1.11.6\nkubernetesVersion: v1.34.1\n\
+         endpoint: https://${VIP}:6443\nnodes:\n  - hostname: control-1\n    ipAddress: 127.199.7.1\n    \
+         controlPlane: true\n    installDisk: /dev/sda\n  - hostname: worker-1\n    ipAddress: 127.199.7.2\n    \
+         controlPlane: false\n    installDisk: /dev/sda\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("talenv.yaml"),
+        "CLUSTER_NAME: imported\nVIP: 127.199.7.100\n",
+    )
+    .unwrap();
+    sops_encrypt(
+        &dir.join("talenv.yaml"),
+        &tal.join("talenv.sops.yaml"),
+        &recipient,
+    );
+    sops_encrypt(
+        &dir.join("gen/secrets.yaml"),
+        &tal.join("talsecret.sops.yaml"),
+        &recipient,
+    );
+
+    let (lab, _down) = lab_up(
+        dir,
+        &[
+            ("cp-1", "controlplane", "127.199.6.1"),
+            ("worker-1", "worker", "127.199.6.2"),
+        ],
+    );
+    install(&tc, &dir.join("gen/cp-1.yaml"), "127.199.6.1");
+    install(&tc, &dir.join("gen/worker-1.yaml"), "127.199.6.2");
+    let talosconfig = dir.join("gen/talosconfig");
+    bootstrap(&tc, &talosconfig, "127.199.7.1");
+    wait_up(&tc, &talosconfig, "127.199.7.2");
+
+    let repo = dir.join("repo");
+    let mark = read_calls(&lab).len();
+    let out = run(vixen()
+        .arg("import")
+        .arg("--talosconfig")
+        .arg(&talosconfig)
+        .arg("--from")
+        .arg(format!("talhelper:{}", tal.display()))
+        .arg("--age-key")
+        .arg(&key)
+        .args(["--age-recipient", &recipient, "--out"])
+        .arg(&repo));
+    assert!(out.contains("imported 2 nodes"), "{out}");
+    // talconfig's name for the control plane, its running hostname kept.
+    let cp = std::fs::read_to_string(repo.join("nodes/control-1.yaml")).unwrap();
+    assert!(
+        cp.contains("name: control-1") && cp.contains("hostname: cp-1"),
+        "{cp}"
+    );
+    assert!(repo.join("nodes/worker-1.yaml").exists());
+    // The repo's bundle is talsecret's, as sops itself decrypts both.
+    let decrypt = |p: &Path| -> serde_yaml_ng::Value {
+        serde_yaml_ng::from_str(&run(Command::new("sops")
+            .env("SOPS_DISABLE_VERSION_CHECK", "1")
+            .env("SOPS_AGE_KEY_FILE", &key)
+            .arg("decrypt")
+            .arg(p)))
+        .unwrap()
+    };
+    assert_eq!(
+        decrypt(&repo.join("secrets/talos.sops.yaml")),
+        decrypt(&tal.join("talsecret.sops.yaml"))
+    );
+    let calls = read_calls(&lab);
+    assert!(
+        calls[mark..].iter().all(|c| !c.mutating()),
+        "import changed a node"
+    );
+    let mark = calls.len();
+    let out = vixen()
+        .arg("agent")
+        .arg("--once")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--lab")
+        .arg(&lab)
+        .arg("--age-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = read_calls(&lab);
+    let mutating: Vec<&Call> = calls[mark..].iter().filter(|c| c.mutating()).collect();
+    assert!(
+        mutating.is_empty(),
+        "the first agent run changed nodes: {mutating:?}"
+    );
 }
 
 /// No file of the repo holds any of these strings.

@@ -19,9 +19,18 @@ pub struct Args {
     #[arg(long)]
     pub context: Option<String>,
     /// Every node of the cluster, by address, comma-separated. One control plane at least: the
-    /// secrets bundle is read from it.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// secrets bundle is read from it. With `--from talhelper`, the talconfig's nodes.
+    #[arg(long, value_delimiter = ',', required_unless_present = "from")]
     pub nodes: Vec<String>,
+    /// Import from a talhelper folder too: `talhelper:DIR` (talconfig.yaml, talsecret.sops.yaml,
+    /// talenv.sops.yaml). Its nodes' names and its bundle are used; the running configs still
+    /// decide every field.
+    #[arg(long, value_name = "talhelper:DIR")]
+    pub from: Option<String>,
+    /// The age key that decrypts the talhelper folder's SOPS files (default: sops' own
+    /// places, SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, ~/.config/sops/age/keys.txt).
+    #[arg(long)]
+    pub age_key: Option<PathBuf>,
     /// The folder to write the repo to; it must not exist yet.
     #[arg(long)]
     pub out: PathBuf,
@@ -47,6 +56,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "--age-recipient {r:?} is not an age recipient (fix: the public key age-keygen prints, age1...)"
         );
     }
+    let mut names = std::collections::BTreeMap::new();
+    let mut bundle = None;
+    let mut nodes = args.nodes.clone();
+    if let Some(from) = &args.from {
+        let dir = from.strip_prefix("talhelper:").ok_or_else(|| {
+            anyhow::anyhow!("--from {from:?}: say where from (fix: --from talhelper:DIR)")
+        })?;
+        let keys = match &args.age_key {
+            Some(p) => vixen_sops::Keyring::from_file(p)?,
+            None => vixen_sops::Keyring::from_env()?,
+        };
+        let tal = import::talhelper::read(std::path::Path::new(dir), &keys)?;
+        if nodes.is_empty() {
+            nodes = tal.nodes.iter().map(|(_, a, _)| a.clone()).collect();
+        }
+        for (name, address, _) in &tal.nodes {
+            names.insert(address.clone(), name.clone());
+        }
+        bundle = Some(tal.bundle);
+    }
     let config = match &args.talosconfig {
         Some(p) => Talosconfig::load(p)?,
         None => Talosconfig::load_default()?.1,
@@ -55,8 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = super::agent::runtime()?;
     // The clients' channels start on this runtime.
     let _entered = rt.enter();
-    let clients: Vec<(String, Client)> = args
-        .nodes
+    let clients: Vec<(String, Client)> = nodes
         .iter()
         .map(|a| Ok((a.clone(), Client::connect(a, &creds)?)))
         .collect::<anyhow::Result<_>>()?;
@@ -70,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         running.push(Running {
             address: address.clone(),
             config: zeroize::Zeroizing::new(text.to_string()),
+            name: names.get(address).cloned(),
         });
     }
 
@@ -85,6 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         recipients: args.recipients.clone(),
         force: args.force,
         now: chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        bundle,
     };
     let (report, rendered) = import::import(&running, &stage.0, &opts)?;
 

@@ -20,6 +20,7 @@ import (
 	"github.com/siderolabs/talos/pkg/machinery/config/generate"
 	"github.com/siderolabs/talos/pkg/machinery/config/generate/secrets"
 	"github.com/siderolabs/talos/pkg/machinery/config/machine"
+	"gopkg.in/yaml.v3"
 )
 
 var subcommands = map[string]func([]string) int{
@@ -51,6 +52,8 @@ func gen(args []string) int {
 	// of the machinery's own version.
 	image := fs.String("install-image", "ghcr.io/siderolabs/installer:v1.11.6", "installer image")
 	out := fs.String("out", "", "output directory")
+	secretsIn := fs.String("secrets", "", "secrets bundle to use (as --with-secrets; default: a new one)")
+	secretsOut := fs.String("secrets-out", "", "also write the bundle here, as `talosctl gen secrets` does")
 
 	var all, cp, worker list
 
@@ -70,9 +73,29 @@ func gen(args []string) int {
 
 	contract := config.TalosVersionCurrent
 
-	bundle, err := secrets.NewBundle(secrets.NewClock(), contract)
+	var bundle *secrets.Bundle
+
+	var err error
+
+	if *secretsIn != "" {
+		bundle, err = secrets.LoadBundle(*secretsIn)
+	} else {
+		bundle, err = secrets.NewBundle(secrets.NewClock(), contract)
+	}
+
 	if err != nil {
 		return fail("secrets: %s", err)
+	}
+
+	if *secretsOut != "" {
+		b, err := yaml.Marshal(bundle)
+		if err != nil {
+			return fail("secrets: %s", err)
+		}
+
+		if err := os.WriteFile(*secretsOut, b, 0o600); err != nil {
+			return fail("%s", err)
+		}
 	}
 
 	opts := []generate.Option{

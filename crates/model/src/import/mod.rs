@@ -18,6 +18,7 @@
 
 mod delta;
 mod infer;
+pub mod talhelper;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,8 @@ pub struct Running {
     pub address: String,
     /// The config's YAML, as the node returned it (holds secrets).
     pub config: Zeroizing<String>,
+    /// The node's name in the source repo (talhelper's `hostname`), if there is one.
+    pub name: Option<String>,
 }
 
 /// How to import.
@@ -53,6 +56,9 @@ pub struct Options {
     pub force: bool,
     /// `lastmodified` of the SOPS files (RFC 3339, UTC).
     pub now: String,
+    /// The secrets bundle, when the source has one (talhelper's `talsecret.sops.yaml`);
+    /// otherwise it is read from a control plane's config.
+    pub bundle: Option<SecretsBundle>,
 }
 
 /// What could not be imported.
@@ -247,7 +253,10 @@ pub fn import(
         .iter()
         .find(|p| p.role == Role::Controlplane)
         .ok_or_else(|| ImportError::Cluster("no control plane among the nodes: the secrets bundle is read from one (add a control plane's address)".into()))?;
-    let bundle = infer::bundle(&cp.main, &cp.address)?;
+    let bundle = match &opts.bundle {
+        Some(b) => b.clone(),
+        None => infer::bundle(&cp.main, &cp.address)?,
+    };
     let cluster = infer::cluster(&cp.main, &cp.address, SECRETS_FILE)?;
     for p in &parsed {
         let name = p
@@ -263,7 +272,21 @@ pub fn import(
     }
     let mut nodes: Vec<NodeFile> = parsed
         .iter()
-        .map(|p| infer::node(&p.main, &p.address, p.role))
+        .zip(running)
+        .map(|(p, r)| {
+            let mut file = infer::node(&p.main, &p.address, p.role);
+            if let Some(name) = &r.name
+                && *name != file.name
+            {
+                let running_hostname = p
+                    .main
+                    .pointer("/machine/network/hostname")
+                    .and_then(Value::as_str);
+                file.hostname = running_hostname.map(str::to_string);
+                file.name.clone_from(name);
+            }
+            file
+        })
         .collect();
     let mut seen = std::collections::BTreeSet::new();
     for n in &nodes {
