@@ -290,6 +290,19 @@ pub fn import(
         .collect();
     let mut seen = std::collections::BTreeSet::new();
     for n in &nodes {
+        // The name becomes a file name: a hostname (or talconfig entry) like `../x` must not
+        // write outside the repo.
+        let plain = !n.name.is_empty()
+            && !n.name.starts_with(['.', '-'])
+            && n.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !plain {
+            return Err(ImportError::Cluster(format!(
+                "the node at {} is called {:?}, which is not a hostname vixen can name a file after (fix: set a hostname of letters, digits, `-` and `.`)",
+                n.maintenance_address, n.name
+            )));
+        }
         if !seen.insert(n.name.clone()) {
             return Err(ImportError::Cluster(format!(
                 "two nodes are called {:?}; give each its own machine.network.hostname first",
@@ -553,4 +566,35 @@ fn write_repo(
         write(stage, rel, text)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(hostname: &str) -> Running {
+        let cfg = format!(
+            "version: v1alpha1\nmachine:\n  type: controlplane\n  token: t\n  ca: {{crt: c, key: k}}\n  \
+             network: {{hostname: {hostname:?}}}\n  install: {{disk: /dev/sda, image: 'ghcr.io/siderolabs/installer:v1.11.6'}}\n  \
+             kubelet: {{image: 'ghcr.io/siderolabs/kubelet:v1.34.1'}}\ncluster:\n  id: i\n  secret: s\n  token: a.b\n  \
+             secretboxEncryptionSecret: x\n  clusterName: c\n  controlPlane: {{endpoint: 'https://127.0.0.1:6443'}}\n  \
+             ca: {{crt: c, key: k}}\n  aggregatorCA: {{crt: c, key: k}}\n  serviceAccount: {{key: k}}\n  etcd: {{ca: {{crt: c, key: k}}}}\n"
+        );
+        Running {
+            address: "127.0.0.9".into(),
+            config: Zeroizing::new(cfg),
+            name: None,
+        }
+    }
+
+    /// Fault: a hostile hostname on a node (or in a talconfig) never names a file outside.
+    #[test]
+    fn a_hostname_that_is_a_path_is_refused_before_anything_is_written() {
+        for bad in ["../../escape", "a/b", ".hidden"] {
+            let stage = tempfile::tempdir().unwrap();
+            let err = import(&[running(bad)], stage.path(), &Options::default()).unwrap_err();
+            assert!(err.to_string().contains("not a hostname"), "{bad}: {err}");
+            assert_eq!(std::fs::read_dir(stage.path()).unwrap().count(), 0, "{bad}");
+        }
+    }
 }
