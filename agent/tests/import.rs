@@ -219,13 +219,56 @@ fn wait_up(tc: &Path, talosconfig: &Path, addr: &str) {
     }
 }
 
+/// Talos' validator/generator and Talos' client (the test peers), or None when not built.
+fn peers(test: &str) -> Option<(PathBuf, PathBuf)> {
+    Some((
+        vixen_lab::peers::for_test("talos-validate", test)?,
+        vixen_lab::peers::for_test("talos-client", test)?,
+    ))
+}
+
+/// `vixen import --talosconfig T --age-recipient R --out OUT` (the caller adds the nodes).
+fn import_cmd(talosconfig: &Path, recipient: &str, out: &Path) -> Command {
+    let mut c = vixen();
+    c.arg("import")
+        .arg("--talosconfig")
+        .arg(talosconfig)
+        .args(["--age-recipient", recipient])
+        .arg("--out")
+        .arg(out);
+    c
+}
+
+/// `vixen agent --once` on the lab; the mutating calls it made.
+fn agent_once(repo: &Path, lab: &Path, key: &Path) -> Vec<Call> {
+    let mark = read_calls(lab).len();
+    let out = vixen()
+        .arg("agent")
+        .arg("--once")
+        .arg("--repo")
+        .arg(repo)
+        .arg("--lab")
+        .arg(lab)
+        .arg("--age-key")
+        .arg(key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read_calls(lab)
+        .split_off(mark)
+        .into_iter()
+        .filter(Call::mutating)
+        .collect()
+}
+
 #[test]
 fn import_of_a_talosctl_made_cluster_changes_nothing_then_follows_git() {
     let test = "import_of_a_talosctl_made_cluster_changes_nothing_then_follows_git";
-    let Some(tv) = vixen_lab::peers::for_test("talos-validate", test) else {
-        return;
-    };
-    let Some(tc) = vixen_lab::peers::for_test("talos-client", test) else {
+    let Some((tv, tc)) = peers(test) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -258,18 +301,8 @@ fn import_of_a_talosctl_made_cluster_changes_nothing_then_follows_git() {
     let (key, recipient) = age_key(dir);
     let repo = dir.join("repo");
     let before = read_calls(&lab).len();
-    let out = run(vixen()
-        .arg("import")
-        .arg("--talosconfig")
-        .arg(&talosconfig)
-        .args([
-            "--nodes",
-            "127.199.1.1,127.199.1.2,127.199.1.3",
-            "--age-recipient",
-            &recipient,
-        ])
-        .arg("--out")
-        .arg(&repo));
+    let out = run(import_cmd(&talosconfig, &recipient, &repo)
+        .args(["--nodes", "127.199.1.1,127.199.1.2,127.199.1.3"]));
     assert!(out.contains("imported 3 nodes"), "{out}");
     let calls = read_calls(&lab);
     let mutating: Vec<&Call> = calls[before..].iter().filter(|c| c.mutating()).collect();
@@ -333,27 +366,7 @@ fn import_of_a_talosctl_made_cluster_changes_nothing_then_follows_git() {
     );
 
     // vixen takes over: nothing to do.
-    let agent = |repo: &Path| {
-        let mut c = vixen();
-        c.arg("agent")
-            .arg("--once")
-            .arg("--repo")
-            .arg(repo)
-            .arg("--lab")
-            .arg(&lab)
-            .arg("--age-key")
-            .arg(&key);
-        c.output().unwrap()
-    };
-    let mark = read_calls(&lab).len();
-    let out = agent(&repo);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let calls = read_calls(&lab);
-    let mutating: Vec<&Call> = calls[mark..].iter().filter(|c| c.mutating()).collect();
+    let mutating = agent_once(&repo, &lab, &key);
     assert!(
         mutating.is_empty(),
         "the first agent run changed nodes: {mutating:?}"
@@ -364,15 +377,7 @@ fn import_of_a_talosctl_made_cluster_changes_nothing_then_follows_git() {
     let text = std::fs::read_to_string(&path).unwrap();
     let text = text.replacen("labels:\n", "labels:\n  vixen.dev/imported: 'yes'\n", 1);
     std::fs::write(&path, text).unwrap();
-    let mark = read_calls(&lab).len();
-    let out = agent(&repo);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let calls = read_calls(&lab);
-    let mutating: Vec<&Call> = calls[mark..].iter().filter(|c| c.mutating()).collect();
+    let mutating = agent_once(&repo, &lab, &key);
     assert_eq!(
         mutating
             .iter()
@@ -421,10 +426,7 @@ fn import_of_a_talosctl_made_cluster_changes_nothing_then_follows_git() {
 #[test]
 fn a_secret_differing_from_the_bundle_is_refused_by_field_and_forced_only_encrypted() {
     let test = "a_secret_differing_from_the_bundle_is_refused_by_field_and_forced_only_encrypted";
-    let Some(tv) = vixen_lab::peers::for_test("talos-validate", test) else {
-        return;
-    };
-    let Some(tc) = vixen_lab::peers::for_test("talos-client", test) else {
+    let Some((tv, tc)) = peers(test) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -459,18 +461,8 @@ fn a_secret_differing_from_the_bundle_is_refused_by_field_and_forced_only_encryp
     let (key, recipient) = age_key(dir);
     let repo = dir.join("repo");
     let import = |force: bool| {
-        let mut c = vixen();
-        c.arg("import")
-            .arg("--talosconfig")
-            .arg(&talosconfig)
-            .args([
-                "--nodes",
-                "127.199.3.1,127.199.3.2",
-                "--age-recipient",
-                &recipient,
-            ])
-            .arg("--out")
-            .arg(&repo);
+        let mut c = import_cmd(&talosconfig, &recipient, &repo);
+        c.args(["--nodes", "127.199.3.1,127.199.3.2"]);
         if force {
             c.arg("--force");
         }
@@ -544,10 +536,7 @@ fn sops_encrypt(plain: &Path, path: &Path, recipient: &str) {
 #[test]
 fn import_from_talhelper_takes_its_names_and_bundle_and_changes_nothing() {
     let test = "import_from_talhelper_takes_its_names_and_bundle_and_changes_nothing";
-    let Some(tv) = vixen_lab::peers::for_test("talos-validate", test) else {
-        return;
-    };
-    let Some(tc) = vixen_lab::peers::for_test("talos-client", test) else {
+    let Some((tv, tc)) = peers(test) else {
         return;
     };
     if Command::new("sops").arg("--version").output().is_err() {
@@ -599,16 +588,15 @@ fn import_from_talhelper_takes_its_names_and_bundle_and_changes_nothing() {
 
     let repo = dir.join("repo");
     let mark = read_calls(&lab).len();
-    let out = run(vixen()
-        .arg("import")
-        .arg("--talosconfig")
-        .arg(&talosconfig)
-        .arg("--from")
-        .arg(format!("talhelper:{}", tal.display()))
-        .arg("--age-key")
-        .arg(&key)
-        .args(["--age-recipient", &recipient, "--out"])
-        .arg(&repo));
+    let from_talhelper = |out: &Path| {
+        let mut c = import_cmd(&talosconfig, &recipient, out);
+        c.arg("--from")
+            .arg(format!("talhelper:{}", tal.display()))
+            .arg("--age-key")
+            .arg(&key);
+        c
+    };
+    let out = run(&mut from_talhelper(&repo));
     assert!(out.contains("imported 2 nodes"), "{out}");
     // talconfig's name for the control plane, its running hostname kept.
     let cp = std::fs::read_to_string(repo.join("nodes/control-1.yaml")).unwrap();
@@ -635,29 +623,41 @@ fn import_from_talhelper_takes_its_names_and_bundle_and_changes_nothing() {
         calls[mark..].iter().all(|c| !c.mutating()),
         "import changed a node"
     );
-    let mark = calls.len();
-    let out = vixen()
-        .arg("agent")
-        .arg("--once")
-        .arg("--repo")
-        .arg(&repo)
-        .arg("--lab")
-        .arg(&lab)
-        .arg("--age-key")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let calls = read_calls(&lab);
-    let mutating: Vec<&Call> = calls[mark..].iter().filter(|c| c.mutating()).collect();
+    let mutating = agent_once(&repo, &lab, &key);
     assert!(
         mutating.is_empty(),
         "the first agent run changed nodes: {mutating:?}"
     );
+
+    // Fault: a talsecret of another cluster. Refused by field, nothing written.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    run(Command::new(&tv)
+        .args([
+            "gen",
+            "--name",
+            "x",
+            "--endpoint",
+            "https://127.199.7.100:6443",
+            "--out",
+        ])
+        .arg(&other)
+        .arg("--secrets-out")
+        .arg(other.join("secrets.yaml")));
+    sops_encrypt(
+        &other.join("secrets.yaml"),
+        &tal.join("talsecret.sops.yaml"),
+        &recipient,
+    );
+    let repo2 = dir.join("repo2");
+    let out = from_talhelper(&repo2).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("control-1: machine.token") && err.contains("secrets bundle"),
+        "{err}"
+    );
+    assert!(!repo2.exists());
 }
 
 /// No file of the repo holds any of these strings.

@@ -805,27 +805,10 @@ async fn get_machineconfig_reads_the_config_as_applied_and_only_for_admins() {
 
     let hex = |b: &[u8]| format!("{:x}", sha2::Sha256::digest(b));
     // `talosctl get` routes each node with the single-valued `node` key.
-    let out = tokio::process::Command::new(&p.bin)
-        .args([
-            "--talosconfig",
-            p.talosconfig.to_str().unwrap(),
-            "--endpoints",
-            &cp,
-            "--nodes",
-            &cp,
-            "--node-key",
-            "node",
-            "get-machineconfig",
-        ])
-        .output()
+    let got = p
+        .run(&cp, &[&cp], &["--node-key", "node", "get-machineconfig"])
         .await
-        .unwrap();
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        out.status.success(),
-        "{got} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .expect_ok("get-machineconfig");
     assert_eq!(got["sha256"], hex(&applied), "{got}");
     assert_eq!(got["type"], "controlplane");
     assert_eq!(got["id"], "v1alpha1");
@@ -833,22 +816,10 @@ async fn get_machineconfig_reads_the_config_as_applied_and_only_for_admins() {
     // Through cp1 to w1 (apid proxies to one node).
     let w1_file = lab.dir().join("w1.yaml");
     let w1_applied = std::fs::read(&w1_file).unwrap();
-    let out = tokio::process::Command::new(&p.bin)
-        .args([
-            "--talosconfig",
-            p.talosconfig.to_str().unwrap(),
-            "--endpoints",
-            &cp,
-            "--nodes",
-            &w1,
-            "--node-key",
-            "node",
-            "get-machineconfig",
-        ])
-        .output()
+    let got = p
+        .run(&cp, &[&w1], &["--node-key", "node", "get-machineconfig"])
         .await
-        .unwrap();
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+        .expect_ok("get-machineconfig");
     assert_eq!(got["sha256"], hex(&w1_applied), "{got}");
     assert_eq!(got["type"], "worker");
 
