@@ -62,7 +62,7 @@ impl State for NodeApi {
                             msg.r#type
                         )));
                     }
-                    if maintenance && !admin {
+                    if maintenance || !admin {
                         return Err(Status::permission_denied("not authorized"));
                     }
                     if !NAMESPACES.contains(&msg.namespace.as_str()) {
