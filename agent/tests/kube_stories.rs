@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::kubeapi::{client, ready, runtime};
 use common::lab::*;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -22,64 +23,6 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 fn kube_lab(k: u8, test: &str) -> Option<Lab> {
     vixen_lab::peers::for_test("kube-apiserver", test)?;
     Some(Lab::start_with(k, &["--kube"], |_| {}))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// An admin client from `vixen kubeconfig` (a control plane's Kubeconfig RPC), once the API
-/// answers and lists `nodes` Nodes, all Ready.
-fn client(lab: &Lab, rt: &tokio::runtime::Runtime, nodes: usize) -> kube::Client {
-    let path = lab.lab.join("kubeconfig");
-    let until = Instant::now() + Duration::from_secs(120);
-    let mut last = String::new();
-    while Instant::now() < until {
-        let mut args = vec!["kubeconfig", "--force", "--out", path.to_str().unwrap()];
-        let target = lab.target();
-        args.extend(target.iter().map(String::as_str));
-        let out = lab.vixen(&args);
-        if out.status.success() {
-            let client = rt.block_on(async {
-                let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
-                let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                    .await
-                    .unwrap();
-                cfg.connect_timeout = Some(Duration::from_secs(2));
-                cfg.read_timeout = Some(Duration::from_secs(10));
-                kube::Client::try_from(cfg).unwrap()
-            });
-            match rt.block_on(Api::<Node>::all(client.clone()).list(&ListParams::default())) {
-                Ok(list) if list.items.len() == nodes && list.items.iter().all(ready) => {
-                    return client;
-                }
-                Ok(list) => {
-                    last = format!(
-                        "{} nodes, {} ready",
-                        list.items.len(),
-                        list.items.iter().filter(|n| ready(n)).count()
-                    )
-                }
-                Err(e) => last = e.to_string(),
-            }
-        } else {
-            last = String::from_utf8_lossy(&out.stderr).into_owned();
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("the lab's Kubernetes API never listed {nodes} Ready nodes: {last}");
-}
-
-fn ready(n: &Node) -> bool {
-    n.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True")
 }
 
 fn unschedulable(n: &Node) -> bool {

@@ -99,8 +99,42 @@ impl Target {
             summary: d.to_string(),
             error: anyhow::anyhow!("{d}"),
         })?;
+        let keys = vixen_engine::prepare::keyring(self.age_key.as_deref()).ok();
+        let addons = vixen_model::addons::addon_objects(&p.repo, keys.as_ref()).map_err(|d| {
+            PrepareError {
+                stage: "decrypt",
+                summary: d.0.first().map(ToString::to_string).unwrap_or_default(),
+                error: anyhow::anyhow!("{d}"),
+            }
+        })?;
+        if addons.skipped > 0 {
+            return Err(PrepareError {
+                stage: "decrypt",
+                summary: format!(
+                    "cluster.yaml: {} encrypted addon(s) and no age key to decrypt them",
+                    addons.skipped
+                ),
+                error: anyhow::anyhow!("no age key for the encrypted addons"),
+            });
+        }
+        let gitops = match &p.repo.cluster.value.gitops {
+            None => None,
+            Some(g) => Some(daemon::GitopsLayer {
+                tool: g.tool,
+                objects: vixen_model::gitops::gitops_objects(&p.repo).map_err(|d| {
+                    PrepareError {
+                        stage: "validate",
+                        summary: d.to_string(),
+                        error: anyhow::anyhow!("{d}"),
+                    }
+                })?,
+                age_keys: keys.as_ref().and_then(vixen_sops::Keyring::age_keys_file),
+            }),
+        };
         Ok(Prepared {
             cni,
+            addons: addons.values(),
+            gitops,
             backup,
             desired: p.desired,
             configs: p.configs,

@@ -21,11 +21,11 @@
 //! Lease is lost, and the journal refuses writes from a replica that does not lead.
 
 pub mod backup;
-mod cni;
 pub mod cycle;
 pub mod drift;
 pub mod http;
 pub mod kube_store;
+mod layers;
 pub mod metrics;
 pub mod reconcile;
 pub mod relay;
@@ -59,10 +59,24 @@ pub struct Prepared {
     pub network: vixen_model::NetworkFile,
     /// The objects of `cni.manifests` (empty for Talos' Flannel).
     pub cni: Vec<serde_json::Value>,
+    /// The objects of `addons:`, the encrypted ones decrypted (they may hold Secrets).
+    pub addons: Vec<serde_json::Value>,
+    /// The `gitops:` handover.
+    pub gitops: Option<GitopsLayer>,
     /// Cluster name.
     pub cluster: String,
     /// `backup:`, resolved (the credentials of a `secret:` reference still to be read).
     pub backup: Option<vixen_backup::Resolved>,
+}
+
+/// The `gitops:` handover of one checkout.
+pub struct GitopsLayer {
+    /// Flux or Argo CD.
+    pub tool: vixen_model::GitopsTool,
+    /// Its install manifests and the objects pointing it at the apps.
+    pub objects: Vec<serde_json::Value>,
+    /// The age identities to hand over (`None`: vixen holds no native one).
+    pub age_keys: Option<zeroize::Zeroizing<String>>,
 }
 
 /// Why a checkout cannot be applied.

@@ -9,10 +9,10 @@ use vixen_forge::CommitState;
 use vixen_k8s::{NetworkObjects, NodeStatus, Phase};
 
 use super::Prepared;
-use super::cni::CniNote;
 use super::cycle::{Agent, Ended, Kube, first_line};
 use super::drift::DriftReport;
 use super::kube_store::AgentStore;
+use super::layers::LayerNote;
 use super::steps::{self, StepReporter};
 use super::verdict;
 
@@ -34,8 +34,9 @@ impl Agent {
             None => p.kube.clone(),
         };
         let kube = KubeLink::new(access, p.conn.clone());
-        // The CNI first; the engine's interlock holds disruptions while it rolls out.
-        let cni = self.apply_cni(p, &kube).await;
+        // The CNI, addons and GitOps handover first; the engine's interlock holds disruptions
+        // while the CNI rolls out.
+        let layers = self.apply_layers(p, &kube).await;
         let backup = self.backup_port(p, revision).await;
         let progress = StepReporter::new(
             &self.shared.metrics,
@@ -88,18 +89,19 @@ impl Agent {
         let mut state = state;
         let mut phase = phase;
         let mut rejected = matches!(outcome, Ok(Outcome::Refused(_)));
-        match cni {
-            Some(CniNote::Applied(summary)) => message.push_str(&format!("; {summary}")),
-            Some(CniNote::Failed {
-                category,
-                message: why,
-            }) => {
-                self.shared.metrics.fail(category);
-                message.push_str(&format!("; {why}"));
-                state = CommitState::Error;
-                phase = Phase::Error;
+        for note in layers {
+            match note {
+                LayerNote::Applied(summary) => message.push_str(&format!("; {summary}")),
+                LayerNote::Failed {
+                    category,
+                    message: why,
+                } => {
+                    self.shared.metrics.fail(category);
+                    message.push_str(&format!("; {why}"));
+                    state = CommitState::Error;
+                    phase = Phase::Error;
+                }
             }
-            None => {}
         }
         if matches!(
             outcome,

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 #[allow(dead_code)]
+pub mod kubeapi;
+#[allow(dead_code)]
 pub mod lab;
 pub mod s3;
 

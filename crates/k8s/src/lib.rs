@@ -16,6 +16,7 @@
 
 pub mod cilium;
 pub mod events;
+pub mod handover;
 pub mod install;
 pub mod journal;
 pub mod lease;
@@ -26,6 +27,7 @@ pub mod status;
 
 pub use cilium::{ApplyReport, CiliumApi, Conflict, NetworkObjects, PoolVersion};
 pub use events::{EventRecorder, EventType};
+pub use handover::Handover;
 pub use journal::Journal;
 pub use lease::{LeaderElector, LeaseConfig};
 pub use manifests::{DaemonSetProgress, ManifestSets, SetReport};

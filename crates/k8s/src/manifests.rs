@@ -87,6 +87,9 @@ impl DaemonSetProgress {
     }
 }
 
+/// How long an apply waits for the kinds of the CRDs it has just created to be served.
+pub const CRD_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Applies named sets of manifests.
 pub struct ManifestSets {
     client: kube::Client,
@@ -137,7 +140,13 @@ impl ManifestSets {
         }
     }
 
-    async fn api_for(&self, obj: &Value) -> Result<Option<Api<DynamicObject>>> {
+    /// The API of `obj`'s kind (`None`: not served), namespaced APIs in the object's namespace
+    /// or `default_namespace`; and whether the kind is namespaced.
+    async fn api_for(
+        &self,
+        obj: &Value,
+        default_namespace: &str,
+    ) -> Result<Option<(Api<DynamicObject>, bool)>> {
         let api_version = str_at(obj, "/apiVersion");
         let kind = str_at(obj, "/kind");
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -150,13 +159,30 @@ impl ManifestSets {
         };
         Ok(Some(if caps.scope == Scope::Namespaced {
             let ns = match str_at(obj, "/metadata/namespace") {
-                "" => "default",
+                "" => default_namespace,
                 ns => ns,
             };
-            Api::namespaced_with(self.client.clone(), ns, &ar)
+            (Api::namespaced_with(self.client.clone(), ns, &ar), true)
         } else {
-            Api::all_with(self.client.clone(), &ar)
+            (Api::all_with(self.client.clone(), &ar), false)
         }))
+    }
+
+    /// Applies one labelled object: `Ok(None)` when its kind is not served (yet).
+    async fn apply_one(&self, obj: &mut Value, default_namespace: &str) -> Result<Option<()>> {
+        let Some((api, namespaced)) = self.api_for(obj, default_namespace).await? else {
+            return Ok(None);
+        };
+        if namespaced && str_at(obj, "/metadata/namespace").is_empty() {
+            obj["metadata"]["namespace"] = json!(default_namespace);
+        }
+        let name = str_at(obj, "/metadata/name").to_owned();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match api.patch(&name, &params, &Patch::Apply(&*obj)).await {
+            Ok(_) => Ok(Some(())),
+            Err(e) if api_code(&e) == Some(404) => Ok(None),
+            Err(e) => Err(Error::kube("apply", what(obj), e)),
+        }
     }
 
     fn inventory_name(set: &str) -> String {
@@ -202,7 +228,7 @@ impl ManifestSets {
 
     /// Applies `objects` as the set `set`, then deletes what the last apply of the set had and
     /// this one has not. Nothing is pruned while an object of the set waits for its API (the
-    /// inventory then keeps both).
+    /// inventory then keeps both). Namespaced objects that name no namespace go to `default`.
     ///
     /// # Errors
     /// API errors.
@@ -210,30 +236,62 @@ impl ManifestSets {
     /// # Guarantees
     /// Only objects that carry the labels managed-by vixen and `vixen.dev/set=<set>` are deleted.
     pub async fn apply(&self, set: &str, objects: &[Value]) -> Result<SetReport> {
+        self.apply_in(set, objects, "default").await
+    }
+
+    /// [`Self::apply`], with the namespaced objects that name no namespace in
+    /// `default_namespace` (as `kubectl apply -n NS` does: Argo CD's install manifests are
+    /// written for it). A kind whose CRD this apply created is waited for, up to
+    /// [`CRD_WAIT`], as `kubectl wait --for condition=established` would.
+    ///
+    /// # Errors
+    /// As [`Self::apply`].
+    pub async fn apply_in(
+        &self,
+        set: &str,
+        objects: &[Value],
+        default_namespace: &str,
+    ) -> Result<SetReport> {
         let mut report = SetReport::default();
-        let mut ordered: Vec<&Value> = objects.iter().collect();
-        ordered.sort_by_key(|o| rank(o));
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut ordered: Vec<Value> = objects.to_vec();
+        ordered.sort_by_key(rank);
         let mut now = BTreeSet::new();
-        for obj in ordered {
-            let mut obj = obj.clone();
+        let mut pending = Vec::new();
+        let mut new_crds = false;
+        for mut obj in ordered {
             let labels = &mut obj["metadata"]["labels"];
             if !labels.is_object() {
                 *labels = json!({});
             }
             labels[MANAGED_BY.0] = json!(MANAGED_BY.1);
             labels[SET_LABEL] = json!(set);
-            now.insert(key(&obj));
-            let Some(api) = self.api_for(&obj).await? else {
-                report.deferred.push(what(&obj));
-                continue;
-            };
-            let name = str_at(&obj, "/metadata/name").to_owned();
-            match api.patch(&name, &params, &Patch::Apply(&obj)).await {
-                Ok(_) => report.applied.push(what(&obj)),
-                Err(e) if api_code(&e) == Some(404) => report.deferred.push(what(&obj)),
-                Err(e) => return Err(Error::kube("apply", what(&obj), e)),
+            match self.apply_one(&mut obj, default_namespace).await? {
+                Some(()) => {
+                    new_crds |= rank(&obj) == 1;
+                    now.insert(key(&obj));
+                    report.applied.push(what(&obj));
+                }
+                None => pending.push(obj),
             }
+        }
+        let deadline = tokio::time::Instant::now() + CRD_WAIT;
+        while new_crds && !pending.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let mut still = Vec::new();
+            for mut obj in pending {
+                match self.apply_one(&mut obj, default_namespace).await? {
+                    Some(()) => {
+                        now.insert(key(&obj));
+                        report.applied.push(what(&obj));
+                    }
+                    None => still.push(obj),
+                }
+            }
+            pending = still;
+        }
+        for obj in &pending {
+            now.insert(key(obj));
+            report.deferred.push(what(obj));
         }
         let before = self.inventory(set).await?;
         if !report.deferred.is_empty() {
@@ -250,7 +308,7 @@ impl ManifestSets {
                 "apiVersion": api_version, "kind": kind,
                 "metadata": { "name": name, "namespace": ns },
             });
-            let Some(api) = self.api_for(&probe).await? else {
+            let Some((api, _)) = self.api_for(&probe, default_namespace).await? else {
                 continue;
             };
             let Some(live) = api

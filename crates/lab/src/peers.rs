@@ -24,6 +24,12 @@ pub fn binary(name: &str) -> Option<PathBuf> {
     bin_dir().map(|d| d.join(name)).filter(|p| p.is_file())
 }
 
+/// A folder of shared peer data (`flux-crds`, `argocd`), if build.sh made it.
+pub fn share(name: &str) -> Option<PathBuf> {
+    let dir = bin_dir()?.parent()?.join("share").join(name);
+    dir.join("VERSION").is_file().then_some(dir)
+}
+
 /// The folder of Cilium's CRD manifests (`ciliumloadbalancerippools.yaml`...), if extracted.
 pub fn cilium_crds() -> Option<PathBuf> {
     let dir = bin_dir()?.parent()?.join("share/cilium-crds");

@@ -21,10 +21,10 @@ use crate::repo::{Diagnostic, Diagnostics, Repo};
 use crate::types::{CniName, NodeFile, Role};
 use crate::yaml::{self, Kind, Node, Pos};
 
-/// One manifest file of `cni.manifests`, as it goes into `cluster.inlineManifests`.
+/// One manifest file (of `cni.manifests`, `addons` or `gitops.manifests`) and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CniManifest {
-    /// The inline manifest's name: `vixen-cni-<file stem>`.
+pub struct ManifestFile {
+    /// The inline manifest's name: `vixen-cni-<file stem>` (CNI manifests only).
     pub name: String,
     /// The file, relative to the repo.
     pub file: String,
@@ -84,7 +84,7 @@ pub fn manifest_name(file: &str) -> String {
 ///
 /// # Errors
 /// A [`Diagnostic`] at the `cni.manifests` entry whose file is refused or cannot be read.
-pub fn manifests(repo: &Repo) -> Result<Vec<CniManifest>, Diagnostic> {
+pub fn manifests(repo: &Repo) -> Result<Vec<ManifestFile>, Diagnostic> {
     let c = &repo.cluster;
     let mut out = Vec::new();
     for (i, file) in c.value.cni.manifests.iter().enumerate() {
@@ -96,7 +96,7 @@ pub fn manifests(repo: &Repo) -> Result<Vec<CniManifest>, Diagnostic> {
                 r.fix(),
             )
         })?;
-        out.push(CniManifest {
+        out.push(ManifestFile {
             name: manifest_name(file),
             file: file.clone(),
             contents,
@@ -110,7 +110,7 @@ pub fn manifests(repo: &Repo) -> Result<Vec<CniManifest>, Diagnostic> {
 /// # Errors
 /// A [`Diagnostic`] in the manifest file at the bad YAML, or at a document that is not a
 /// Kubernetes object (no `apiVersion`, `kind` or `metadata.name`).
-pub fn objects(m: &CniManifest) -> Result<Vec<ManifestObject>, Diagnostic> {
+pub fn objects(m: &ManifestFile) -> Result<Vec<ManifestObject>, Diagnostic> {
     let file = PathBuf::from(&m.file);
     let docs = yaml::parse_all(&m.contents).map_err(|e| {
         diag(
@@ -299,7 +299,7 @@ pub(crate) fn cni_rules(repo: &Repo, d: &mut Diagnostics) {
     }
 }
 
-fn m_text<'a>(files: &'a [CniManifest], file: &str) -> &'a str {
+fn m_text<'a>(files: &'a [ManifestFile], file: &str) -> &'a str {
     files
         .iter()
         .find(|m| m.file == file)

@@ -5,10 +5,12 @@
 // `path![...]` builds a Vec because some paths are extended afterwards; borrowing one is fine.
 #![allow(clippy::useless_vec)]
 
+pub mod addons;
 mod addresses;
 pub mod backup;
 pub mod checks;
 pub mod cni;
+pub mod gitops;
 pub mod import;
 pub mod k8s_removed;
 mod patch;

@@ -65,7 +65,10 @@ fn sops_path(p: &str) -> Vec<Seg> {
 }
 
 /// Where a sops error points in `tree`, and what to say (never a value).
-fn sops_error(e: &vixen_sops::Error, tree: Option<&Node>) -> (Pos, String, &'static str) {
+pub(crate) fn sops_error(
+    e: &vixen_sops::Error,
+    tree: Option<&Node>,
+) -> (Pos, String, &'static str) {
     use vixen_sops::Error as E;
     let at = |segs: &[Seg]| tree.map_or(TOP, |t| t.position(segs));
     let sops_key = tree.map_or(TOP, |t| t.key_position(&crate::path!["sops"]));
@@ -104,15 +107,15 @@ fn sops_error(e: &vixen_sops::Error, tree: Option<&Node>) -> (Pos, String, &'sta
 }
 
 /// A file read and parsed for checking; `None` when it was refused (and reported).
-struct Loaded {
-    bytes: Zeroizing<Vec<u8>>,
-    tree: Node,
-    encrypted: bool,
+pub(crate) struct Loaded {
+    pub(crate) bytes: Zeroizing<Vec<u8>>,
+    pub(crate) tree: Node,
+    pub(crate) encrypted: bool,
 }
 
 /// Reads `rel` (referenced at `ref_pos` of cluster.yaml or a node file) and parses it,
 /// reporting what is wrong without quoting the content.
-fn read_parsed(
+pub(crate) fn read_parsed(
     repo: &Repo,
     what: &str,
     rel: &str,
@@ -162,7 +165,7 @@ fn read_parsed(
 }
 
 /// The key-less checks of an encrypted file: metadata present, then `vixen_sops::check`.
-fn check_encrypted(file: &Path, l: &Loaded, d: &mut Diagnostics) -> bool {
+pub(crate) fn check_encrypted(file: &Path, l: &Loaded, d: &mut Diagnostics) -> bool {
     let sops_at = l.tree.key_position(&crate::path!["sops"]);
     let fix = "encrypt the file again with `sops -e` (or restore it from Git)";
     let sops = l.tree.get(&crate::path!["sops"]);

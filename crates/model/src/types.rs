@@ -38,6 +38,15 @@ pub struct ClusterFile {
     /// The CNI: Talos' default Flannel, or Cilium delivered by vixen from manifests in the repo.
     #[serde(default, skip_serializing_if = "CniSpec::is_default")]
     pub cni: CniSpec,
+    /// Manifest files of the infrastructure layer (relative to the repo), applied after the
+    /// CNI in this order by server-side apply, and pruned when they leave Git. `*.sops.yaml`
+    /// files are decrypted with the cluster's age key first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addons: Vec<String>,
+    /// The handover of the apps to Flux or Argo CD: vixen installs the tool, points it at the
+    /// apps path and gives it the age key; the tool owns everything it deploys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitopsSpec>,
     /// Config patches applied to groups of nodes, in the order all -> role -> node.
     #[serde(default)]
     pub patches: GroupPatches,
@@ -246,6 +255,53 @@ pub enum CniName {
     Cilium,
     /// No CNI from Talos or vixen.
     None,
+}
+
+/// `gitops:`: the app GitOps tool vixen hands the cluster's apps to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitopsSpec {
+    /// `flux` or `argocd`.
+    pub tool: GitopsTool,
+    /// The tool's install manifests, relative to the repo, pinned in Git: the output of
+    /// `flux install --export`, or Argo CD's `install.yaml`. They must hold the tool's CRDs.
+    pub manifests: Vec<String>,
+    /// The Git URL the tool pulls the apps from (`https://`, `http://` or `ssh://`).
+    pub url: String,
+    /// The branch to follow.
+    #[serde(default = "default_gitops_branch")]
+    pub branch: String,
+    /// The apps folder in that repository, relative to its root (Flux Kustomization
+    /// `spec.path`, Argo CD Application `spec.source.path`).
+    #[serde(default = "default_gitops_path")]
+    pub path: String,
+    /// Flux only: how often it pulls and applies, a Go duration such as `1m` (default `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// A Secret in the tool's namespace with the Git credentials of a private repository,
+    /// delivered by you (e.g. as a SOPS-encrypted addon). Flux: `GitRepository.spec.secretRef`;
+    /// Argo CD: the repository Secret itself (vixen then writes none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+fn default_gitops_branch() -> String {
+    "main".into()
+}
+fn default_gitops_path() -> String {
+    "apps".into()
+}
+
+/// Which app GitOps tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GitopsTool {
+    /// Flux: a GitRepository and a Kustomization `flux-system/apps`, the age key as
+    /// `flux-system/sops-age` (`age.agekey`).
+    Flux,
+    /// Argo CD: a repository Secret and the root Application `argocd/apps` (app of apps), the
+    /// age key as `argocd/sops-age` (`keys.txt`, as KSOPS and helm-secrets read it).
+    Argocd,
 }
 
 /// Patch files (paths relative to the repo) for groups of nodes.

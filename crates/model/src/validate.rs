@@ -29,6 +29,8 @@ pub fn validate(repo: &Repo) -> Diagnostics {
     crate::addresses::network_rules(repo, &mut d);
     crate::backup::backup_rules(repo, &mut d);
     crate::cni::cni_rules(repo, &mut d);
+    crate::addons::addon_rules(repo, &mut d);
+    crate::gitops::gitops_rules(repo, &mut d);
     d.0.extend(crate::secrets::check_bundle_file(repo).0);
     patch_rules(repo, None, &mut d);
     d.sort();
@@ -47,6 +49,9 @@ pub fn validate_with_keys(repo: &Repo, keys: &vixen_sops::Keyring) -> Diagnostic
     crate::addresses::network_rules(repo, &mut d);
     crate::backup::backup_rules(repo, &mut d);
     crate::cni::cni_rules(repo, &mut d);
+    crate::addons::addon_rules(repo, &mut d);
+    crate::addons::addon_rules_with_keys(repo, keys, &mut d);
+    crate::gitops::gitops_rules(repo, &mut d);
     match crate::secrets::load_render_inputs(repo, keys) {
         Ok(inputs) => patch_rules(repo, Some(&inputs), &mut d),
         Err(e) => {

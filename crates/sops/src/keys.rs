@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 /// A set of age identities (private keys). Its `Debug` shows only how many it holds.
 pub struct Keyring {
     identities: Vec<Box<dyn age::Identity + Send + Sync>>,
+    /// The native X25519 identities as written (`AGE-SECRET-KEY-1…`), for handing on.
+    native: Vec<Zeroizing<String>>,
 }
 
 impl fmt::Debug for Keyring {
@@ -33,6 +35,7 @@ impl Keyring {
     pub fn empty() -> Keyring {
         Keyring {
             identities: Vec::new(),
+            native: Vec::new(),
         }
     }
 
@@ -49,6 +52,22 @@ impl Keyring {
     /// Adds every identity of `other`.
     pub fn extend(&mut self, other: Keyring) {
         self.identities.extend(other.identities);
+        self.native.extend(other.native);
+    }
+
+    /// The native X25519 identities as an age keys file (one per line), to hand to another
+    /// tool that decrypts SOPS files (Flux's `sops-age` Secret); `None` when there is none
+    /// (OpenSSH keys are not handed on).
+    pub fn age_keys_file(&self) -> Option<Zeroizing<String>> {
+        if self.native.is_empty() {
+            return None;
+        }
+        let mut out = Zeroizing::new(String::new());
+        for k in &self.native {
+            out.push_str(k);
+            out.push('\n');
+        }
+        Some(out)
     }
 
     /// Parses identities from text: an age keys file (one `AGE-SECRET-KEY-1…` per line,
@@ -64,6 +83,7 @@ impl Keyring {
             return parse_ssh(text, origin);
         }
         let mut identities: Vec<Box<dyn age::Identity + Send + Sync>> = Vec::new();
+        let mut native = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -76,8 +96,9 @@ impl Keyring {
                         line: n + 1,
                     })?;
             identities.push(Box::new(identity));
+            native.push(Zeroizing::new(line.to_owned()));
         }
-        Ok(Keyring { identities })
+        Ok(Keyring { identities, native })
     }
 
     /// Reads identities from a file (age keys file or OpenSSH private key).
@@ -193,6 +214,7 @@ fn parse_ssh(text: &str, origin: &str) -> Result<Keyring> {
     match identity {
         age::ssh::Identity::Unencrypted(_) => Ok(Keyring {
             identities: vec![Box::new(identity)],
+            native: Vec::new(),
         }),
         // Passphrase-protected or unsupported (e.g. ECDSA) keys cannot be used unattended.
         _ => Err(invalid()),
