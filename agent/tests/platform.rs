@@ -293,6 +293,7 @@ fn flux_handover_applies_the_apps_path_with_the_age_key_vixen_injected() {
     let storage = format!("{flux_ip}:{}", free_port(&flux_ip));
     let addr = |p: &str| format!("--{p}={flux_ip}:{}", free_port(&flux_ip));
     let source_log = tmp.path().join("source-controller.log");
+    std::fs::create_dir_all(tmp.path().join("storage")).unwrap();
     let kustomize_log = tmp.path().join("kustomize-controller.log");
     let _source = controller(
         &source_bin,
@@ -414,4 +415,123 @@ fn flux_handover_applies_the_apps_path_with_the_age_key_vixen_injected() {
             .contains_key("vixen.dev/set"),
         "vixen labelled what Flux deployed"
     );
+}
+
+/// Argo CD's handover: its real install manifests (v3.5.8's `manifests/install.yaml`, written
+/// for `kubectl apply -n argocd`), the repository Secret, the root Application and the age key
+/// go into the API server; Argo CD itself does not run here, so vixen reports the Application
+/// as not reconciled yet. Fault covered: an object the user added to the `argocd` namespace by
+/// hand (no vixen labels) survives the prune when an install object leaves Git.
+#[test]
+fn argo_cd_handover_applies_its_install_the_root_application_and_the_age_key() {
+    let test = "argo_cd_handover_applies_its_install_the_root_application_and_the_age_key";
+    if vixen_lab::peers::for_test("kube-apiserver", test).is_none() {
+        return;
+    }
+    let argocd = vixen_lab::peers::share("argocd");
+    if argocd.is_none() {
+        assert!(
+            !vixen_lab::peers::required(),
+            "{test}: Argo CD's manifests are missing: run tests/peers/build.sh"
+        );
+        return;
+    }
+    let install = argocd.unwrap().join("install.yaml");
+    let lab = Lab::start_full(
+        202,
+        &["--kube"],
+        |lab| {
+            let r = &lab.repo;
+            std::fs::create_dir_all(r.join("argocd")).unwrap();
+            std::fs::copy(&install, r.join("argocd/install.yaml")).unwrap();
+            let cluster = r.join("cluster.yaml");
+            let mut text = std::fs::read_to_string(&cluster).unwrap();
+            text.push_str(
+                "gitops:\n  tool: argocd\n  manifests:\n    - argocd/install.yaml\n  url: https://git.example/home/apps.git\n  branch: prod\n  path: clusters/home\n",
+            );
+            std::fs::write(&cluster, text).unwrap();
+        },
+        |_| {},
+    );
+    lab.bootstrap();
+    let rt = runtime();
+    let admin = client(&lab, &rt, 1);
+    let first = agent_once(&lab);
+    assert!(
+        first.contains("Argo CD: apps not reconciled yet"),
+        "{first}"
+    );
+
+    let apps = Api::<DynamicObject>::namespaced_with(
+        admin.clone(),
+        "argocd",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"),
+            "applications",
+        ),
+    );
+    let app = serde_json::to_value(rt.block_on(apps.get("apps")).unwrap()).unwrap();
+    assert_eq!(
+        app["spec"]["source"]["repoURL"],
+        "https://git.example/home/apps.git"
+    );
+    assert_eq!(app["spec"]["source"]["targetRevision"], "prod");
+    assert_eq!(app["spec"]["source"]["path"], "clusters/home");
+    assert_eq!(app["spec"]["syncPolicy"]["automated"]["selfHeal"], true);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "argocd");
+    let repo = rt.block_on(secrets.get("vixen-apps-repo")).unwrap();
+    assert_eq!(
+        repo.metadata.labels.unwrap()["argocd.argoproj.io/secret-type"],
+        "repository"
+    );
+    assert_eq!(
+        repo.data.unwrap()["url"].0,
+        b"https://git.example/home/apps.git"
+    );
+    let key = rt.block_on(secrets.get("sops-age")).unwrap();
+    assert!(
+        String::from_utf8(key.data.unwrap()["keys.txt"].0.clone())
+            .unwrap()
+            .starts_with("AGE-SECRET-KEY-1")
+    );
+    // install.yaml names no namespace: its namespaced objects went into argocd.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(admin.clone(), "argocd");
+    assert!(
+        rt.block_on(deployments.get_opt("argocd-server"))
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        rt.block_on(deployments.get_opt("argocd-repo-server"))
+            .unwrap()
+            .is_some()
+    );
+
+    // The fault: a ConfigMap added by hand in argocd; then an install object leaves Git.
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), "argocd");
+    let mine: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "my-notes" }, "data": { "a": "b" }
+    }))
+    .unwrap();
+    rt.block_on(cms.create(&Default::default(), &mine)).unwrap();
+    let path = lab.repo.join("argocd/install.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = text
+        .split("\n---\n")
+        .filter(|d| {
+            !(d.contains("kind: ConfigMap")
+                && d.lines().any(|l| l == "  name: argocd-notifications-cm"))
+        })
+        .collect();
+    assert!(kept.len() < text.split("\n---\n").count());
+    std::fs::write(&path, kept.join("\n---\n")).unwrap();
+    let second = agent_once(&lab);
+    assert!(second.contains("1 pruned"), "{second}");
+    assert!(
+        rt.block_on(cms.get_opt("argocd-notifications-cm"))
+            .unwrap()
+            .is_none()
+    );
+    assert!(rt.block_on(cms.get_opt("my-notes")).unwrap().is_some());
 }

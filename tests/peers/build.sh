@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds vixen's test peers (upstream Go programs the tests check vixen against; the product
 # stays pure Rust): Talos' config validator, Talos' API client (talosctl's library) and its
-# compiled protos (per Talos version), kube-apiserver, and Cilium's CRD manifests.
+# compiled protos (per Talos version), kube-apiserver, Cilium's CRD manifests, Flux's
+# source-controller and kustomize-controller (with their CRDs), and Argo CD's install manifests.
 # Each peer is a Go module of its own under tests/peers/ with pinned versions.
 #
 # Idempotent and fast when cached: the Go module and build caches live outside the clone
@@ -46,9 +47,35 @@ vpkg=k8s.io/component-base/version
 build kube-apiserver kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver \
   -ldflags="-s -w -X $vpkg.gitVersion=$kver -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$kminor -X $vpkg.gitTreeState=clean"
 
+# Flux's controllers (run by the handover test as local processes) and their CRDs, taken from
+# the module sources the builds downloaded.
+build flux-source-controller flux-source github.com/fluxcd/source-controller
+build flux-kustomize-controller flux-kustomize github.com/fluxcd/kustomize-controller
+rm -rf "$share/flux-crds" && mkdir -p "$share/flux-crds"
+for m in source-controller kustomize-controller; do
+  dir=$(cd flux-${m%-controller} && go list -m -f '{{.Dir}}' "github.com/fluxcd/$m")
+  cp "$dir"/config/crd/bases/*.yaml "$share/flux-crds/"
+done
+fluxver=$(cd flux-source && go list -m -f '{{.Version}}' github.com/fluxcd/source-controller)
+kustver=$(cd flux-kustomize && go list -m -f '{{.Version}}' github.com/fluxcd/kustomize-controller)
+chmod -R u+w "$share/flux-crds"
+echo "source-controller $fluxver, kustomize-controller $kustver" > "$share/flux-crds/VERSION"
+# Argo CD's install manifests (Argo CD is not built: the test checks what vixen applies).
+# v3.6.x needs Go 1.27 (refused on go1.26.8); v3.5.8 is the newest that downloads here.
+argover=$(cat argocd/VERSION)
+argodir=$(cd "${TMPDIR:-/tmp}" && GOFLAGS=-mod=mod go mod download -json "github.com/argoproj/argo-cd/v3@$argover" \
+  | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+[ -n "$argodir" ] || { echo "tests/peers/build.sh: argo-cd $argover did not download" >&2; exit 1; }
+rm -rf "$share/argocd" && mkdir -p "$share/argocd"
+cp "$argodir/manifests/install.yaml" "$share/argocd/install.yaml"
+chmod u+w "$share/argocd/install.yaml"
+echo "$argover" > "$share/argocd/VERSION"
+
 echo "peers: talos-validate  $bin/talos-validate ($(cd talos-validate && go list -m -f '{{.Version}}' github.com/siderolabs/talos/pkg/machinery))"
 echo "peers: talos-client    $bin/talos-client ($(cd talos-client && go list -m -f '{{.Version}}' github.com/siderolabs/talos/pkg/machinery))"
 echo "peers: talos-protos    $bin/talos-protos-v1.11 ($("$bin/talos-protos-v1.11" -version)), $bin/talos-protos-v1.13 ($("$bin/talos-protos-v1.13" -version))"
 echo "peers: kube-apiserver  $bin/kube-apiserver ($kver)"
 echo "peers: cilium CRDs     $share/cilium-crds ($(cat "$share/cilium-crds/VERSION"))"
+echo "peers: flux            $bin/flux-source-controller, $bin/flux-kustomize-controller ($(cat "$share/flux-crds/VERSION"))"
+echo "peers: argo-cd         $share/argocd/install.yaml ($argover)"
 echo "VIXEN_PEERS_BIN=$bin"

@@ -420,11 +420,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if daemon::source::is_remote(&repo) {
         return run_once_remote(args);
     }
+    let rt = runtime()?;
+    let layers_ok = rt.block_on(once_layers(&args.target, &args.target.repo))?;
     let mut w = args.target.prepare()?;
     DriftArg::apply(args.drift, &mut w.desired);
-    let r = runtime()?.block_on(w.engine(timeouts(&args)).resync(&w.desired, &w.configs))?;
+    let r = rt.block_on(w.engine(timeouts(&args)).resync(&w.desired, &w.configs))?;
     report_drift(&r.drift);
-    Ok(report(&r.outcome))
+    let code = report(&r.outcome);
+    Ok(if layers_ok { code } else { ExitCode::FAILURE })
+}
+
+/// The layers above the nodes (CNI, addons, GitOps handover), as the long-running agent applies
+/// them before the engine: one line each; `false` when one failed.
+async fn once_layers(target: &Target, dir: &Path) -> anyhow::Result<bool> {
+    let p = target
+        .prepare_dir(dir)
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.stage, e.error))?;
+    let link = KubeLink::new(p.kube.clone(), p.conn.clone());
+    let mut ok = true;
+    for note in daemon::layers::apply(&p, &link, None).await {
+        match note {
+            daemon::layers::LayerNote::Applied(line) => println!("{line}"),
+            daemon::layers::LayerNote::Failed { message, .. } => {
+                eprintln!("{message}");
+                ok = false;
+            }
+        }
+    }
+    Ok(ok)
 }
 
 fn report_drift(drift: &[vixen_engine::Drifted]) {
@@ -515,12 +538,15 @@ fn run_once_remote(args: Args) -> anyhow::Result<ExitCode> {
     );
     let mut target = args.target.clone();
     target.repo = checkout.path.clone();
+    let rt = runtime()?;
+    let layers_ok = rt.block_on(once_layers(&target, &checkout.path))?;
     let mut w = target.prepare()?;
     w.store = FileStore::in_dir(&args.target.state_dir());
     DriftArg::apply(args.drift, &mut w.desired);
-    let r = runtime()?.block_on(w.engine(timeouts(&args)).resync(&w.desired, &w.configs))?;
+    let r = rt.block_on(w.engine(timeouts(&args)).resync(&w.desired, &w.configs))?;
     report_drift(&r.drift);
-    Ok(report(&r.outcome))
+    let code = report(&r.outcome);
+    Ok(if layers_ok { code } else { ExitCode::FAILURE })
 }
 
 fn forge_options(d: &DaemonArgs) -> anyhow::Result<Option<ForgeOptions>> {

@@ -23,7 +23,7 @@ use super::cycle::{Agent, first_line};
 const INVENTORY_NAMESPACE: &str = "kube-system";
 
 /// What one layer says for the commit status.
-pub(super) enum LayerNote {
+pub enum LayerNote {
     /// Applied: the summary.
     Applied(String),
     /// Not applied: why, in one line (names of objects and files, never a secret value).
@@ -34,77 +34,88 @@ pub(super) enum LayerNote {
 }
 
 impl Agent {
-    async fn layer_client(&self, p: &Prepared, link: &KubeLink) -> Option<kube::Client> {
-        if let Some(k) = &self.kube {
-            return Some(k.client.clone());
-        }
-        let cps: Vec<String> = p
-            .desired
-            .nodes
-            .iter()
-            .filter(|n| n.role == Role::Controlplane)
-            .flat_map(|n| n.management_addresses.clone())
-            .collect();
-        link.client(&cps).await
-    }
-
-    /// Applies the CNI, the addons and the GitOps handover, in that order, each only when the
-    /// one before it applied; the notes are in that order.
+    /// [`apply`] with the agent's own Kubernetes client when it runs in the cluster.
     pub(super) async fn apply_layers(&self, p: &Prepared, link: &KubeLink) -> Vec<LayerNote> {
-        let mut notes = Vec::new();
-        if p.cni.is_empty() && p.addons.is_empty() && p.gitops.is_none() {
-            return notes;
-        }
-        let Some(client) = self.layer_client(p, link).await else {
-            return notes;
-        };
-        let sets = ManifestSets::new(client.clone(), INVENTORY_NAMESPACE);
-        let mut layers: Vec<(&str, Vec<serde_json::Value>, &str)> = Vec::new();
-        if !p.cni.is_empty() {
-            layers.push(("cni", p.cni.clone(), "default"));
-        }
-        if !p.addons.is_empty() {
-            layers.push(("addons", p.addons.clone(), "default"));
-        }
-        if let Some(g) = &p.gitops {
-            let mut objects = g.objects.clone();
-            if let Some(keys) = &g.age_keys {
-                objects.push(vixen_model::gitops::sops_secret(g.tool, keys));
-            }
-            layers.push(("gitops", objects, g.tool.namespace()));
-        }
-        for (set, objects, namespace) in layers {
-            match sets.apply_in(set, &objects, namespace).await {
-                Ok(r) => notes.push(LayerNote::Applied(r.summary(set))),
-                Err(e) => {
-                    let mut message = format!("{set} manifests not applied: {}", first_line(&e));
-                    if e.category() == "kube_forbidden" {
-                        message.push_str(
-                            " (vixen's least-privilege role cannot install the platform layer: \
-                             apply manifests/infrastructure/rbac.yaml, which binds vixen to \
-                             cluster-admin)",
-                        );
-                    }
-                    notes.push(LayerNote::Failed {
-                        category: e.category(),
-                        message,
-                    });
-                    return notes;
-                }
-            }
-        }
-        if let Some(g) = &p.gitops {
-            let line = match vixen_k8s::handover::read(&client, g.tool).await {
-                Ok(h) => h.line(g.tool),
-                Err(e) => format!("{}: not read: {}", g.tool.title(), first_line(&e)),
-            };
-            let line = if g.age_keys.is_none() {
-                format!("{line} (no age key handed over: vixen holds no native age identity)")
-            } else {
-                line
-            };
-            notes.push(LayerNote::Applied(line));
-        }
-        notes
+        apply(p, link, self.kube.as_ref().map(|k| k.client.clone())).await
     }
+}
+
+/// A client for the layers: `client`, else one from a control plane's kubeconfig.
+async fn layer_client(
+    p: &Prepared,
+    link: &KubeLink,
+    client: Option<kube::Client>,
+) -> Option<kube::Client> {
+    if client.is_some() {
+        return client;
+    }
+    let cps: Vec<String> = p
+        .desired
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Controlplane)
+        .flat_map(|n| n.management_addresses.clone())
+        .collect();
+    link.client(&cps).await
+}
+
+/// Applies the CNI, the addons and the GitOps handover of `p`, in that order, each only when
+/// the one before it applied; the notes are in that order. Nothing when no Kubernetes API
+/// answers yet (before bootstrap).
+pub async fn apply(p: &Prepared, link: &KubeLink, client: Option<kube::Client>) -> Vec<LayerNote> {
+    let mut notes = Vec::new();
+    if p.cni.is_empty() && p.addons.is_empty() && p.gitops.is_none() {
+        return notes;
+    }
+    let Some(client) = layer_client(p, link, client).await else {
+        return notes;
+    };
+    let sets = ManifestSets::new(client.clone(), INVENTORY_NAMESPACE);
+    let mut layers: Vec<(&str, Vec<serde_json::Value>, &str)> = Vec::new();
+    if !p.cni.is_empty() {
+        layers.push(("cni", p.cni.clone(), "default"));
+    }
+    if !p.addons.is_empty() {
+        layers.push(("addons", p.addons.clone(), "default"));
+    }
+    if let Some(g) = &p.gitops {
+        let mut objects = g.objects.clone();
+        if let Some(keys) = &g.age_keys {
+            objects.push(vixen_model::gitops::sops_secret(g.tool, keys));
+        }
+        layers.push(("gitops", objects, g.tool.namespace()));
+    }
+    for (set, objects, namespace) in layers {
+        match sets.apply_in(set, &objects, namespace).await {
+            Ok(r) => notes.push(LayerNote::Applied(r.summary(set))),
+            Err(e) => {
+                let mut message = format!("{set} manifests not applied: {}", first_line(&e));
+                if e.category() == "kube_forbidden" {
+                    message.push_str(
+                        " (vixen's least-privilege role cannot install the platform layer: \
+                         apply manifests/infrastructure/rbac.yaml, which binds vixen to \
+                         cluster-admin)",
+                    );
+                }
+                notes.push(LayerNote::Failed {
+                    category: e.category(),
+                    message,
+                });
+                return notes;
+            }
+        }
+    }
+    if let Some(g) = &p.gitops {
+        let line = match vixen_k8s::handover::read(&client, g.tool).await {
+            Ok(h) => h.line(g.tool),
+            Err(e) => format!("{}: not read: {}", g.tool.title(), first_line(&e)),
+        };
+        let line = if g.age_keys.is_none() {
+            format!("{line} (no age key handed over: vixen holds no native age identity)")
+        } else {
+            line
+        };
+        notes.push(LayerNote::Applied(line));
+    }
+    notes
 }

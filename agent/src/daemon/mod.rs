@@ -25,7 +25,7 @@ pub mod cycle;
 pub mod drift;
 pub mod http;
 pub mod kube_store;
-mod layers;
+pub mod layers;
 pub mod metrics;
 pub mod reconcile;
 pub mod relay;
