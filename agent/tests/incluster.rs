@@ -241,7 +241,9 @@ where
 }
 
 /// What `kubectl apply -k manifests/` would put in place for the agent's API access: the
-/// namespace, the ServiceAccount, manifests/rbac.yaml, vixen's CRD and Cilium's (pinned) CRDs.
+/// namespace, the ServiceAccount, manifests/rbac.yaml, vixen's CRD and Cilium's (pinned) CRDs;
+/// and, since the example delivers Cilium as its CNI, manifests/infrastructure/rbac.yaml (the
+/// opt-in the README asks for).
 async fn install_vixen(admin: &kube::Client) {
     create(
         &Api::<Namespace>::all(admin.clone()),
@@ -253,15 +255,17 @@ async fn install_vixen(admin: &kube::Client) {
         json!({ "metadata": { "name": "vixen" } }),
     )
     .await;
-    let rbac = std::fs::read_to_string(
-        std::env::var_os("CARGO_MANIFEST_DIR")
-            .map_or_else(
-                || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
-                std::path::PathBuf::from,
-            )
-            .join("../manifests/rbac.yaml"),
-    )
-    .unwrap();
+    let manifests = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            std::path::PathBuf::from,
+        )
+        .join("../manifests");
+    let rbac = [
+        std::fs::read_to_string(manifests.join("rbac.yaml")).unwrap(),
+        std::fs::read_to_string(manifests.join("infrastructure/rbac.yaml")).unwrap(),
+    ]
+    .join("\n---\n");
     for doc in serde_yaml_ng::Deserializer::from_str(&rbac) {
         let doc: Value = serde::Deserialize::deserialize(doc).unwrap();
         match doc["kind"].as_str().unwrap() {

@@ -3,8 +3,8 @@
 //! kustomize-controller v1.9.6, built from their Go modules by tests/peers/build.sh) running as
 //! local processes against the lab's API, and the repo served by `git http-backend`:
 //!
-//! 1. `vixen bootstrap` brings the first control plane up with Cilium from Talos' inline
-//!    manifests; `vixen agent --once` takes Cilium over (server-side apply), applies the
+//! 1. `vixen bootstrap` brings the first control plane up with the example's Cilium from Talos'
+//!    inline manifests; `vixen agent --once` takes Cilium over (server-side apply), applies the
 //!    SOPS-encrypted addon decrypted, installs Flux from its manifests in Git, points a
 //!    Kustomization at `apps/` and hands it the age key.
 //! 2. kustomize-controller applies the apps path, decrypting its SOPS Secret with that key; the
@@ -38,12 +38,6 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind}
 use serde_json::Value;
 
 const K: u8 = 201;
-
-fn testdata(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../crates/model/tests/testdata")
-        .join(name)
-}
 
 /// Flux's `flux install --export` as the test's stand-in: the namespace and Flux's real CRDs
 /// (the controllers run as local processes, so their Deployments are left out).
@@ -187,8 +181,6 @@ fn flux_handover_applies_the_apps_path_with_the_age_key_vixen_injected() {
         &["--kube"],
         |lab| {
             let r = &lab.repo;
-            std::fs::create_dir_all(r.join("platform")).unwrap();
-            std::fs::copy(testdata("cilium.yaml"), r.join("platform/cilium.yaml")).unwrap();
             std::fs::create_dir_all(r.join("flux")).unwrap();
             std::fs::write(r.join("flux/gotk-components.yaml"), flux_install(&crds)).unwrap();
             std::fs::create_dir_all(r.join("addons")).unwrap();
@@ -211,8 +203,7 @@ fn flux_handover_applies_the_apps_path_with_the_age_key_vixen_injected() {
             let cluster = r.join("cluster.yaml");
             let mut text = std::fs::read_to_string(&cluster).unwrap();
             text.push_str(&format!(
-                "cni:\n  name: cilium\n  kubeProxyReplacement: true\n  manifests:\n    - platform/cilium.yaml\n\
-                 addons:\n  - addons/backup.sops.yaml\n\
+                "addons:\n  - addons/backup.sops.yaml\n\
                  gitops:\n  tool: flux\n  manifests:\n    - flux/gotk-components.yaml\n  url: {url}\n  path: apps\n  interval: 5s\n"
             ));
             std::fs::write(&cluster, text).unwrap();
@@ -263,7 +254,7 @@ fn flux_handover_applies_the_apps_path_with_the_age_key_vixen_injected() {
 
     // First reconcile: every node configured, Cilium taken over, the addon, Flux installed.
     let first = agent_once(&lab);
-    assert!(first.contains("cni: 3 applied"), "{first}");
+    assert!(first.contains("cni: 7 applied"), "{first}");
     assert!(first.contains("addons: 1 applied"), "{first}");
     assert!(first.contains("Flux: apps not reconciled yet"), "{first}");
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), "kube-system");
@@ -385,7 +376,7 @@ fn flux_handover_applies_the_apps_path_with_the_age_key_vixen_injected() {
     assert_ne!(changed, docs[2]);
     std::fs::write(&manifest, format!("{}---\n{changed}", docs[0])).unwrap();
     let third = agent_once(&lab);
-    assert!(third.contains("cni: 2 applied, 1 pruned"), "{third}");
+    assert!(third.contains("cni: 6 applied, 1 pruned"), "{third}");
     let cm = rt.block_on(cms.get("cilium-config")).unwrap();
     assert_eq!(cm.data.unwrap()["debug"], "true");
     let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =

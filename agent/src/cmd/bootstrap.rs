@@ -100,6 +100,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .as_deref()
                 .map(|p| super::install::read_token(p, "--forge-token-file"))
                 .transpose()?,
+            infrastructure: vixen_model::Repo::load(&args.target.repo)
+                .is_ok_and(|r| super::install::needs_infrastructure(&r)),
         }),
         None => None,
     };

@@ -63,6 +63,19 @@ pub struct Install {
     pub git_token: Option<Zeroizing<String>>,
     /// The forge token (Secret `vixen-forge`), if given.
     pub forge_token: Option<Zeroizing<String>>,
+    /// The repo has a platform layer vixen applies (a CNI it delivers, addons, a GitOps
+    /// handover): the agent gets `manifests/infrastructure/rbac.yaml` too, since installing a
+    /// CNI or Flux needs rights over any kind in any namespace.
+    pub infrastructure: bool,
+}
+
+/// `manifests/infrastructure/rbac.yaml`: the opt-in binding to cluster-admin.
+const INFRASTRUCTURE_RBAC: &str = include_str!("../../../manifests/infrastructure/rbac.yaml");
+
+/// Whether `repo` has a platform layer that needs [`INFRASTRUCTURE_RBAC`].
+pub fn needs_infrastructure(repo: &vixen_model::Repo) -> bool {
+    let c = &repo.cluster.value;
+    !c.cni.manifests.is_empty() || !c.addons.is_empty() || c.gitops.is_some()
 }
 
 /// Reads a token file given on the command line (trimmed; never printed).
@@ -106,7 +119,13 @@ fn secret(name: &str, data: &[(&str, &[u8])]) -> serde_json::Value {
 /// filled in, then the Secrets.
 fn documents(install: &Install) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut docs = Vec::new();
-    for (file, text) in MANIFESTS {
+    let infrastructure = [("infrastructure/rbac.yaml", INFRASTRUCTURE_RBAC)];
+    let extra: &[(&str, &str)] = if install.infrastructure {
+        &infrastructure
+    } else {
+        &[]
+    };
+    for (file, text) in MANIFESTS.iter().chain(extra) {
         for de in serde_yaml_ng::Deserializer::from_str(text) {
             let mut doc = serde_json::Value::deserialize(de)
                 .with_context(|| format!("built-in manifests/{file}"))?;

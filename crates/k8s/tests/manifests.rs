@@ -239,14 +239,15 @@ async fn talos_creates_the_inline_manifests_once_and_vixen_keeps_them_in_step() 
     );
     assert!(system.get_opt("cilium-config").await.unwrap().is_some());
 
-    // No controller-manager runs in the lab: the DaemonSet has no status, so it has not rolled
-    // out, and a missing one is told apart.
+    // The lab posts the status the DaemonSet controller would (one pod per registered node,
+    // ready while its node is): the rollout on the one node is read as finished, and a missing
+    // DaemonSet is told apart.
     let progress = sets
         .daemonset_progress("kube-system", "cilium")
         .await
         .unwrap();
     assert!(
-        progress.is_some_and(|p| p.unfinished(0).is_some()),
+        progress.is_some_and(|p| p.observed && p.desired == 1 && p.unfinished(0).is_none()),
         "{progress:?}"
     );
     assert_eq!(

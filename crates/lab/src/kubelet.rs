@@ -42,6 +42,8 @@ pub(crate) struct Kubelet {
     posted: HashMap<String, Posted>,
     /// Per control plane: the static pods' images and readiness last posted.
     statics: HashMap<String, Vec<(String, bool)>>,
+    /// The DaemonSets' status (the controller's part, one pod per registered node).
+    daemonsets: crate::daemonsets::DaemonSets,
 }
 
 /// The control-plane static pods: `k8s-app` and the config path of their image.
@@ -130,6 +132,10 @@ impl Kubelet {
         }
         self.static_pods(lab, client).await;
         self.pods(lab, client).await;
+        let scheduled = i32::try_from(self.registered.len()).unwrap_or(i32::MAX);
+        let ready = self.posted.values().filter(|p| p.ready).count();
+        let ready = i32::try_from(ready).unwrap_or(i32::MAX);
+        self.daemonsets.sync(client, scheduled, ready).await;
     }
 
     /// Posts the mirror pods of each registered control plane whose images or readiness

@@ -17,6 +17,7 @@ mod apid;
 mod apiserver;
 mod config;
 mod daemon;
+mod daemonsets;
 mod etcd;
 mod etcd_ops;
 mod events;

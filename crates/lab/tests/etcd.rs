@@ -167,12 +167,11 @@ async fn graceful_leaves_keep_quorum_on_v1_13_with_worker_and_proxy() {
     assert!(leader_after.is_empty() || leader_after == "cp1");
     // Talos sends the MemberRemove through a shuffled list of every control plane's endpoint
     // (`etcd.NewClientFromControlPlaneIPs`), its own included: when it lands on the leaving
-    // member, that member applies its own removal and stops before it answers ("raft: stopped"),
-    // and Talos returns the error although the member is gone. Either way it has left.
-    match cp2.etcd_leave_cluster().await {
-        Ok(()) => {}
-        Err(e) if e.to_string().contains("raft: stopped") => {}
-        Err(e) => panic!("etcd leave: {e}"),
+    // member, that member applies its own removal and stops before it answers ("raft: stopped",
+    // or the connection drops), and Talos returns the error although the member is gone (it
+    // retries only ErrUnhealthy). What counts is that it has left: etcd itself says so below.
+    if let Err(e) = cp2.etcd_leave_cluster().await {
+        eprintln!("etcd leave answered an error after the removal went through: {e}");
     }
     wait_members("127.0.43.1", 1).await;
     let mut e = etcd("127.0.43.1").await;

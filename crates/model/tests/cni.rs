@@ -3,14 +3,14 @@
 //! would leave nodes without networking, with file:line, and never read outside the repo.
 
 mod common;
-use common::{assert_found, edit, example_copy, problems, testdata};
+use common::{assert_found, edit, example_copy_flannel, problems, testdata};
 use vixen_model::{Repo, render, validate};
 
 const CILIUM: &str = "cni:\n  name: cilium\n  kubeProxyReplacement: true\n  manifests:\n    - platform/cilium.yaml\n";
 
 /// The example with `cni` appended to cluster.yaml and the test manifest at platform/cilium.yaml.
 fn cilium_repo(cni: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let (dir, repo) = example_copy();
+    let (dir, repo) = example_copy_flannel();
     std::fs::create_dir_all(repo.join("platform")).unwrap();
     std::fs::copy(testdata("cilium.yaml"), repo.join("platform/cilium.yaml")).unwrap();
     edit(&repo.join("cluster.yaml"), "", cni);
@@ -60,7 +60,7 @@ fn without_kube_proxy_replacement_talos_keeps_kube_proxy() {
 
 #[test]
 fn flannel_is_talos_default_and_writes_nothing() {
-    let (_dir, root) = example_copy();
+    let (_dir, root) = example_copy_flannel();
     let repo = Repo::load(&root).unwrap();
     let cp = render::render(&repo, repo.node("cp-1").unwrap(), &bundle()).unwrap();
     assert!(cp.main["cluster"]["network"].get("cni").is_none());
@@ -69,7 +69,7 @@ fn flannel_is_talos_default_and_writes_nothing() {
 
 #[test]
 fn cilium_without_manifests_is_refused_at_the_cni_line() {
-    let (_dir, root) = example_copy();
+    let (_dir, root) = example_copy_flannel();
     edit(&root.join("cluster.yaml"), "", "cni:\n  name: cilium\n");
     assert_found(
         &problems(&root),

@@ -4,7 +4,7 @@
 //! read, and no secret value is printed.
 
 mod common;
-use common::{assert_found, demo_keys, edit, example_copy, problems, testdata};
+use common::{assert_found, demo_keys, edit, example_copy_flannel, problems, testdata};
 use serde_json::Value;
 use vixen_model::{Repo, addons, gitops};
 
@@ -13,7 +13,7 @@ const FLUX: &str = "gitops:\n  tool: flux\n  manifests:\n    - flux/gotk-compone
 /// The example with `extra` appended to cluster.yaml, Flux's stand-in install manifests at
 /// flux/gotk-components.yaml and the encrypted addon at addons/backup.sops.yaml.
 fn repo_with(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let (dir, repo) = example_copy();
+    let (dir, repo) = example_copy_flannel();
     for (from, to) in [
         ("flux-install.yaml", "flux/gotk-components.yaml"),
         ("addon-secret.sops.yaml", "addons/backup.sops.yaml"),
@@ -75,7 +75,7 @@ fn flux_handover_points_a_kustomization_at_the_apps_path_with_the_sops_key() {
 
 #[test]
 fn argo_cd_handover_writes_a_repository_secret_and_the_root_application() {
-    let (_dir, root) = example_copy();
+    let (_dir, root) = example_copy_flannel();
     std::fs::create_dir_all(root.join("argocd")).unwrap();
     std::fs::write(
         root.join("argocd/install.yaml"),

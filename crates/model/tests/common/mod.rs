@@ -59,6 +59,24 @@ pub fn edit(file: &Path, old: &str, new: &str) {
     std::fs::write(file, text).unwrap();
 }
 
+/// [`example_copy`] with Talos' default Flannel: the example's `cni:` line taken out (for the
+/// tests that add a CNI of their own, and whose line numbers predate it).
+pub fn example_copy_flannel() -> (tempfile::TempDir, PathBuf) {
+    let (dir, repo) = example_copy();
+    let path = repo.join("cluster.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line =
+        "cni: {name: cilium, kubeProxyReplacement: true, manifests: [platform/cilium.yaml]}\n";
+    assert!(text.contains(line), "the example's cni line");
+    // A comment line in its place keeps every other line where it was.
+    std::fs::write(
+        &path,
+        text.replacen(line, "# (Flannel: Talos' default)\n", 1),
+    )
+    .unwrap();
+    (dir, repo)
+}
+
 /// A temp folder holding a copy of the example at `<tmp>/repo`.
 pub fn example_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
