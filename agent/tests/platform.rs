@@ -239,9 +239,20 @@ fn flux_handover_applies_the_apps_path_with_the_age_key_vixen_injected() {
     lab.bootstrap();
     let rt = runtime();
     let admin = client(&lab, &rt, 1);
-    // Talos (the lab) created Cilium's objects from the inline manifests at bootstrap.
+    // Talos (the lab) creates Cilium's objects from the inline manifests once its API answers
+    // (its manifest controller runs on its own, so the test waits for it).
     let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), "kube-system");
-    let cilium = rt.block_on(cms.get("cilium-config")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cilium = loop {
+        if let Some(cm) = rt.block_on(cms.get_opt("cilium-config")).unwrap() {
+            break cm;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Talos never created cilium-config"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(
         cilium
             .metadata
