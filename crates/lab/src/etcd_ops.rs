@@ -241,7 +241,12 @@ impl Node {
     }
 }
 
-/// etcd's "unhealthy cluster" and "server stopped" answers, which Talos' leave retries.
+/// etcd's "unhealthy cluster" and "server stopped" answers, which Talos' leave retries; and a
+/// transport error: the lab's client may have picked an endpoint that is gone (a control plane
+/// just reset), where Talos' clientv3 balancer sends only to endpoints that are up, so such a
+/// request never fails there while another member answers.
 fn text_is_retryable(text: &str) -> bool {
-    text.contains("unhealthy cluster") || text.contains("server stopped")
+    text.contains("unhealthy cluster")
+        || text.contains("server stopped")
+        || text.contains("transport error")
 }
