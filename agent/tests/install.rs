@@ -98,16 +98,6 @@ async fn client(text: &str) -> kube::Client {
     kube::Client::try_from(cfg).unwrap()
 }
 
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    format!(
-        "\n--- {} ---\n{}",
-        path.display(),
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    )
-}
-
 /// Expands `$(VAR)` as the kubelet does: a defined variable is replaced, any other reference
 /// is left as written.
 fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
@@ -337,7 +327,13 @@ async fn bootstrap_install_repo_with_only_the_age_key_starts_an_agent_that_conve
             .spawn()
             .unwrap(),
     );
-    let why = || format!("{}{}", tail(&out_file), tail(&err_file));
+    let why = || {
+        format!(
+            "{}{}",
+            common::tail(&out_file, 30),
+            common::tail(&err_file, 30)
+        )
+    };
 
     // An admin kubeconfig, as `talosctl kubeconfig` gets it, once the API answers.
     let kc_path = dir.join("admin.kubeconfig");
@@ -476,7 +472,7 @@ async fn bootstrap_install_repo_with_only_the_age_key_starts_an_agent_that_conve
             .spawn()
             .unwrap(),
     );
-    let why = || tail(&log);
+    let why = || common::tail(&log, 30);
     until("/readyz to answer 200", 120, why, || async {
         ready(&listen).then_some(())
     })

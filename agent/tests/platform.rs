@@ -137,16 +137,6 @@ fn free_port(ip: &str) -> u16 {
         .port()
 }
 
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    format!(
-        "\n--- {} ---\n{}",
-        path.display(),
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    )
-}
-
 fn git(dir: &Path, args: &[&str]) {
     let out = fixture::git(dir).args(args).output().unwrap();
     assert!(
@@ -322,7 +312,13 @@ fn flux_handover_applies_the_apps_path_with_the_age_key_vixen_injected() {
             "--watch-all-namespaces=true".into(),
         ],
     );
-    let why = || format!("{}{}", tail(&source_log), tail(&kustomize_log));
+    let why = || {
+        format!(
+            "{}{}",
+            common::tail(&source_log, 20),
+            common::tail(&kustomize_log, 20)
+        )
+    };
 
     // kustomize-controller applies apps/, decrypting the Secret with the key vixen handed over.
     let ks = Api::<DynamicObject>::namespaced_with(

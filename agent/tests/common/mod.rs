@@ -80,3 +80,14 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The last `n` lines of a log file, headed by its path (for a failing assertion's message).
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    format!(
+        "\n--- {} ---\n{}",
+        path.display(),
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    )
+}
