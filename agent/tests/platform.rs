@@ -343,13 +343,24 @@ fn flux_handover_applies_the_apps_path_with_the_age_key_vixen_injected() {
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(password, b"hunter2-from-git");
-    let k = rt.block_on(ks.get("apps")).unwrap();
-    let k = serde_json::to_value(&k).unwrap();
-    let ready = k["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
-        .unwrap_or(Value::Null);
-    assert_eq!(ready["status"], "True", "{k:#}{}", why());
+    // The Secret lands before kustomize-controller finishes its drift check and marks the
+    // Kustomization Ready; wait for Ready as `flux get kustomizations` would show it.
+    let k = loop {
+        let k = serde_json::to_value(rt.block_on(ks.get("apps")).unwrap()).unwrap();
+        let ready = k["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+            .unwrap_or(Value::Null);
+        if ready["status"] == "True" {
+            break k;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Flux never marked apps Ready: {k:#}{}",
+            why()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
     assert_eq!(
         k["status"]["lastAppliedRevision"],
         format!("main@sha1:{head}")
