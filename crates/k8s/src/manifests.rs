@@ -4,10 +4,15 @@
 //! Git.
 //!
 //! ```text
-//! objects (Git) ──SSA, force, labels managed-by=vixen, vixen.dev/set=<set>──► API server
-//! ConfigMap <ns>/vixen-set-<set> ── the previous inventory (apiVersion kind namespace name) ─┐
-//! delete(previous - now), only objects that still carry both labels ◄──────────────────────┘
+//! ConfigMap <ns>/vixen-set-<set>: previous inventory (apiVersion kind namespace name)
+//!   1. inventory := previous ∪ Git          (before anything is created)
+//!   2. objects (Git) ──SSA, force, labels managed-by=vixen, vixen.dev/set=<set>──► API server
+//!   3. delete(previous - Git), only objects that still carry both labels
+//!   4. inventory := Git
 //! ```
+//!
+//! Step 1 makes an apply that is cut short (the agent killed, an object refused) harmless: what
+//! it created is on record, and leaves Git with a later commit like anything else.
 //!
 //! Order as Talos applies inline manifests (namespaces, then CRDs, then the rest); objects of
 //! a kind the API does not serve yet (a CRD just created) are retried on the next reconcile.
@@ -90,6 +95,10 @@ impl DaemonSetProgress {
 /// How long an apply waits for the kinds of the CRDs it has just created to be served.
 pub const CRD_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// The kinds one apply has discovered: `apiVersion/Kind` to its API and whether it is
+/// namespaced.
+type Kinds = std::collections::HashMap<String, (ApiResource, bool)>;
+
 /// Applies named sets of manifests.
 pub struct ManifestSets {
     client: kube::Client,
@@ -140,47 +149,49 @@ impl ManifestSets {
         }
     }
 
-    /// The API of `obj`'s kind (`None`: not served), namespaced APIs in the object's namespace
-    /// or `default_namespace`; and whether the kind is namespaced.
-    async fn api_for(
+    /// The API of `obj`'s kind (`None`: not served), discovered once per apply (`kinds`; a kind
+    /// not served is asked again, as its CRD may just have been created). A namespaced object
+    /// that names no namespace gets `default_namespace` written in, so its key is final.
+    async fn resolve(
         &self,
-        obj: &Value,
+        kinds: &mut Kinds,
+        obj: &mut Value,
         default_namespace: &str,
-    ) -> Result<Option<(Api<DynamicObject>, bool)>> {
-        let api_version = str_at(obj, "/apiVersion");
-        let kind = str_at(obj, "/kind");
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (ar, caps): (ApiResource, _) = match discovery::pinned_kind(&self.client, &gvk).await {
-            Ok(found) => found,
-            Err(kube::Error::Discovery(_)) => return Ok(None),
-            Err(e) if api_code(&e) == Some(404) => return Ok(None),
-            Err(e) => return Err(Error::kube("discover", format!("{api_version}/{kind}"), e)),
-        };
-        Ok(Some(if caps.scope == Scope::Namespaced {
-            let ns = match str_at(obj, "/metadata/namespace") {
-                "" => default_namespace,
-                ns => ns,
-            };
-            (Api::namespaced_with(self.client.clone(), ns, &ar), true)
+    ) -> Result<Option<Api<DynamicObject>>> {
+        let api_version = str_at(obj, "/apiVersion").to_owned();
+        let kind = str_at(obj, "/kind").to_owned();
+        let id = format!("{api_version}/{kind}");
+        if !kinds.contains_key(&id) {
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+            let gvk = GroupVersionKind::gvk(group, version, &kind);
+            match discovery::pinned_kind(&self.client, &gvk).await {
+                Ok((ar, caps)) => {
+                    kinds.insert(id.clone(), (ar, caps.scope == Scope::Namespaced));
+                }
+                Err(kube::Error::Discovery(_)) => return Ok(None),
+                Err(e) if api_code(&e) == Some(404) => return Ok(None),
+                Err(e) => return Err(Error::kube("discover", id, e)),
+            }
+        }
+        let (ar, namespaced) = &kinds[&id];
+        Ok(Some(if *namespaced {
+            if str_at(obj, "/metadata/namespace").is_empty() {
+                obj["metadata"]["namespace"] = json!(default_namespace);
+            }
+            Api::namespaced_with(self.client.clone(), str_at(obj, "/metadata/namespace"), ar)
         } else {
-            (Api::all_with(self.client.clone(), &ar), false)
+            Api::all_with(self.client.clone(), ar)
         }))
     }
 
-    /// Applies one labelled object: `Ok(None)` when its kind is not served (yet).
-    async fn apply_one(&self, obj: &mut Value, default_namespace: &str) -> Result<Option<()>> {
-        let Some((api, namespaced)) = self.api_for(obj, default_namespace).await? else {
-            return Ok(None);
-        };
-        if namespaced && str_at(obj, "/metadata/namespace").is_empty() {
-            obj["metadata"]["namespace"] = json!(default_namespace);
-        }
-        let name = str_at(obj, "/metadata/name").to_owned();
+    /// Applies one labelled object whose kind is served: `Ok(false)` when the API answers 404
+    /// (its kind or namespace went away meanwhile).
+    async fn apply_one(&self, api: &Api<DynamicObject>, obj: &Value) -> Result<bool> {
+        let name = str_at(obj, "/metadata/name");
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        match api.patch(&name, &params, &Patch::Apply(&*obj)).await {
-            Ok(_) => Ok(Some(())),
-            Err(e) if api_code(&e) == Some(404) => Ok(None),
+        match api.patch(name, &params, &Patch::Apply(obj)).await {
+            Ok(_) => Ok(true),
+            Err(e) if api_code(&e) == Some(404) => Ok(false),
             Err(e) => Err(Error::kube("apply", what(obj), e)),
         }
     }
@@ -253,11 +264,11 @@ impl ManifestSets {
         default_namespace: &str,
     ) -> Result<SetReport> {
         let mut report = SetReport::default();
+        let mut kinds = Kinds::new();
         let mut ordered: Vec<Value> = objects.to_vec();
         ordered.sort_by_key(rank);
-        let mut now = BTreeSet::new();
+        let mut served = Vec::new();
         let mut pending = Vec::new();
-        let mut new_crds = false;
         for mut obj in ordered {
             let labels = &mut obj["metadata"]["labels"];
             if !labels.is_object() {
@@ -265,35 +276,65 @@ impl ManifestSets {
             }
             labels[MANAGED_BY.0] = json!(MANAGED_BY.1);
             labels[SET_LABEL] = json!(set);
-            match self.apply_one(&mut obj, default_namespace).await? {
-                Some(()) => {
-                    new_crds |= rank(&obj) == 1;
-                    now.insert(key(&obj));
-                    report.applied.push(what(&obj));
-                }
+            match self
+                .resolve(&mut kinds, &mut obj, default_namespace)
+                .await?
+            {
+                Some(api) => served.push((obj, api)),
                 None => pending.push(obj),
             }
         }
+
+        // Everything this apply may create is on record before the first object is created,
+        // as ApplySet (KEP-3659) has the parent list the superset before applying: an apply cut
+        // short (the agent killed, an object refused) leaves nothing a later prune cannot find.
+        let before = self.inventory(set).await?;
+        let intent: BTreeSet<String> = before
+            .iter()
+            .cloned()
+            .chain(served.iter().map(|(o, _)| key(o)))
+            .chain(pending.iter().map(key))
+            .collect();
+        if intent != before {
+            self.save_inventory(set, &intent).await?;
+        }
+
+        let mut now = BTreeSet::new();
+        let mut new_crds = false;
+        for (obj, api) in served {
+            if self.apply_one(&api, &obj).await? {
+                new_crds |= rank(&obj) == 1;
+                now.insert(key(&obj));
+                report.applied.push(what(&obj));
+            } else {
+                pending.push(obj);
+            }
+        }
         let deadline = tokio::time::Instant::now() + CRD_WAIT;
-        while new_crds && !pending.is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        while new_crds && !pending.is_empty() {
             let mut still = Vec::new();
             for mut obj in pending {
-                match self.apply_one(&mut obj, default_namespace).await? {
-                    Some(()) => {
+                let api = self
+                    .resolve(&mut kinds, &mut obj, default_namespace)
+                    .await?;
+                match api {
+                    Some(api) if self.apply_one(&api, &obj).await? => {
                         now.insert(key(&obj));
                         report.applied.push(what(&obj));
                     }
-                    None => still.push(obj),
+                    _ => still.push(obj),
                 }
             }
             pending = still;
+            if pending.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
         for obj in &pending {
             now.insert(key(obj));
             report.deferred.push(what(obj));
         }
-        let before = self.inventory(set).await?;
         if !report.deferred.is_empty() {
             let both: BTreeSet<String> = before.union(&now).cloned().collect();
             self.save_inventory(set, &both).await?;
@@ -304,13 +345,21 @@ impl ManifestSets {
             let [api_version, kind, ns, name] = parts[..] else {
                 continue;
             };
-            let probe = json!({
+            let mut probe = json!({
                 "apiVersion": api_version, "kind": kind,
                 "metadata": { "name": name, "namespace": ns },
             });
-            let Some((api, _)) = self.api_for(&probe, default_namespace).await? else {
+            let Some(api) = self
+                .resolve(&mut kinds, &mut probe, default_namespace)
+                .await?
+            else {
                 continue;
             };
+            // Recorded before its namespace was known (its kind was not served then): the same
+            // object as one still in Git is not pruned.
+            if now.contains(&key(&probe)) {
+                continue;
+            }
             let Some(live) = api
                 .get_metadata_opt(name)
                 .await

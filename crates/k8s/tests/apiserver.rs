@@ -6,7 +6,6 @@
 #[path = "../../lab/tests/common/mod.rs"]
 mod common;
 
-use std::io::Read as _;
 use std::time::Duration;
 
 use common::*;
@@ -66,20 +65,7 @@ async fn cluster(dir: &std::path::Path, test: &str) -> Option<(Lab, String)> {
         .unwrap()
         .replace("https://127.0.0.1:6443", &endpoint);
     install(&c, &format!("127.0.{NET}.1"), cfg.as_bytes(), &addr).await;
-    admin(&c, &addr)
-        .bootstrap_when_ready(std::time::Duration::from_secs(60))
-        .await
-        .unwrap();
-    let archive = admin(&c, &addr).kubeconfig().await.unwrap();
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&archive[..]));
-    let mut kubeconfig = String::new();
-    tar.entries()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .read_to_string(&mut kubeconfig)
-        .unwrap();
+    let kubeconfig = bootstrap_kubeconfig(&c, &addr).await;
     let admin_client = client(&kubeconfig, None).await;
     let nodes: Api<Node> = Api::all(admin_client);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);

@@ -7,19 +7,21 @@
 #[path = "../../lab/tests/common/mod.rs"]
 mod common;
 
-use std::io::Read as _;
 use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{Api, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::{Value, json};
 use vixen_k8s::ManifestSets;
 use vixen_lab::{Fault, Lab, LabOptions, Role};
 use vixen_talos::ApplyMode;
 
 const NET: u8 = 233;
+/// The lab of the cut-short apply test.
+const NET_CUT: u8 = 235;
 
 const CILIUM: &str = include_str!("../../model/tests/testdata/cilium.yaml");
 
@@ -118,20 +120,7 @@ async fn talos_creates_the_inline_manifests_once_and_vixen_keeps_them_in_step() 
         &addr,
     )
     .await;
-    admin(&c, &addr)
-        .bootstrap_when_ready(Duration::from_secs(60))
-        .await
-        .unwrap();
-    let archive = admin(&c, &addr).kubeconfig().await.unwrap();
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&archive[..]));
-    let mut kubeconfig = String::new();
-    tar.entries()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .read_to_string(&mut kubeconfig)
-        .unwrap();
+    let kubeconfig = bootstrap_kubeconfig(&c, &addr).await;
     let kube = client(&kubeconfig).await;
     let system: Api<ConfigMap> = Api::namespaced(kube.clone(), "kube-system");
     let extra: Api<ConfigMap> = Api::namespaced(kube.clone(), "cni-extra");
@@ -256,5 +245,120 @@ async fn talos_creates_the_inline_manifests_once_and_vixen_keeps_them_in_step() 
             .unwrap(),
         None
     );
+    lab.shutdown().await;
+}
+
+/// Faults: an apply cut short between two objects, and a kind not served when its object was
+/// first recorded. The cut is made by the API server refusing the set's second object (a
+/// ConfigMap key Kubernetes rejects): that leaves the cluster as an agent SIGKILLed between the
+/// two patches would, the first object created and the end of the apply (the inventory) never
+/// reached. Once both objects leave Git, the created one must be pruned, not orphaned. The
+/// object of a kind served late names no namespace: it goes to `default` once served, and is
+/// not then pruned as if it were another object that left Git.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_cut_short_leaves_nothing_a_later_prune_cannot_find() {
+    let Some(apiserver) = vixen_lab::peers::for_test(
+        "kube-apiserver",
+        "an_apply_cut_short_leaves_nothing_a_later_prune_cannot_find",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(
+        &spec(NET_CUT, &[("cp1", Role::Controlplane, "v1.11.6")]),
+        LabOptions {
+            dir: dir.path().to_path_buf(),
+            reboot_ms: 1500,
+            kube: Some(vixen_lab::KubeOptions { apiserver }),
+        },
+    )
+    .await
+    .unwrap();
+    let c = Cluster::generate();
+    let addr = format!("127.0.{NET_CUT}.11");
+    let cfg = String::from_utf8(c.config(Role::Controlplane, "cp1", &[&addr], "v1.11.6"))
+        .unwrap()
+        .replace(
+            "https://127.0.0.1:6443",
+            &format!("https://127.0.{NET_CUT}.100:6443"),
+        );
+    install(&c, &format!("127.0.{NET_CUT}.1"), cfg.as_bytes(), &addr).await;
+    let kube = client(&bootstrap_kubeconfig(&c, &addr).await).await;
+    let cms: Api<ConfigMap> = Api::namespaced(kube.clone(), "default");
+    // The API server creates `default` itself, a moment after it answers.
+    let namespaces: Api<Namespace> = Api::all(kube.clone());
+    wait_for("the default namespace", async || {
+        namespaces.get_opt("default").await.ok().flatten()
+    })
+    .await;
+    let sets = ManifestSets::new(kube.clone(), "kube-system");
+    let cm = |name: &str, key: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+               "data": {key: "1"}})
+    };
+
+    // Commit 1: `early` is created, `refused` is refused; the apply stops there.
+    let err = sets
+        .apply("addons", &[cm("early", "a"), cm("refused", "not a key!")])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ConfigMap default/refused"), "{err}");
+    assert!(cms.get_opt("early").await.unwrap().is_some());
+
+    // Commit 2: both left Git. What the cut-short apply created is pruned with them.
+    let report = sets.apply("addons", &[cm("kept", "a")]).await.unwrap();
+    assert_eq!(report.pruned, ["ConfigMap default/early"], "{report:?}");
+    assert!(
+        cms.get_opt("early").await.unwrap().is_none(),
+        "the object the cut-short apply created was orphaned"
+    );
+    assert!(cms.get_opt("kept").await.unwrap().is_some());
+
+    // A custom object that names no namespace, before its CRD is served: it waits.
+    let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                        "metadata": {"name": "w"}, "spec": {"size": 1}});
+    let report = sets
+        .apply("widgets", std::slice::from_ref(&widget))
+        .await
+        .unwrap();
+    assert_eq!(report.deferred, ["Widget w"], "{report:?}");
+    let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                     "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                     "versions": [{"name": "v1", "served": true, "storage": true,
+                                   "schema": {"openAPIV3Schema": {"type": "object",
+                                     "x-kubernetes-preserve-unknown-fields": true}}}]},
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let widgets = Api::<DynamicObject>::namespaced_with(
+        kube.clone(),
+        "default",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+            "widgets",
+        ),
+    );
+    wait_for("the Widget kind", async || {
+        widgets.list(&Default::default()).await.ok()
+    })
+    .await;
+    // Served now: applied in `default`, and kept on this apply and the next.
+    for _ in 0..2 {
+        let report = sets
+            .apply("widgets", std::slice::from_ref(&widget))
+            .await
+            .unwrap();
+        assert_eq!(report.applied, ["Widget default/w"], "{report:?}");
+        assert!(report.pruned.is_empty(), "{report:?}");
+        assert!(widgets.get_opt("w").await.unwrap().is_some(), "pruned");
+    }
     lab.shutdown().await;
 }

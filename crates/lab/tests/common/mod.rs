@@ -171,3 +171,24 @@ pub async fn wait_members(addr: &str, n: usize) {
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
+
+/// Bootstraps the configured control plane at `addr` and returns its admin kubeconfig, as
+/// `talosctl bootstrap` then `talosctl kubeconfig` would.
+pub async fn bootstrap_kubeconfig(c: &Cluster, addr: &str) -> String {
+    use std::io::Read as _;
+    admin(c, addr)
+        .bootstrap_when_ready(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let archive = admin(c, addr).kubeconfig().await.unwrap();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&archive[..]));
+    let mut kubeconfig = String::new();
+    tar.entries()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .read_to_string(&mut kubeconfig)
+        .unwrap();
+    kubeconfig
+}
