@@ -49,7 +49,7 @@ enum Command {
     /// Reconcile the cluster with the repo: once, or as the long-running in-cluster agent.
     Agent(Box<cmd::agent::Args>),
     /// Show the VixenCluster status the agent writes: revision, phase, nodes, conditions.
-    Status(cmd::agent::StatusArgs),
+    Status(cmd::status::StatusArgs),
     /// etcd snapshots: take one now, list the stored ones.
     #[command(subcommand)]
     Etcd(cmd::etcd::Command),
@@ -117,7 +117,7 @@ fn main() -> ExitCode {
         Command::Decommission(args) => cmd::decommission::run(args),
         Command::Plan(args) => cmd::agent::plan(args),
         Command::Agent(args) => cmd::agent::run(*args),
-        Command::Status(args) => cmd::agent::status(args),
+        Command::Status(args) => cmd::status::status(args),
         Command::Kubeconfig(args) => cmd::kubeconfig::run(args),
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vixen", &mut std::io::stdout());

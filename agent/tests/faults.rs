@@ -5,8 +5,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "../../crates/git/tests/e2e/fixture.rs"]
+#[allow(dead_code)]
+mod fixture;
+#[path = "../../crates/git/tests/e2e/http_server.rs"]
+#[allow(dead_code)]
+mod http_server;
 use common::example;
 use common::lab::*;
+use fixture::run;
 
 /// Fault: one control plane powered off while a change that needs a reboot reaches every
 /// control plane (the incident of issue 14: cp-1 and then cp-3 rebooted, 1 voter of 3 left).
@@ -107,4 +114,81 @@ fn an_idle_agent_makes_no_talos_call_between_polls() {
         "{} Talos calls in 5 s of polling an unchanged repo",
         calls.len()
     );
+}
+
+/// `vixen agent --once` from a Git URL, as a laptop or a CI job runs it against the cluster's
+/// remote. Fault covered: the Git server does not answer; no node is touched and the error says
+/// which URL. Then the server answers: the pushed head is fetched (the commit is named) and its
+/// metadata change is applied live, with no reboot (calls.jsonl).
+#[test]
+fn once_from_a_git_url_applies_the_pushed_head_and_touches_nothing_while_git_is_down() {
+    let lab = Lab::full_cluster(203);
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("srv");
+    std::fs::create_dir_all(&served).unwrap();
+    let bare = served.join("cluster.git");
+    run(fixture::git(&lab.repo).args(["init", "-q", "-b", "main"]));
+    run(fixture::git(&lab.repo).args(["add", "-A"]));
+    run(fixture::git(&lab.repo).args(["commit", "-qm", "cluster"]));
+    run(fixture::git(tmp.path())
+        .args(["clone", "-q", "--bare"])
+        .arg(&lab.repo)
+        .arg(&bare));
+    let git_ip = lab.ip("3.1");
+    let once = |url: &str| {
+        lab.vixen(&[
+            "agent",
+            "--once",
+            "--repo",
+            url,
+            "--lab",
+            lab.lab.to_str().unwrap(),
+            "--ready-timeout",
+            "60",
+        ])
+    };
+
+    // Fault: nothing answers at the URL.
+    let port = std::net::TcpListener::bind((git_ip.as_str(), 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mark = lab.mark();
+    let out = once(&format!("http://{git_ip}:{port}/cluster.git"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&format!("{git_ip}:{port}")), "{err}");
+    assert!(lab.mutating_since(mark).is_empty());
+
+    // The server answers; a label change is pushed.
+    let http = http_server::GitHttpServer::start_public(&git_ip, &served);
+    lab.edit(
+        "nodes/worker-1.yaml",
+        "node.kubernetes.io/pool: general",
+        "node.kubernetes.io/pool: batch",
+    );
+    run(fixture::git(&lab.repo).args(["commit", "-qam", "worker-1 to batch"]));
+    run(fixture::git(&lab.repo)
+        .arg("push")
+        .arg("-q")
+        .arg(&bare)
+        .arg("main"));
+    let head = run(fixture::git(&lab.repo).args(["rev-parse", "HEAD"]));
+    let mark = lab.mark();
+    let out = once(&http.url("cluster.git"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("fetched {head}")), "{text}");
+    let calls = lab.mutating_since(mark);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(
+        (calls[0].node.as_str(), calls[0].short()),
+        ("worker-1", "ApplyConfiguration")
+    );
+    assert_eq!(calls[0].detail["mode"], "NO_REBOOT");
 }

@@ -1,5 +1,6 @@
-//! `vixen agent` and `vixen status`: reconcile the cluster with the repo (once, or as the
-//! long-running in-cluster agent), or show what the agent did. `vixen plan` is in `plan`.
+//! `vixen agent`: reconcile the cluster with the repo, as the long-running in-cluster agent (or
+//! once, in `once`), and the [`Target`] every command that reaches the cluster takes. `vixen
+//! plan` is in `plan`, `vixen status` in `status`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,7 +8,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use vixen::backup::BackupPort;
 use vixen::daemon::{self, ForgeOptions, GitOptions, KubeOptions, PrepareError, Prepared, Source};
 use vixen_engine::{
@@ -239,6 +239,18 @@ pub struct Wired {
 }
 
 impl Wired {
+    /// The ports of a repo prepared with [`Target::prepare_dir`], vixen's state in `store`.
+    pub fn from_prepared(p: Prepared, store: FileStore) -> Self {
+        Self {
+            kube: KubeLink::new(p.kube, p.conn.clone()),
+            talos: p.conn,
+            desired: p.desired,
+            configs: p.configs,
+            store,
+            backup: p.backup.map(BackupPort::new),
+        }
+    }
+
     /// The engine on these ports.
     pub fn engine(&self, timeouts: Timeouts) -> Engine<'_, Connector, KubeLink, FileStore> {
         Engine {
@@ -389,22 +401,6 @@ pub struct DaemonArgs {
     pub cilium_force_conflicts: bool,
 }
 
-#[derive(clap::Args)]
-pub struct StatusArgs {
-    /// vixen's namespace.
-    #[arg(long, default_value = "vixen-system")]
-    pub namespace: String,
-    /// The VixenCluster (default: every one in the namespace).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// `table` or `json`.
-    #[arg(long, default_value = "table")]
-    pub output: String,
-    /// The kubeconfig to use (default: KUBECONFIG, ~/.kube/config, or in-cluster).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-}
-
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -413,50 +409,10 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let repo = args.target.repo.to_string_lossy().into_owned();
     if !args.once {
         return run_daemon(args);
     }
-    if daemon::source::is_remote(&repo) {
-        return run_once_remote(args);
-    }
-    let rt = runtime()?;
-    let layers_ok = rt.block_on(once_layers(&args.target, &args.target.repo))?;
-    let mut w = args.target.prepare()?;
-    DriftArg::apply(args.drift, &mut w.desired);
-    let r = rt.block_on(w.engine(timeouts(&args)).resync(&w.desired, &w.configs))?;
-    report_drift(&r.drift);
-    let code = report(&r.outcome);
-    Ok(if layers_ok { code } else { ExitCode::FAILURE })
-}
-
-/// The layers above the nodes (CNI, addons, GitOps handover), as the long-running agent applies
-/// them before the engine: one line each; `false` when one failed.
-async fn once_layers(target: &Target, dir: &Path) -> anyhow::Result<bool> {
-    let p = target
-        .prepare_dir(dir)
-        .map_err(|e| anyhow::anyhow!("{}: {}", e.stage, e.error))?;
-    let link = KubeLink::new(p.kube.clone(), p.conn.clone());
-    let mut ok = true;
-    for note in daemon::layers::apply(&p, &link, None).await {
-        match note {
-            daemon::layers::LayerNote::Applied(line) => println!("{line}"),
-            daemon::layers::LayerNote::Failed { message, .. } => {
-                eprintln!("{message}");
-                ok = false;
-            }
-        }
-    }
-    Ok(ok)
-}
-
-fn report_drift(drift: &[vixen_engine::Drifted]) {
-    for d in drift {
-        println!(
-            "drift: {} runs a config that is not the one from Git (Talos' dry run)",
-            d.node
-        );
-    }
+    super::once::run(&args)
 }
 
 pub fn report(outcome: &Outcome) -> ExitCode {
@@ -492,7 +448,7 @@ pub fn report(outcome: &Outcome) -> ExitCode {
     }
 }
 
-fn timeouts(args: &Args) -> Timeouts {
+pub(super) fn timeouts(args: &Args) -> Timeouts {
     let t = Duration::from_secs(args.ready_timeout);
     Timeouts {
         ready: t,
@@ -503,7 +459,7 @@ fn timeouts(args: &Args) -> Timeouts {
     }
 }
 
-fn git_options(args: &Args, url: &str) -> GitOptions {
+pub(super) fn git_options(args: &Args, url: &str) -> GitOptions {
     let d = &args.daemon;
     let reference = match (&d.branch, &d.tag, &d.commit) {
         (_, Some(t), _) => vixen_git::GitRef::Tag(t.clone()),
@@ -525,28 +481,6 @@ fn git_options(args: &Args, url: &str) -> GitOptions {
         known_hosts: d.git_known_hosts.clone(),
         allowed_signers: d.git_allowed_signers.clone(),
     }
-}
-
-/// `--once` with a Git URL: fetch the head, then reconcile it once as for a folder.
-fn run_once_remote(args: Args) -> anyhow::Result<ExitCode> {
-    let url = args.target.repo.to_string_lossy().into_owned();
-    let mut source = vixen_git::GitSource::new(&git_options(&args, &url).config()?)?;
-    let checkout = source.fetch()?;
-    eprintln!(
-        "fetched {} ({} objects)",
-        checkout.commit, checkout.received_objects
-    );
-    let mut target = args.target.clone();
-    target.repo = checkout.path.clone();
-    let rt = runtime()?;
-    let layers_ok = rt.block_on(once_layers(&target, &checkout.path))?;
-    let mut w = target.prepare()?;
-    w.store = FileStore::in_dir(&args.target.state_dir());
-    DriftArg::apply(args.drift, &mut w.desired);
-    let r = rt.block_on(w.engine(timeouts(&args)).resync(&w.desired, &w.configs))?;
-    report_drift(&r.drift);
-    let code = report(&r.outcome);
-    Ok(if layers_ok { code } else { ExitCode::FAILURE })
 }
 
 fn forge_options(d: &DaemonArgs) -> anyhow::Result<Option<ForgeOptions>> {
@@ -656,63 +590,4 @@ fn run_daemon(args: Args) -> anyhow::Result<ExitCode> {
     // Let the Lease release go out.
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(ExitCode::SUCCESS)
-}
-
-/// `vixen status`: the VixenCluster objects as tables (or JSON).
-pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    runtime()?.block_on(async {
-        let client = match &args.kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path)
-                    .with_context(|| format!("--kubeconfig {}", path.display()))?;
-                let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                    .await
-                    .with_context(|| format!("--kubeconfig {}", path.display()))?;
-                kube::Client::try_from(cfg)?
-            }
-            None => kube::Client::try_default()
-                .await
-                .context("no Kubernetes client (--kubeconfig, KUBECONFIG or in-cluster)")?,
-        };
-        let api: kube::Api<vixen_k8s::VixenCluster> =
-            kube::Api::namespaced(client, &args.namespace);
-        let objs = match &args.name {
-            Some(n) => vec![
-                api.get(n)
-                    .await
-                    .with_context(|| format!("vixencluster {}/{n}", args.namespace))?,
-            ],
-            None => {
-                api.list(&Default::default())
-                    .await
-                    .context("listing vixenclusters")?
-                    .items
-            }
-        };
-        if objs.is_empty() {
-            eprintln!(
-                "no VixenCluster in namespace {} (is the agent running?)",
-                args.namespace
-            );
-            return Ok(ExitCode::FAILURE);
-        }
-        for (i, o) in objs.iter().enumerate() {
-            if args.output == "json" {
-                println!("{}", serde_json::to_string_pretty(o)?);
-                continue;
-            }
-            if i > 0 {
-                println!();
-            }
-            print!("{}", vixen_k8s::render_table(o));
-        }
-        let ready = objs
-            .iter()
-            .all(|o| o.status.as_ref().is_some_and(|s| s.phase == "Ready"));
-        Ok(if ready {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        })
-    })
 }

@@ -1,4 +1,4 @@
-//! The subcommands (one module each, `agent` also holds `plan` and `status`): argument parsing
+//! The subcommands, one module each (`once` is `vixen agent --once`): argument parsing
 //! and printing only; the work lives in the crates.
 
 pub mod agent;
@@ -12,8 +12,10 @@ pub mod install;
 pub mod kubeconfig;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod once;
 pub mod plan;
 pub mod render;
+pub mod status;
 pub mod validate;
 
 use std::io::Write as _;
