@@ -12,29 +12,12 @@ use common::s3::{S3Peer, decrypt_and_status};
 
 /// A SOPS file with S3 credentials in the repo, encrypted to the demo key with real sops.
 fn write_s3_credentials(repo: &Path) {
-    let plain = repo.join("secrets/s3.yaml");
-    std::fs::write(
-        &plain,
+    let sealed = common::sops_encrypt(
         "accessKeyId: vixen-lab\nsecretAccessKey: lab-secret-not-real\n",
-    )
-    .unwrap();
-    let out = Command::new("sops")
-        .env("SOPS_DISABLE_VERSION_CHECK", "1")
-        .args([
-            "--encrypt",
-            "--age",
-            "age1px928ssmd9lk2w2hu5was6hxhx47npmhta4v0dd3whzj0xu4tc8sglqzkl",
-            plain.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sops: {}",
-        String::from_utf8_lossy(&out.stderr)
+        &repo.join("secrets"),
+        None,
     );
-    std::fs::write(repo.join("secrets/s3.sops.yaml"), out.stdout).unwrap();
-    std::fs::remove_file(plain).unwrap();
+    std::fs::write(repo.join("secrets/s3.sops.yaml"), sealed).unwrap();
 }
 
 fn s3_backup(endpoint: &str) -> String {

@@ -58,35 +58,6 @@ fn flux_install(crds: &Path) -> String {
     out
 }
 
-/// `sops encrypt` (the real sops) to the example's age recipient, as a user would.
-fn sops_encrypt(plain: &str, dir: &Path) -> String {
-    let src = dir.join("plain.yaml");
-    std::fs::write(&src, plain).unwrap();
-    let out = Command::new("sops")
-        .env("SOPS_DISABLE_VERSION_CHECK", "1")
-        .args([
-            "encrypt",
-            "--age",
-            "age1px928ssmd9lk2w2hu5was6hxhx47npmhta4v0dd3whzj0xu4tc8sglqzkl",
-            "--encrypted-regex",
-            "^(data|stringData)$",
-            "--input-type",
-            "yaml",
-            "--output-type",
-            "yaml",
-        ])
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sops: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::remove_file(src).unwrap();
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// `vixen agent --once` with info logs: its output (the reconcile's summary is in it).
 #[track_caller]
 fn agent_once(lab: &Lab) -> String {
@@ -174,9 +145,10 @@ fn flux_handover_applies_the_apps_path_with_the_age_key_vixen_injected() {
             std::fs::create_dir_all(r.join("flux")).unwrap();
             std::fs::write(r.join("flux/gotk-components.yaml"), flux_install(&crds)).unwrap();
             std::fs::create_dir_all(r.join("addons")).unwrap();
-            let addon = sops_encrypt(
+            let addon = common::sops_encrypt(
                 "apiVersion: v1\nkind: Secret\nmetadata:\n  name: backup-credentials\n  namespace: kube-system\nstringData:\n  token: addon-token-5150\n",
                 r,
+                Some("^(data|stringData)$"),
             );
             std::fs::write(r.join("addons/backup.sops.yaml"), addon).unwrap();
             std::fs::create_dir_all(r.join("apps")).unwrap();
@@ -185,9 +157,10 @@ fn flux_handover_applies_the_apps_path_with_the_age_key_vixen_injected() {
                 "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
             )
             .unwrap();
-            let secret = sops_encrypt(
+            let secret = common::sops_encrypt(
                 "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: demo\nstringData:\n  password: hunter2-from-git\n",
                 r,
+                Some("^(data|stringData)$"),
             );
             std::fs::write(r.join("apps/db.sops.yaml"), secret).unwrap();
             let cluster = r.join("cluster.yaml");

@@ -91,3 +91,32 @@ pub fn tail(path: &Path, n: usize) -> String {
         lines[lines.len().saturating_sub(n)..].join("\n")
     )
 }
+
+/// The demo age recipient (examples/homelab's key).
+pub const DEMO_RECIPIENT: &str = "age1px928ssmd9lk2w2hu5was6hxhx47npmhta4v0dd3whzj0xu4tc8sglqzkl";
+
+/// `plain` (YAML) encrypted to the demo key by the real `sops`, every value or only those under
+/// keys matching `encrypted_regex` (as a `.sops.yaml` creation rule would ask); `dir` holds the
+/// plaintext for the call and nothing afterwards.
+pub fn sops_encrypt(plain: &str, dir: &Path, encrypted_regex: Option<&str>) -> String {
+    let src = dir.join(".plain-for-sops.yaml");
+    std::fs::write(&src, plain).unwrap();
+    let mut sops = std::process::Command::new("sops");
+    sops.env("SOPS_DISABLE_VERSION_CHECK", "1")
+        .args(["encrypt", "--age", DEMO_RECIPIENT]);
+    if let Some(regex) = encrypted_regex {
+        sops.args(["--encrypted-regex", regex]);
+    }
+    let out = sops
+        .args(["--input-type", "yaml", "--output-type", "yaml"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&src).unwrap();
+    assert!(
+        out.status.success(),
+        "sops: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
