@@ -13,6 +13,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+mod etcd;
 pub mod health;
 pub mod node;
 mod recover;
