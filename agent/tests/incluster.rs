@@ -213,16 +213,6 @@ where
     }
 }
 
-async fn client(kubeconfig: &str) -> kube::Client {
-    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig).unwrap();
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    cfg.connect_timeout = Some(Duration::from_secs(2));
-    cfg.read_timeout = Some(Duration::from_secs(10));
-    kube::Client::try_from(cfg).unwrap()
-}
-
 async fn create<R>(api: &Api<R>, obj: Value)
 where
     R: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
@@ -451,7 +441,7 @@ async fn two_replicas_one_leads_a_webhook_on_the_standby_reaches_it_and_the_stan
         .arg("--out")
         .arg(dir.join("out")));
     let admin_kubeconfig = std::fs::read_to_string(dir.join("out/kubeconfig")).unwrap();
-    let admin = client(&admin_kubeconfig).await;
+    let admin = common::kubeapi::from_kubeconfig(&admin_kubeconfig).await;
     until("the API server", 120, String::new, || {
         let ns = Api::<Namespace>::all(admin.clone());
         async move { ns.get("default").await.ok().map(|_| ()) }

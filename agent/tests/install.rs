@@ -88,16 +88,6 @@ where
     }
 }
 
-async fn client(text: &str) -> kube::Client {
-    let kc = kube::config::Kubeconfig::from_yaml(text).unwrap();
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    cfg.connect_timeout = Some(Duration::from_secs(2));
-    cfg.read_timeout = Some(Duration::from_secs(10));
-    kube::Client::try_from(cfg).unwrap()
-}
-
 /// Expands `$(VAR)` as the kubelet does: a defined variable is replaced, any other reference
 /// is left as written.
 fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
@@ -352,7 +342,7 @@ async fn bootstrap_install_repo_with_only_the_age_key_starts_an_agent_that_conve
             .then(|| std::fs::read_to_string(&kc_path).ok())?
     })
     .await;
-    let admin = client(&admin_text).await;
+    let admin = common::kubeapi::from_kubeconfig(&admin_text).await;
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), NS);
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
     until("the Deployment applied", 240, why, || async {

@@ -359,8 +359,7 @@ fn story_16_bootstrap_installs_vixen_once_the_api_answers_and_never_prints_the_a
     // What the API server holds, read with the kubeconfig bootstrap wrote.
     let rt = runtime();
     rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(out_dir.join("kubeconfig")).unwrap();
-        let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap();
+        let client = common::kubeapi::from_kubeconfig(&std::fs::read_to_string(out_dir.join("kubeconfig")).unwrap()).await;
         let deploy: k8s_openapi::api::apps::v1::Deployment = Api::namespaced(client.clone(), "vixen-system").get("vixen").await.unwrap();
         assert_eq!(deploy.spec.as_ref().unwrap().replicas, Some(2));
         assert_eq!(deploy.metadata.labels.as_ref().unwrap()["app.kubernetes.io/part-of"], "vixen");

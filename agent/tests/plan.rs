@@ -139,12 +139,7 @@ fn plan_reads_the_in_cluster_journal_when_the_api_answers() {
     let w1 = nodes.iter_mut().find(|n| n["name"] == "worker-1").unwrap();
     w1["config"]["whole"] = "recorded-by-the-in-cluster-agent".into();
     let version = rt.block_on(async {
-        let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
-        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        cfg.connect_timeout = Some(Duration::from_secs(2));
-        let client = kube::Client::try_from(cfg).unwrap();
+        let client = common::kubeapi::from_kubeconfig(&kubeconfig).await;
         let until = Instant::now() + Duration::from_secs(120);
         let ns: Namespace =
             serde_json::from_value(serde_json::json!({"metadata": {"name": "vixen-system"}}))

@@ -8,6 +8,17 @@ use kube::api::{Api, ListParams};
 
 use super::lab::Lab;
 
+/// A client from kubeconfig text, with short timeouts (a lab API that is gone fails fast).
+pub async fn from_kubeconfig(text: &str) -> kube::Client {
+    let kc = kube::config::Kubeconfig::from_yaml(text).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    cfg.connect_timeout = Some(Duration::from_secs(2));
+    cfg.read_timeout = Some(Duration::from_secs(10));
+    kube::Client::try_from(cfg).unwrap()
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -28,15 +39,8 @@ pub fn client(lab: &Lab, rt: &tokio::runtime::Runtime, nodes: usize) -> kube::Cl
         args.extend(target.iter().map(String::as_str));
         let out = lab.vixen(&args);
         if out.status.success() {
-            let client = rt.block_on(async {
-                let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
-                let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                    .await
-                    .unwrap();
-                cfg.connect_timeout = Some(Duration::from_secs(2));
-                cfg.read_timeout = Some(Duration::from_secs(10));
-                kube::Client::try_from(cfg).unwrap()
-            });
+            let text = std::fs::read_to_string(&path).unwrap();
+            let client = rt.block_on(from_kubeconfig(&text));
             match rt.block_on(Api::<Node>::all(client.clone()).list(&ListParams::default())) {
                 Ok(list) if list.items.len() == nodes && list.items.iter().all(ready) => {
                     return client;
