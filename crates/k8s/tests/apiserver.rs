@@ -27,23 +27,6 @@ use vixen_lab::{Lab, LabOptions, Role};
 
 const NET: u8 = 243;
 
-async fn client(kubeconfig: &str, impersonate: Option<&str>) -> kube::Client {
-    let mut kc = kube::config::Kubeconfig::from_yaml(kubeconfig).unwrap();
-    if let Some(user) = impersonate {
-        for a in &mut kc.auth_infos {
-            if let Some(info) = a.auth_info.as_mut() {
-                info.impersonate = Some(user.to_owned());
-            }
-        }
-    }
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    cfg.connect_timeout = Some(Duration::from_secs(2));
-    cfg.read_timeout = Some(Duration::from_secs(10));
-    kube::Client::try_from(cfg).unwrap()
-}
-
 /// A one-control-plane `--kube` lab; returns the lab and the admin kubeconfig.
 async fn cluster(dir: &std::path::Path, test: &str) -> Option<(Lab, String)> {
     let apiserver = vixen_lab::peers::for_test("kube-apiserver", test)?;
@@ -66,7 +49,7 @@ async fn cluster(dir: &std::path::Path, test: &str) -> Option<(Lab, String)> {
         .replace("https://127.0.0.1:6443", &endpoint);
     install(&c, &format!("127.0.{NET}.1"), cfg.as_bytes(), &addr).await;
     let kubeconfig = bootstrap_kubeconfig(&c, &addr).await;
-    let admin_client = client(&kubeconfig, None).await;
+    let admin_client = kube_client(&kubeconfig, None).await;
     let nodes: Api<Node> = Api::all(admin_client);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while nodes
@@ -190,9 +173,9 @@ async fn as_the_vixen_service_account_on_a_real_api_server() {
     let Some((_lab, kubeconfig)) = cluster(dir.path(), test).await else {
         return;
     };
-    let admin = client(&kubeconfig, None).await;
+    let admin = kube_client(&kubeconfig, None).await;
     install_vixen(&admin).await;
-    let sa = client(
+    let sa = kube_client(
         &kubeconfig,
         Some("system:serviceaccount:vixen-system:vixen"),
     )

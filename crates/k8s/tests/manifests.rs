@@ -49,16 +49,6 @@ fn config_with(c: &Cluster, addr: &str, endpoint: &str, cilium: &str) -> Vec<u8>
     text.into_bytes()
 }
 
-async fn client(kubeconfig: &str) -> kube::Client {
-    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig).unwrap();
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    cfg.connect_timeout = Some(Duration::from_secs(2));
-    cfg.read_timeout = Some(Duration::from_secs(10));
-    kube::Client::try_from(cfg).unwrap()
-}
-
 fn docs(text: &str) -> Vec<Value> {
     serde_yaml_ng::Deserializer::from_str(text)
         .filter_map(|d| serde::Deserialize::deserialize(d).ok())
@@ -121,7 +111,7 @@ async fn talos_creates_the_inline_manifests_once_and_vixen_keeps_them_in_step() 
     )
     .await;
     let kubeconfig = bootstrap_kubeconfig(&c, &addr).await;
-    let kube = client(&kubeconfig).await;
+    let kube = kube_client(&kubeconfig, None).await;
     let system: Api<ConfigMap> = Api::namespaced(kube.clone(), "kube-system");
     let extra: Api<ConfigMap> = Api::namespaced(kube.clone(), "cni-extra");
     // The API answers, but this Talos has not applied its manifests.
@@ -283,7 +273,7 @@ async fn an_apply_cut_short_leaves_nothing_a_later_prune_cannot_find() {
             &format!("https://127.0.{NET_CUT}.100:6443"),
         );
     install(&c, &format!("127.0.{NET_CUT}.1"), cfg.as_bytes(), &addr).await;
-    let kube = client(&bootstrap_kubeconfig(&c, &addr).await).await;
+    let kube = kube_client(&bootstrap_kubeconfig(&c, &addr).await, None).await;
     let cms: Api<ConfigMap> = Api::namespaced(kube.clone(), "default");
     // The API server creates `default` itself, a moment after it answers.
     let namespaces: Api<Namespace> = Api::all(kube.clone());

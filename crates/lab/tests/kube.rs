@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Read as _;
 use std::time::Duration;
 
 use common::*;
@@ -32,25 +31,6 @@ fn config(c: &Cluster, role: Role, host: &str, addr: &str, endpoint: &str) -> Ve
     let text = String::from_utf8(c.config(role, host, &[addr], "v1.11.6")).unwrap();
     text.replace("https://127.0.0.1:6443", endpoint)
         .into_bytes()
-}
-
-/// The kubeconfig inside the Kubeconfig RPC's .tar.gz.
-fn untar_kubeconfig(archive: &[u8]) -> String {
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
-    let mut entry = tar.entries().unwrap().next().unwrap().unwrap();
-    let mut text = String::new();
-    entry.read_to_string(&mut text).unwrap();
-    text
-}
-
-async fn client(kubeconfig: &str) -> kube::Client {
-    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig).unwrap();
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    cfg.connect_timeout = Some(Duration::from_secs(2));
-    cfg.read_timeout = Some(Duration::from_secs(5));
-    kube::Client::try_from(cfg).unwrap()
 }
 
 /// `Some(true/false)`: the node's Ready condition; `None`: no such node or the API is down.
@@ -89,7 +69,7 @@ async fn bootstrap(c: &Cluster, dir: &std::path::Path, net: u8, workers: &[&str]
         kubeconfig.contains(&format!("server: {endpoint}")),
         "{kubeconfig}"
     );
-    let client = client(&kubeconfig).await;
+    let client = kube_client(&kubeconfig, None).await;
     let nodes: Api<Node> = Api::all(client.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {

@@ -175,13 +175,17 @@ pub fn ip(s: &str) -> IpAddr {
 /// Bootstraps the configured control plane at `addr` and returns its admin kubeconfig, as
 /// `talosctl bootstrap` then `talosctl kubeconfig` would.
 pub async fn bootstrap_kubeconfig(c: &Cluster, addr: &str) -> String {
-    use std::io::Read as _;
     admin(c, addr)
         .bootstrap_when_ready(Duration::from_secs(60))
         .await
         .unwrap();
-    let archive = admin(c, addr).kubeconfig().await.unwrap();
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&archive[..]));
+    untar_kubeconfig(&admin(c, addr).kubeconfig().await.unwrap())
+}
+
+/// The kubeconfig inside the Kubeconfig RPC's .tar.gz.
+pub fn untar_kubeconfig(archive: &[u8]) -> String {
+    use std::io::Read as _;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
     let mut kubeconfig = String::new();
     tar.entries()
         .unwrap()
@@ -191,4 +195,22 @@ pub async fn bootstrap_kubeconfig(c: &Cluster, addr: &str) -> String {
         .read_to_string(&mut kubeconfig)
         .unwrap();
     kubeconfig
+}
+
+/// A client from kubeconfig text with short timeouts, as `impersonate` when given (`--as`).
+pub async fn kube_client(kubeconfig: &str, impersonate: Option<&str>) -> kube::Client {
+    let mut kc = kube::config::Kubeconfig::from_yaml(kubeconfig).unwrap();
+    if let Some(user) = impersonate {
+        for a in &mut kc.auth_infos {
+            if let Some(info) = a.auth_info.as_mut() {
+                info.impersonate = Some(user.to_owned());
+            }
+        }
+    }
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    cfg.connect_timeout = Some(Duration::from_secs(2));
+    cfg.read_timeout = Some(Duration::from_secs(10));
+    kube::Client::try_from(cfg).unwrap()
 }
