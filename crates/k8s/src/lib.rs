@@ -22,6 +22,7 @@ pub mod journal;
 pub mod lease;
 pub mod manifests;
 pub mod nodes;
+pub mod preview;
 pub mod push;
 pub mod status;
 
@@ -30,8 +31,9 @@ pub use events::{EventRecorder, EventType};
 pub use handover::Handover;
 pub use journal::Journal;
 pub use lease::{LeaderElector, LeaseConfig};
-pub use manifests::{DaemonSetProgress, ManifestSets, SetReport};
+pub use manifests::{DaemonSetProgress, ManifestSets, SET_LABEL, SetReport};
 pub use nodes::{CORDONED_BY_VIXEN, DrainReport, NodeView, Nodes, StaticPod};
+pub use preview::SetPreview;
 pub use push::{Push, PushSignal};
 pub use status::{
     BackupStatus, Condition, NodeStatus, Phase, StatusApi, VixenCluster, VixenClusterSpec,

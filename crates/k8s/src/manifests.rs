@@ -97,7 +97,7 @@ pub const CRD_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The kinds one apply has discovered: `apiVersion/Kind` to its API and whether it is
 /// namespaced.
-type Kinds = std::collections::HashMap<String, (ApiResource, bool)>;
+pub(crate) type Kinds = std::collections::HashMap<String, (ApiResource, bool)>;
 
 /// Applies named sets of manifests.
 pub struct ManifestSets {
@@ -106,13 +106,13 @@ pub struct ManifestSets {
     namespace: String,
 }
 
-fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
+pub(crate) fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or_default()
 }
 
 /// `apiVersion Kind namespace name`, space-separated (none of them can hold a space; the
 /// namespace is empty for a cluster-scoped object).
-fn key(obj: &Value) -> String {
+pub(crate) fn key(obj: &Value) -> String {
     format!(
         "{} {} {} {}",
         str_at(obj, "/apiVersion"),
@@ -122,7 +122,7 @@ fn key(obj: &Value) -> String {
     )
 }
 
-fn what(obj: &Value) -> String {
+pub(crate) fn what(obj: &Value) -> String {
     let ns = str_at(obj, "/metadata/namespace");
     let name = str_at(obj, "/metadata/name");
     if ns.is_empty() {
@@ -132,7 +132,17 @@ fn what(obj: &Value) -> String {
     }
 }
 
-fn rank(obj: &Value) -> u8 {
+/// Labels `obj` as vixen's and the set's (what apply writes, and a preview compares).
+pub(crate) fn label(obj: &mut Value, set: &str) {
+    let labels = &mut obj["metadata"]["labels"];
+    if !labels.is_object() {
+        *labels = json!({});
+    }
+    labels[MANAGED_BY.0] = json!(MANAGED_BY.1);
+    labels[SET_LABEL] = json!(set);
+}
+
+pub(crate) fn rank(obj: &Value) -> u8 {
     match (str_at(obj, "/kind"), str_at(obj, "/apiVersion")) {
         ("Namespace", "v1") => 0,
         ("CustomResourceDefinition", a) if a.starts_with("apiextensions.k8s.io/") => 1,
@@ -152,7 +162,7 @@ impl ManifestSets {
     /// The API of `obj`'s kind (`None`: not served), discovered once per apply (`kinds`; a kind
     /// not served is asked again, as its CRD may just have been created). A namespaced object
     /// that names no namespace gets `default_namespace` written in, so its key is final.
-    async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         kinds: &mut Kinds,
         obj: &mut Value,
@@ -201,7 +211,7 @@ impl ManifestSets {
     }
 
     /// The keys applied by the last apply of `set`.
-    async fn inventory(&self, set: &str) -> Result<BTreeSet<String>> {
+    pub(crate) async fn inventory(&self, set: &str) -> Result<BTreeSet<String>> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
         let name = Self::inventory_name(set);
         let cm = api
@@ -270,12 +280,7 @@ impl ManifestSets {
         let mut served = Vec::new();
         let mut pending = Vec::new();
         for mut obj in ordered {
-            let labels = &mut obj["metadata"]["labels"];
-            if !labels.is_object() {
-                *labels = json!({});
-            }
-            labels[MANAGED_BY.0] = json!(MANAGED_BY.1);
-            labels[SET_LABEL] = json!(set);
+            label(&mut obj, set);
             match self
                 .resolve(&mut kinds, &mut obj, default_namespace)
                 .await?

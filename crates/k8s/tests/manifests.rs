@@ -22,6 +22,8 @@ use vixen_talos::ApplyMode;
 const NET: u8 = 233;
 /// The lab of the cut-short apply test.
 const NET_CUT: u8 = 235;
+/// The lab of the preview test.
+const NET_PREVIEW: u8 = 236;
 
 const CILIUM: &str = include_str!("../../model/tests/testdata/cilium.yaml");
 
@@ -238,6 +240,38 @@ async fn talos_creates_the_inline_manifests_once_and_vixen_keeps_them_in_step() 
     lab.shutdown().await;
 }
 
+/// A bootstrapped one-node lab on 127.0.`net`.x and an admin client, once the API server has
+/// created `default` (it does so itself, a moment after it answers).
+async fn one_node_api(net: u8, dir: &std::path::Path, test: &str) -> Option<(Lab, kube::Client)> {
+    let apiserver = vixen_lab::peers::for_test("kube-apiserver", test)?;
+    let lab = Lab::start(
+        &spec(net, &[("cp1", Role::Controlplane, "v1.11.6")]),
+        LabOptions {
+            dir: dir.to_path_buf(),
+            reboot_ms: 1500,
+            kube: Some(vixen_lab::KubeOptions { apiserver }),
+        },
+    )
+    .await
+    .unwrap();
+    let c = Cluster::generate();
+    let addr = format!("127.0.{net}.11");
+    let cfg = String::from_utf8(c.config(Role::Controlplane, "cp1", &[&addr], "v1.11.6"))
+        .unwrap()
+        .replace(
+            "https://127.0.0.1:6443",
+            &format!("https://127.0.{net}.100:6443"),
+        );
+    install(&c, &format!("127.0.{net}.1"), cfg.as_bytes(), &addr).await;
+    let kube = kube_client(&bootstrap_kubeconfig(&c, &addr).await, None).await;
+    let namespaces: Api<Namespace> = Api::all(kube.clone());
+    wait_for("the default namespace", async || {
+        namespaces.get_opt("default").await.ok().flatten()
+    })
+    .await;
+    Some((lab, kube))
+}
+
 /// Faults: an apply cut short between two objects, and a kind not served when its object was
 /// first recorded. The cut is made by the API server refusing the set's second object (a
 /// ConfigMap key Kubernetes rejects): that leaves the cluster as an agent SIGKILLed between the
@@ -247,40 +281,17 @@ async fn talos_creates_the_inline_manifests_once_and_vixen_keeps_them_in_step() 
 /// not then pruned as if it were another object that left Git.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apply_cut_short_leaves_nothing_a_later_prune_cannot_find() {
-    let Some(apiserver) = vixen_lab::peers::for_test(
-        "kube-apiserver",
-        "an_apply_cut_short_leaves_nothing_a_later_prune_cannot_find",
-    ) else {
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
-    let lab = Lab::start(
-        &spec(NET_CUT, &[("cp1", Role::Controlplane, "v1.11.6")]),
-        LabOptions {
-            dir: dir.path().to_path_buf(),
-            reboot_ms: 1500,
-            kube: Some(vixen_lab::KubeOptions { apiserver }),
-        },
+    let Some((lab, kube)) = one_node_api(
+        NET_CUT,
+        dir.path(),
+        "an_apply_cut_short_leaves_nothing_a_later_prune_cannot_find",
     )
     .await
-    .unwrap();
-    let c = Cluster::generate();
-    let addr = format!("127.0.{NET_CUT}.11");
-    let cfg = String::from_utf8(c.config(Role::Controlplane, "cp1", &[&addr], "v1.11.6"))
-        .unwrap()
-        .replace(
-            "https://127.0.0.1:6443",
-            &format!("https://127.0.{NET_CUT}.100:6443"),
-        );
-    install(&c, &format!("127.0.{NET_CUT}.1"), cfg.as_bytes(), &addr).await;
-    let kube = kube_client(&bootstrap_kubeconfig(&c, &addr).await, None).await;
+    else {
+        return;
+    };
     let cms: Api<ConfigMap> = Api::namespaced(kube.clone(), "default");
-    // The API server creates `default` itself, a moment after it answers.
-    let namespaces: Api<Namespace> = Api::all(kube.clone());
-    wait_for("the default namespace", async || {
-        namespaces.get_opt("default").await.ok().flatten()
-    })
-    .await;
     let sets = ManifestSets::new(kube.clone(), "kube-system");
     let cm = |name: &str, key: &str| {
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
@@ -350,5 +361,82 @@ async fn an_apply_cut_short_leaves_nothing_a_later_prune_cannot_find() {
         assert!(report.pruned.is_empty(), "{report:?}");
         assert!(widgets.get_opt("w").await.unwrap().is_some(), "pruned");
     }
+    lab.shutdown().await;
+}
+
+/// `vixen plan`'s view of a set: what an apply would create, change and prune, and what the API
+/// server would refuse, read by server-side dry runs; the preview writes nothing (checked on the
+/// API server: no object created, none changed, the inventory's resourceVersion kept). Faults:
+/// an object the API server refuses, and a kind not served yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_names_what_an_apply_would_do_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((lab, kube)) = one_node_api(
+        NET_PREVIEW,
+        dir.path(),
+        "a_preview_names_what_an_apply_would_do_and_writes_nothing",
+    )
+    .await
+    else {
+        return;
+    };
+    let cms: Api<ConfigMap> = Api::namespaced(kube.clone(), "default");
+    let system: Api<ConfigMap> = Api::namespaced(kube.clone(), "kube-system");
+    let sets = ManifestSets::new(kube.clone(), "kube-system");
+    let cm = |name: &str, value: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+               "data": {"a": value}})
+    };
+    sets.apply(
+        "addons",
+        &[cm("same", "1"), cm("edited", "1"), cm("leaving", "1")],
+    )
+    .await
+    .unwrap();
+    let version = |cm: Option<ConfigMap>| cm.and_then(|c| c.metadata.resource_version);
+    let inventory = version(system.get_opt("vixen-set-addons").await.unwrap());
+    assert!(inventory.is_some());
+
+    let bad = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad"},
+                     "data": {"not a key!": "1"}});
+    let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                        "metadata": {"name": "w"}});
+    let next = [cm("same", "1"), cm("edited", "2"), cm("new", "1"), bad];
+    let preview = sets.preview_in("addons", &next, "default").await.unwrap();
+    assert_eq!(preview.create, ["ConfigMap default/new"], "{preview:?}");
+    assert_eq!(preview.change, ["ConfigMap default/edited"], "{preview:?}");
+    assert_eq!(preview.prune, ["ConfigMap default/leaving"], "{preview:?}");
+    assert_eq!(preview.unchanged, 1, "{preview:?}");
+    assert_eq!(preview.refused.len(), 1, "{preview:?}");
+    assert!(
+        preview.refused[0].starts_with("ConfigMap default/bad: "),
+        "{preview:?}"
+    );
+    let line = preview.summary("addons");
+    assert!(
+        line.starts_with("addons: 1 to create (ConfigMap default/new), 1 to change"),
+        "{line}"
+    );
+    // Nothing was written.
+    assert!(cms.get_opt("new").await.unwrap().is_none());
+    assert_eq!(cms.get("edited").await.unwrap().data.unwrap()["a"], "1");
+    assert!(cms.get_opt("leaving").await.unwrap().is_some());
+    assert_eq!(
+        version(system.get_opt("vixen-set-addons").await.unwrap()),
+        inventory
+    );
+
+    // Git as the cluster is: no changes. A kind not served yet: it waits, and nothing is
+    // counted as pruned meanwhile (as the apply would not prune).
+    let same = [cm("same", "1"), cm("edited", "1"), cm("leaving", "1")];
+    let preview = sets.preview_in("addons", &same, "default").await.unwrap();
+    assert!(preview.is_empty(), "{preview:?}");
+    assert_eq!(preview.unchanged, 3);
+    let preview = sets
+        .preview_in("addons", &[cm("same", "1"), widget], "default")
+        .await
+        .unwrap();
+    assert_eq!(preview.waiting, ["Widget w"], "{preview:?}");
+    assert!(preview.prune.is_empty(), "{preview:?}");
     lab.shutdown().await;
 }
