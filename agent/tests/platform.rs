@@ -11,7 +11,8 @@
 //!    test reads the Secret back through the API server, and vixen's status says "Flux: Ready,
 //!    apps at main@sha1:<commit>".
 //! 3. A Cilium change in Git is applied (an object that left Git is pruned) with no node rebooted,
-//!    reset or upgraded (the lab's calls.jsonl).
+//!    reset or upgraded (the lab's calls.jsonl). `vixen plan` names the change and the prune
+//!    first (server-side dry runs) and changes nothing.
 //!
 //! Faults covered: Flux's CRDs do not exist when vixen first applies the handover (the kinds are
 //! not served until the same apply has created them); the `flux-system/sops-age` Secret is
@@ -343,6 +344,15 @@ fn flux_handover_applies_the_apps_path_with_the_age_key_vixen_injected() {
     // at the commit Flux applied, and puts the Secret back.
     rt.block_on(flux_secrets.delete("sops-age", &DeleteParams::default()))
         .unwrap();
+    // `vixen plan` sees it: nothing in Git changed, so the only change is the Secret's return.
+    let plan = lab.run(&["plan", "--detailed-exitcode"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        text.contains("no changes: the cluster matches Git")
+            && text.contains("gitops: 1 to create (Secret flux-system/sops-age)"),
+        "{text}"
+    );
+    assert_eq!(plan.status.code(), Some(2), "{text}");
     let mark = lab.mark();
     let second = agent_once(&lab);
     assert!(
@@ -366,6 +376,30 @@ fn flux_handover_applies_the_apps_path_with_the_age_key_vixen_injected() {
     );
     assert_ne!(changed, docs[2]);
     std::fs::write(&manifest, format!("{}---\n{changed}", docs[0])).unwrap();
+    // A reviewer's `vixen plan` names the change and the prune before anything is applied
+    // (server-side dry runs), exits 2 for "changes", and writes nothing.
+    let plan = lab.run(&["plan", "--detailed-exitcode"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "{text}{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(
+        text.contains(
+            "cni: 1 to change (ConfigMap kube-system/cilium-config), \
+             1 to prune (ServiceAccount kube-system/cilium), 5 unchanged"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("addons: no changes (1 unchanged)"), "{text}");
+    assert!(text.contains("gitops: no changes"), "{text}");
+    let cm = rt.block_on(cms.get("cilium-config")).unwrap();
+    assert!(
+        !cm.data.unwrap().contains_key("debug"),
+        "plan applied the change"
+    );
     let third = agent_once(&lab);
     assert!(third.contains("cni: 6 applied, 1 pruned"), "{third}");
     let cm = rt.block_on(cms.get("cilium-config")).unwrap();
@@ -376,6 +410,10 @@ fn flux_handover_applies_the_apps_path_with_the_age_key_vixen_injected() {
         rt.block_on(sas.get_opt("cilium")).unwrap().is_none(),
         "the ServiceAccount that left Git was not pruned"
     );
+    let plan = lab.run(&["plan", "--detailed-exitcode"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(text.contains("cni: no changes (6 unchanged)"), "{text}");
+    assert_eq!(plan.status.code(), Some(0), "{text}");
     // No node was disrupted by any of it.
     for c in lab.calls().into_iter().skip(mark) {
         let disrupts = matches!(c.short(), "Reboot" | "Reset" | "Upgrade" | "Bootstrap")

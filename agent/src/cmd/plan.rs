@@ -2,15 +2,20 @@
 //! in-cluster journal (ConfigMap `vixen-state`) when a Kubernetes API answers, else the local
 //! state; the same drift check and dry-run adoption; and each config step shows the change as
 //! Talos computes it (the dry-run apply's answer, as `talosctl apply --dry-run` prints it).
+//! The layers above the nodes (CNI, addons, GitOps handover) are previewed by server-side dry
+//! runs, one line per set: what would be created, changed, pruned or refused.
 //! Read-only: dry runs only, and no state is written.
 
 use std::process::ExitCode;
 
-use vixen::daemon::kube_store::{AgentStore, KubeStore};
-use vixen_engine::{Engine, Preview, Quiet, StateStore as _, Timeouts};
+use vixen::daemon::{
+    self,
+    kube_store::{AgentStore, KubeStore},
+};
+use vixen_engine::{Engine, FileStore, Preview, Quiet, StateStore as _, Timeouts};
 use vixen_plan::{Plan, Role, Step};
 
-use super::agent::{DriftArg, Target};
+use super::agent::{DriftArg, Target, Wired};
 
 /// The name of the in-cluster agent's journal (as `vixen agent --kube` keeps it).
 const JOURNAL: &str = "vixen-state";
@@ -22,8 +27,9 @@ pub struct PlanArgs {
     /// `text` (for reviewers) or `json`.
     #[arg(long, default_value = "text")]
     pub output: String,
-    /// Exit 0 when nothing would change, 1 on an error or a refusal, 2 when the plan has steps
-    /// (as `terraform plan -detailed-exitcode`).
+    /// Exit 0 when nothing would change, 1 on an error or a refusal (of the plan, or of an
+    /// object by the API server's dry run), 2 when the plan has steps or a layer (CNI, addons,
+    /// GitOps) would change (as `terraform plan -detailed-exitcode`).
     #[arg(long)]
     pub detailed_exitcode: bool,
     /// The namespace where the in-cluster agent keeps its journal (ConfigMap vixen-state).
@@ -32,6 +38,50 @@ pub struct PlanArgs {
     /// As `vixen agent --drift` (default: cluster.yaml's `drift:`).
     #[arg(long, value_enum)]
     pub drift: Option<DriftArg>,
+}
+
+/// What the layers above the nodes (CNI, addons, GitOps) would do.
+enum Layers {
+    /// The repo has none.
+    None,
+    /// No Kubernetes API answered (before bootstrap): not previewed.
+    NoApi,
+    /// Set by set: the preview, or why there is none.
+    Previewed(Vec<(&'static str, Result<vixen_k8s::SetPreview, String>)>),
+}
+
+impl Layers {
+    /// One line per set, for reviewers.
+    fn lines(&self) -> Vec<String> {
+        match self {
+            Layers::None => Vec::new(),
+            Layers::NoApi => vec!["layers: not previewed (no Kubernetes API answered)".into()],
+            Layers::Previewed(sets) => sets
+                .iter()
+                .map(|(set, p)| match p {
+                    Ok(p) => p.summary(set),
+                    Err(why) => format!("{set}: not previewed: {why}"),
+                })
+                .collect(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Layers::None => serde_json::Value::Null,
+            Layers::NoApi => serde_json::json!({"error": "no Kubernetes API answered"}),
+            Layers::Previewed(sets) => sets
+                .iter()
+                .map(|(set, p)| match p {
+                    Ok(p) => serde_json::json!({
+                        "set": set, "create": p.create, "change": p.change, "prune": p.prune,
+                        "waiting": p.waiting, "refused": p.refused, "unchanged": p.unchanged,
+                    }),
+                    Err(why) => serde_json::json!({"set": set, "error": why}),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Where the plan's record of the cluster came from.
@@ -53,7 +103,12 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let mut w = args.target.prepare()?;
+    let p = args
+        .target
+        .prepare_dir(&args.target.repo)
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.stage, e.error))?;
+    let layer_sets = daemon::layers::layer_sets(&p);
+    let mut w = Wired::from_prepared(p, FileStore::in_dir(&args.target.state_dir()));
     DriftArg::apply(args.drift, &mut w.desired);
     let control_planes: Vec<String> = w
         .desired
@@ -63,8 +118,9 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         .flat_map(|n| n.management_addresses.iter().cloned())
         .collect();
     let state_dir = args.target.state_dir();
-    let (preview, source) = super::agent::runtime()?.block_on(async {
-        let journal = match w.kube.client(&control_planes).await {
+    let (preview, source, layers) = super::agent::runtime()?.block_on(async {
+        let client = w.kube.client(&control_planes).await;
+        let journal = match client.clone() {
             // Read only: a journal that is not leading refuses every write.
             Some(client) => {
                 let (_never, leading) = tokio::sync::watch::channel(false);
@@ -107,17 +163,34 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                 .map(|b| b as &dyn vixen_engine::SnapshotSink),
         };
         let preview = engine.plan_only(&w.desired, &w.configs).await?;
-        anyhow::Ok((preview, Source { what, nodes }))
+        let layers = match client {
+            _ if layer_sets.is_empty() => Layers::None,
+            None => Layers::NoApi,
+            Some(client) => Layers::Previewed(daemon::layers::preview(&layer_sets, client).await),
+        };
+        anyhow::Ok((preview, Source { what, nodes }, layers))
     })?;
-    let changes = matches!(&preview.plan, Ok(p) if !p.steps.is_empty());
-    let refused = preview.plan.is_err();
+    let layers_change = match &layers {
+        Layers::Previewed(sets) => sets
+            .iter()
+            .any(|(_, p)| p.as_ref().is_ok_and(|p| !p.is_empty())),
+        _ => false,
+    };
+    let changes = layers_change || matches!(&preview.plan, Ok(p) if !p.steps.is_empty());
+    // A set the API server would refuse, or could not be read: the apply would fail too.
+    let refused = preview.plan.is_err()
+        || matches!(&layers, Layers::Previewed(sets)
+            if sets.iter().any(|(_, p)| p.as_ref().map_or(true, |p| !p.refused.is_empty())));
     if args.output == "json" {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json(&preview, &source))?
+            serde_json::to_string_pretty(&json(&preview, &source, &layers))?
         );
     } else {
         print_text(&preview, &source);
+        for line in layers.lines() {
+            println!("{line}");
+        }
     }
     Ok(match (refused, changes, args.detailed_exitcode) {
         (true, _, _) => ExitCode::FAILURE,
@@ -174,7 +247,7 @@ fn print_text(p: &Preview, source: &Source) {
     println!("{}", summary(plan));
 }
 
-fn json(p: &Preview, source: &Source) -> serde_json::Value {
+fn json(p: &Preview, source: &Source, layers: &Layers) -> serde_json::Value {
     let (plan, refused) = match &p.plan {
         Ok(plan) => (Some(plan), None),
         Err(r) => (None, Some(r.to_string())),
@@ -192,6 +265,7 @@ fn json(p: &Preview, source: &Source) -> serde_json::Value {
             "error": r.as_ref().err().map(|e| first_line(e)),
         })).collect::<Vec<_>>(),
         "summary": plan.map(summary),
+        "layers": layers.json(),
     })
 }
 

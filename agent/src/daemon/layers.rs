@@ -59,19 +59,11 @@ async fn layer_client(
     link.client(&cps).await
 }
 
-/// Applies the CNI, the addons and the GitOps handover of `p`, in that order, each only when
-/// the one before it applied; the notes are in that order. Nothing when no Kubernetes API
-/// answers yet (before bootstrap).
-pub async fn apply(p: &Prepared, link: &KubeLink, client: Option<kube::Client>) -> Vec<LayerNote> {
-    let mut notes = Vec::new();
-    if p.cni.is_empty() && p.addons.is_empty() && p.gitops.is_none() {
-        return notes;
-    }
-    let Some(client) = layer_client(p, link, client).await else {
-        return notes;
-    };
-    let sets = ManifestSets::new(client.clone(), INVENTORY_NAMESPACE);
-    let mut layers: Vec<(&str, Vec<serde_json::Value>, &str)> = Vec::new();
+/// The sets of `p`, in the order they are applied: name, objects, and the namespace of the
+/// namespaced objects that name none (`default`; the tool's own for the GitOps install, written
+/// for `kubectl apply -n`). The GitOps set carries the age key Secret.
+pub fn layer_sets(p: &Prepared) -> Vec<(&'static str, Vec<serde_json::Value>, &'static str)> {
+    let mut layers = Vec::new();
     if !p.cni.is_empty() {
         layers.push(("cni", p.cni.clone(), "default"));
     }
@@ -85,7 +77,37 @@ pub async fn apply(p: &Prepared, link: &KubeLink, client: Option<kube::Client>) 
         }
         layers.push(("gitops", objects, g.tool.namespace()));
     }
+    layers
+}
+
+/// What applying `layers` ([`layer_sets`]) would do now, set by set (`vixen plan`), or why it cannot be told
+/// (one line, no secret); writes nothing.
+pub async fn preview(
+    layers: &[(&'static str, Vec<serde_json::Value>, &'static str)],
+    client: kube::Client,
+) -> Vec<(&'static str, Result<vixen_k8s::SetPreview, String>)> {
+    let sets = ManifestSets::new(client, INVENTORY_NAMESPACE);
+    let mut out = Vec::new();
     for (set, objects, namespace) in layers {
+        let preview = sets.preview_in(set, objects, namespace).await;
+        out.push((*set, preview.map_err(|e| first_line(&e))));
+    }
+    out
+}
+
+/// Applies the CNI, the addons and the GitOps handover of `p`, in that order, each only when
+/// the one before it applied; the notes are in that order. Nothing when no Kubernetes API
+/// answers yet (before bootstrap).
+pub async fn apply(p: &Prepared, link: &KubeLink, client: Option<kube::Client>) -> Vec<LayerNote> {
+    let mut notes = Vec::new();
+    if p.cni.is_empty() && p.addons.is_empty() && p.gitops.is_none() {
+        return notes;
+    }
+    let Some(client) = layer_client(p, link, client).await else {
+        return notes;
+    };
+    let sets = ManifestSets::new(client.clone(), INVENTORY_NAMESPACE);
+    for (set, objects, namespace) in layer_sets(p) {
         match sets.apply_in(set, &objects, namespace).await {
             Ok(r) => notes.push(LayerNote::Applied(r.summary(set))),
             Err(e) => {
