@@ -345,7 +345,37 @@ impl ManifestSets {
             self.save_inventory(set, &both).await?;
             return Ok(report);
         }
-        for gone in before.difference(&now) {
+        for (api, name, object) in self
+            .prunable(&mut kinds, set, &before, &now, default_namespace)
+            .await?
+        {
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => report.pruned.push(object),
+                Err(e) if api_code(&e) == Some(404) => {}
+                Err(e) => return Err(Error::kube("delete", object, e)),
+            }
+        }
+        self.save_inventory(set, &now).await?;
+        Ok(report)
+    }
+
+    /// What an apply prunes: the objects in the inventory `before` and not in Git (`now`) that
+    /// still exist and carry vixen's labels and the set's (each with its API, name and
+    /// `Kind ns/name`). An object recorded before its kind was served (no namespace yet) that
+    /// is one still in Git is not among them.
+    ///
+    /// # Errors
+    /// API errors.
+    pub(crate) async fn prunable(
+        &self,
+        kinds: &mut Kinds,
+        set: &str,
+        before: &BTreeSet<String>,
+        now: &BTreeSet<String>,
+        default_namespace: &str,
+    ) -> Result<Vec<(Api<DynamicObject>, String, String)>> {
+        let mut out = Vec::new();
+        for gone in before.difference(now) {
             let parts: Vec<&str> = gone.split(' ').collect();
             let [api_version, kind, ns, name] = parts[..] else {
                 continue;
@@ -354,14 +384,9 @@ impl ManifestSets {
                 "apiVersion": api_version, "kind": kind,
                 "metadata": { "name": name, "namespace": ns },
             });
-            let Some(api) = self
-                .resolve(&mut kinds, &mut probe, default_namespace)
-                .await?
-            else {
+            let Some(api) = self.resolve(kinds, &mut probe, default_namespace).await? else {
                 continue;
             };
-            // Recorded before its namespace was known (its kind was not served then): the same
-            // object as one still in Git is not pruned.
             if now.contains(&key(&probe)) {
                 continue;
             }
@@ -379,14 +404,9 @@ impl ManifestSets {
                 tracing::warn!(object = %what(&probe), "left Git but not labelled as vixen's; kept");
                 continue;
             }
-            match api.delete(name, &DeleteParams::background()).await {
-                Ok(_) => report.pruned.push(what(&probe)),
-                Err(e) if api_code(&e) == Some(404) => {}
-                Err(e) => return Err(Error::kube("delete", what(&probe), e)),
-            }
+            out.push((api, name.to_owned(), what(&probe)));
         }
-        self.save_inventory(set, &now).await?;
-        Ok(report)
+        Ok(out)
     }
 
     /// The rollout of DaemonSet `namespace/name` (`None`: it does not exist).

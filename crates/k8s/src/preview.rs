@@ -11,13 +11,13 @@
 //! inventory - Git (labelled as the set's) ──► would be pruned
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use kube::api::{Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::manifests::{Kinds, key, label, rank, str_at, what};
-use crate::{Error, FIELD_MANAGER, MANAGED_BY, ManifestSets, Result, SET_LABEL, api_code};
+use crate::{Error, FIELD_MANAGER, ManifestSets, Result, api_code};
 
 /// What applying one set would do. Names objects (`Kind namespace/name`), never their data.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -155,37 +155,12 @@ impl ManifestSets {
         if !preview.waiting.is_empty() {
             return Ok(preview);
         }
-        for gone in self.inventory(set).await?.difference(&now) {
-            let parts: Vec<&str> = gone.split(' ').collect();
-            let [api_version, kind, ns, name] = parts[..] else {
-                continue;
-            };
-            let mut probe = json!({
-                "apiVersion": api_version, "kind": kind,
-                "metadata": { "name": name, "namespace": ns },
-            });
-            let Some(api) = self
-                .resolve(&mut kinds, &mut probe, default_namespace)
-                .await?
-            else {
-                continue;
-            };
-            if now.contains(&key(&probe)) {
-                continue;
-            }
-            let Some(live) = api
-                .get_metadata_opt(name)
-                .await
-                .map_err(|e| Error::kube("get", what(&probe), e))?
-            else {
-                continue;
-            };
-            let labels: BTreeMap<String, String> = live.metadata.labels.unwrap_or_default();
-            if labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
-                && labels.get(SET_LABEL).map(String::as_str) == Some(set)
-            {
-                preview.prune.push(what(&probe));
-            }
+        let before = self.inventory(set).await?;
+        for (_, _, object) in self
+            .prunable(&mut kinds, set, &before, &now, default_namespace)
+            .await?
+        {
+            preview.prune.push(object);
         }
         Ok(preview)
     }
