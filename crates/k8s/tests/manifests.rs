@@ -347,8 +347,11 @@ async fn an_apply_cut_short_leaves_nothing_a_later_prune_cannot_find() {
             "widgets",
         ),
     );
-    wait_for("the Widget kind", async || {
-        widgets.list(&Default::default()).await.ok()
+    // Served once discovery lists it (as `kubectl api-resources` would; a list by its path
+    // answers a moment earlier).
+    let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
+    wait_for("the Widget kind in discovery", async || {
+        kube::discovery::pinned_kind(&kube, &gvk).await.ok()
     })
     .await;
     // Served now: applied in `default`, and kept on this apply and the next.
